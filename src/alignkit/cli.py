@@ -1,0 +1,143 @@
+"""The `alignkit` command: one table from command name to the function it runs.
+
+Stage commands take an optional YAML config and key=value overrides:
+    alignkit sft configs/sft/tiny.yaml optim.lr=1e-4 train.max_steps=200
+`alignkit sft --help` lists every key with its type, default and meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from alignkit.errors import AlignkitError
+
+
+def _stage_command(name: str, config_cls_path: str, run_path: str) -> Callable[[list[str]], int]:
+    def command(argv: list[str]) -> int:
+        import importlib
+
+        from alignkit.config import describe, load_config
+
+        mod, cls_name = config_cls_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(mod), cls_name)
+        if any(a in ("-h", "--help") for a in argv):
+            print(f"usage: alignkit {name} [CONFIG.yaml] [key=value ...]\n\n{(cls.__doc__ or '').strip()}\n\nkeys:")
+            for key, tp, default, doc in describe(cls):
+                print(f"  {key} ({tp}, default {default})\n      {doc}")
+            return 0
+        path = argv[0] if argv and "=" not in argv[0] else None
+        overrides = argv[1:] if path else argv
+        cfg = load_config(cls, path, overrides)
+        mod, fn = run_path.rsplit(".", 1)
+        getattr(importlib.import_module(mod), fn)(cfg)
+        return 0
+
+    return command
+
+
+def cmd_merge(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit merge", description="Merge a LoRA adapter into its base model.")
+    p.add_argument("adapter_dir")
+    p.add_argument("out_dir")
+    args = p.parse_args(argv)
+    from alignkit.models import merge_adapter
+
+    print(merge_adapter(args.adapter_dir, args.out_dir))
+    return 0
+
+
+def cmd_chat(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit chat", description="Talk to a model in the terminal (chat template applied).")
+    p.add_argument("model_dir")
+    p.add_argument("--system", default="", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
+    p.add_argument("--top-p", type=float, default=1.0)
+    args = p.parse_args(argv)
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
+    from alignkit.training.run import quiet_libraries
+
+    quiet_libraries()
+    tokenizer, model = load_tokenizer(args.model_dir), load_causal_lm(args.model_dir)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        history.append({"role": "user", "content": line})
+        (reply,) = generate_responses(model, tokenizer, [history], args.max_new_tokens, args.temperature, args.top_p)
+        history.append({"role": "assistant", "content": reply})
+        print(f"model> {reply}" if interactive else reply, flush=True)
+
+
+def cmd_tiny_model(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit tiny-model", description="Build a tiny random model with a local BPE tokenizer.")
+    p.add_argument("out_dir")
+    p.add_argument("--arch", default="llama", choices=["llama", "qwen2", "gpt2"])
+    p.add_argument("--corpus", help="text file to train the tokenizer on (one document per line)")
+    p.add_argument("--vocab-size", type=int, default=512)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    args = p.parse_args(argv)
+    from alignkit.models import build_tiny_model
+
+    corpus = open(args.corpus, encoding="utf-8").read().splitlines() if args.corpus else None
+    build_tiny_model(args.out_dir, corpus, args.arch, args.vocab_size, args.hidden, args.layers, args.heads)
+    print(args.out_dir)
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from alignkit.demo import run_demo
+
+    return run_demo(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "sft": (_stage_command("sft", "alignkit.config.SFTConfig", "alignkit.stages.sft.run_sft"),
+            "supervised fine-tuning on instruction-response data"),
+    "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
+    "chat": (cmd_chat, "talk to a model in the terminal"),
+    "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
+    "demo": (cmd_demo, "run the embedded demo end to end"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: alignkit COMMAND [ARGS]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<12} {help_text}")
+        print("\n`alignkit COMMAND --help` for a command's options.")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        print(f"error: unknown command '{name}'" + (f"; did you mean '{close[0]}'?" if close else ""), file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[name][0](rest)
+    except AlignkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

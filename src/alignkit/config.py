@@ -1,0 +1,451 @@
+"""Stage configs: small dataclasses built from shared parts, loaded from YAML with key=value overrides.
+
+Every field has a docstring (the string literal under it, cleanrl style); `field_docs` reads them
+so `alignkit sft --help` can list each key with its type, default and meaning. Loading is strict:
+an unknown key is an error that names the file, the line and the closest valid key, and a value of
+the wrong type is an error that names the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from alignkit.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Shared parts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local Hugging Face model directory (config.json + weights), a LoRA adapter directory, or a
+    .gguf file. Nothing is ever downloaded from a hub."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """dtype the weights are loaded in. Keep float32 on CPU; bf16 mixed precision is `train.precision`."""
+    trust_remote_code: bool = False
+    """Allow a model directory to run its own Python code. Off unless you trust the directory."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers: sdpa, eager, or flash_attention_2 where installed."""
+
+    def validate(self, where: str) -> None:
+        if not self.path:
+            raise ConfigError(f"{where}: model.path is required (a local model directory or .gguf file)")
+
+
+@dataclass
+class DataConfig:
+    train_path: str = ""
+    """Training data: a .json, .jsonl or .parquet file, or a directory saved by `datasets`."""
+    eval_path: str = ""
+    """Held-out data in the same formats. Empty: split `eval_fraction` of the training rows off."""
+    eval_fraction: float = 0.05
+    """Share of training rows held out for evaluation when `eval_path` is empty (0 disables eval)."""
+    format: Literal["auto", "alpaca", "messages", "prompt_completion"] = "auto"
+    """Row format. auto detects from the keys: instruction/output (Alpaca), messages or
+    conversations (chat, ShareGPT spelling too), prompt/completion."""
+    max_length: int = 512
+    """Maximum tokens per sample (and per packed sequence)."""
+    truncation: Literal["right", "drop"] = "right"
+    """Too-long samples: right keeps the first max_length tokens (the end of the response and its EOS
+    are lost); drop removes the sample. Either way the count is reported."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Pack short samples into full sequences, with position ids reset per sample so no token attends
+    across a sample boundary. auto: on when a startup check shows the model masks packed samples
+    correctly; on: require it; off: pad each batch instead."""
+    dedupe: bool = True
+    """Drop exact duplicate rows (after normalising to messages), counted in the data report."""
+    split: str = "train"
+    """Split to read from a saved `datasets` DatasetDict directory."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-5
+    """Peak learning rate (after warmup)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay; not applied to biases and norm weights."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    """Learning-rate schedule after warmup: constant, linear decay to min_lr_ratio, or cosine decay."""
+    warmup_steps: int = 0
+    """Linear warmup from 0 over this many optimizer steps (overrides warmup_ratio when > 0)."""
+    warmup_ratio: float = 0.03
+    """Warmup as a share of the total optimizer steps, used when warmup_steps is 0."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a share of lr for the linear and cosine schedules."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this value (0 disables clipping)."""
+
+
+@dataclass
+class PeftConfig:
+    method: Literal["full", "lora", "prefix"] = "full"
+    """full: train all (unfrozen) weights; lora: low-rank adapters; prefix: prefix tuning (peft)."""
+    freeze_layers: int = 0
+    """Freeze the embeddings and the lowest N transformer blocks; train only the blocks above and the
+    head (full method only)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator: the update is (alpha / r) * B @ A."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt (e.g. [q_proj, v_proj]); all-linear adapts every linear layer but the head."""
+    prefix_tokens: int = 16
+    """Number of virtual tokens for prefix tuning."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    """Sequences per device per micro-batch (packed sequences when packing is on)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step. Global batch = batch_size x grad_accum x processes."""
+    epochs: float = 1.0
+    """Passes over the training data, used when max_steps is 0."""
+    max_steps: int = 0
+    """Optimizer steps to run; 0 derives it from epochs."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32, or bf16 mixed precision (autocast, fp32 master weights). bf16 is slow on CPUs without
+    AVX-512-BF16."""
+    eval_every: int = 0
+    """Evaluate held-out loss and perplexity every N optimizer steps (0: only at the end)."""
+    eval_batch_size: int = 16
+    """Sequences per device per evaluation batch."""
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = 0
+    """Save a resumable checkpoint every N optimizer steps (0: only the final model)."""
+    keep_last: int = 2
+    """How many of the newest checkpoints to keep (older ones are deleted)."""
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    """Write a metrics row (and refresh the progress bar's figures) every N optimizer steps."""
+    progress: bool = True
+    """Show a progress bar with loss, learning rate, tokens/s and ETA."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to output_dir/tensorboard (needs the tensorboard package)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning: causal-LM loss on the response tokens only."""
+
+    output_dir: str = "runs/sft"
+    """Run directory: config.yaml, metrics.jsonl, data_report.json, checkpoints/, model/."""
+    seed: int = 0
+    """Seed for data order, initialisation of new weights and dropout."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir/checkpoints."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model to fine-tune."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and evaluation data."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Which weights train: full, frozen lower layers, LoRA or prefix tuning."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Batch size, accumulation, length of training, precision, evaluation interval."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint interval and retention."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics, progress bar and TensorBoard."""
+
+    def validate(self, where: str) -> None:
+        self.model.validate(where)
+        if not self.data.train_path:
+            raise ConfigError(f"{where}: data.train_path is required")
+        _check_positive(where, "train.batch_size", self.train.batch_size)
+        _check_positive(where, "train.grad_accum", self.train.grad_accum)
+        _check_positive(where, "data.max_length", self.data.max_length)
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        if self.train.max_steps <= 0 and self.train.epochs <= 0:
+            raise ConfigError(f"{where}: set train.max_steps > 0 or train.epochs > 0")
+        if len(self.optim.betas) != 2:
+            raise ConfigError(f"{where}: optim.betas must be two numbers, got {self.optim.betas}")
+        if self.peft.freeze_layers and self.peft.method != "full":
+            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+
+
+def _check_positive(where: str, key: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}: {key} must be > 0, got {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# Field docs, loading, overrides
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, read from its source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin in (list, typing.List):
+        (inner,) = typing.get_args(tp)
+        return f"list[{_type_name(inner)}]"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check (and lightly convert) a YAML value against a field's annotation."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{where}: {key} expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and "on" in choices:  # YAML reads on/off as booleans
+            value = "on" if value else "off"
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError:
+                pass
+        raise bad
+    if origin in (list, typing.List):
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and inner is str:
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    raise bad from None
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str, prefix: str = "", lines: dict[str, int] | None = None):
+    """Build a dataclass from a nested dict; unknown keys and wrong types raise ConfigError."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        at = f"{where}, line {lines[full]}" if full in lines else where
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            if not close:  # a key that belongs one level down or up, e.g. `lr` for `optim.lr`
+                close = [k for k in all_keys(cls) if k.split(".")[-1] == key][:1]
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{at}: unknown key '{full}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value if value is not None else {}, where, f"{full}.", lines)
+        else:
+            kwargs[key] = _coerce(value, tp, full, at)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class, nested sections expanded."""
+    keys = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optim.lr=1e-4` -> (['optim', 'lr'], 0.0001); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. optim.lr=1e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _yaml_key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key in a YAML document to its 1-based line, for error messages."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    full = f"{prefix}{k.value}"
+                    lines[full] = k.start_mark.line + 1
+                    walk(v, f"{full}.")
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """Load a stage config from an optional YAML file plus key=value overrides, then validate it."""
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f", line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+        lines = _yaml_key_lines(text)
+    cfg = from_dict(cls, data, where, lines=lines)
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: dict[str, Any] = {}
+        cursor = nested
+        for k in keys[:-1]:
+            cursor = cursor.setdefault(k, {})
+        cursor[keys[-1]] = value
+        patch = from_dict(cls, nested, f"override '{text}'")
+        cfg = _merge(cfg, patch, nested)
+    if hasattr(cfg, "validate"):
+        cfg.validate(where)
+    return cfg
+
+
+def _merge(base: Any, patch: Any, present: dict[str, Any]) -> Any:
+    """Copy of `base` with the fields named in `present` taken from `patch` (recursively)."""
+    changes = {}
+    for key, value in present.items():
+        sub = getattr(patch, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(sub):
+            changes[key] = _merge(getattr(base, key), sub, value)
+        else:
+            changes[key] = sub
+    return dataclasses.replace(base, **changes)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every field, nested sections expanded: the CLI's --help."""
+    rows = []
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(default, f.name)), docs.get(f.name, "")))
+    return rows

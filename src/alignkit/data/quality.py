@@ -1,0 +1,54 @@
+"""What was dropped from the data and why: every dropped row is counted under a reason."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DataReport:
+    """Counts per split: rows read, rows kept, rows dropped by reason (with a few locations)."""
+
+    read: Counter = field(default_factory=Counter)
+    kept: Counter = field(default_factory=Counter)
+    truncated: Counter = field(default_factory=Counter)
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    held_out: int = 0
+    """Training rows set aside as the eval split (data.eval_fraction); they count as kept in eval."""
+
+    def drop(self, split: str, reason: str, where: str) -> None:
+        self.dropped.setdefault(split, Counter())[reason] += 1
+        seen = self.examples.setdefault(f"{split}: {reason}", [])
+        if len(seen) < 3:
+            seen.append(where)
+
+    def as_dict(self) -> dict:
+        splits = sorted(set(self.read) | set(self.kept))
+        out = {
+            s: {
+                "rows_read": self.read[s],
+                "kept": self.kept[s],
+                "truncated": self.truncated[s],
+                "dropped": dict(self.dropped.get(s, {})),
+                "dropped_examples": {k.split(": ", 1)[1]: v for k, v in self.examples.items() if k.startswith(s + ":")},
+            }
+            for s in splits
+        }
+        if self.held_out:
+            out["train"]["held_out_for_eval"] = self.held_out
+        return out
+
+    def lines(self) -> list[str]:
+        out = []
+        for split, d in self.as_dict().items():
+            drops = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items()) or "none"
+            held = f", {d['held_out_for_eval']} held out as the eval split" if d.get("held_out_for_eval") else ""
+            out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} ({d['truncated']} truncated){held}; dropped: {drops}")
+        return out
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")

@@ -1,0 +1,85 @@
+"""SFT data end to end: files -> samples -> quality filtering -> response-only tokenised examples."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit.config import DataConfig
+from alignkit.data.formats import Sample, to_sample
+from alignkit.data.quality import DataReport
+from alignkit.data.records import read_records
+from alignkit.data.tokenize import Example, tokenize_sample
+
+
+@dataclass
+class SFTData:
+    train: list[Example]
+    eval: list[Example]
+    report: DataReport
+
+
+def load_samples(path: str, fmt: str, split: str = "train") -> list[Sample]:
+    return [to_sample(r, fmt) for r in read_records(path, split)]
+
+
+def clean_samples(samples: list[Sample], split: str, report: DataReport, dedupe: bool,
+                  seen: set | None = None) -> list[Sample]:
+    """Drop empty responses and exact duplicates (also of keys in `seen`, e.g. the training split)."""
+    seen = set() if seen is None else seen
+    out = []
+    for s in samples:
+        if s.has_empty_response():
+            report.drop(split, "empty response", s.where)
+            continue
+        key = s.key()
+        if dedupe and key in seen:
+            report.drop(split, "exact duplicate", s.where)
+            continue
+        seen.add(key)
+        out.append(s)
+    return out
+
+
+def tokenize_samples(samples: list[Sample], tokenizer: Any, cfg: DataConfig, split: str,
+                     report: DataReport) -> list[Example]:
+    examples = []
+    for s in samples:
+        result = tokenize_sample(tokenizer, s, cfg.max_length, cfg.truncation)
+        if isinstance(result, str):
+            report.drop(split, result, s.where)
+            continue
+        report.truncated[split] += int(result.truncated)
+        examples.append(result)
+    report.kept[split] = len(examples)
+    return examples
+
+
+def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
+    """Read, validate, dedupe, split and tokenise the SFT data, counting every drop by reason."""
+    report = DataReport()
+    train = load_samples(cfg.train_path, cfg.format, cfg.split)
+    report.read["train"] = len(train)
+    seen: set = set()
+    train = clean_samples(train, "train", report, cfg.dedupe, seen)
+    if cfg.eval_path:
+        held = load_samples(cfg.eval_path, cfg.format, cfg.split)
+        report.read["eval"] = len(held)
+        # Deduping against the training keys too: an eval row seen in training is not held out.
+        held = clean_samples(held, "eval", report, cfg.dedupe, seen)
+    elif cfg.eval_fraction > 0 and len(train) > 1:
+        order = list(range(len(train)))
+        random.Random(seed).shuffle(order)
+        n_eval = max(1, round(cfg.eval_fraction * len(train)))
+        held_idx = set(order[:n_eval])
+        held = [s for i, s in enumerate(train) if i in held_idx]
+        train = [s for i, s in enumerate(train) if i not in held_idx]
+        report.read["eval"] = report.held_out = len(held)
+    else:
+        held = []
+    return SFTData(
+        train=tokenize_samples(train, tokenizer, cfg, "train", report),
+        eval=tokenize_samples(held, tokenizer, cfg, "eval", report),
+        report=report,
+    )

@@ -1,0 +1,5 @@
+"""Losses: pure functions of tensors, torch only. Tensors in, per-example loss out."""
+
+from alignkit.losses.sft import masked_mean_nll, sequence_nll, token_nll
+
+__all__ = ["masked_mean_nll", "sequence_nll", "token_nll"]

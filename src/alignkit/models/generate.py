@@ -1,0 +1,42 @@
+"""Generate responses to chat prompts: the chat template as in training, batched, left-padded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from alignkit.data.templates import render
+
+
+@torch.no_grad()
+def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
+                       max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+                       batch_size: int = 16) -> list[str]:
+    """One response per conversation (each a list of messages ending with a user turn).
+
+    temperature 0 decodes greedily. Decoding stops at EOS; the text after it is discarded.
+    """
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+    device = next(model.parameters()).device
+    out: list[str] = []
+    try:
+        for i in range(0, len(conversations), batch_size):
+            prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations[i:i + batch_size]]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
+                "do_sample": False}
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **sampling)
+            for row in ids[:, enc["input_ids"].shape[1]:]:
+                row = row.tolist()
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id)]
+                out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out

@@ -1,0 +1,100 @@
+"""Load local models and tokenizers: HF directories, LoRA adapter directories, GGUF files.
+
+Nothing is downloaded: every load is `local_files_only`, and a path that does not exist is an error
+that says so. `trust_remote_code` stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.data.templates import ensure_chat_template
+from alignkit.errors import ModelError
+
+# No hub: fail fast instead of trying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve(path: str | Path) -> tuple[Path, str | None]:
+    """(directory, gguf file name or None) for a model path, or ModelError if it cannot be a model."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"model path '{path}' does not exist (alignkit loads local models only, never from a hub)")
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ModelError(f"model path '{path}' is a file but not .gguf; give a model directory or a .gguf file")
+        return p.parent, p.name
+    if is_adapter_dir(p) or (p / "config.json").is_file():
+        return p, None
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return p, ggufs[0].name
+    raise ModelError(f"'{path}' has no config.json (nor adapter_config.json, nor a single .gguf file): not a model directory")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base_path(path: str | Path) -> str:
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")
+    return base
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model (or of an adapter's base), with a pad token and a chat template."""
+    from transformers import AutoTokenizer
+
+    directory, gguf = resolve(path)
+    if gguf is None and is_adapter_dir(directory) and not (directory / "tokenizer_config.json").is_file():
+        directory, gguf = resolve(adapter_base_path(directory))
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"cannot load a tokenizer from '{path}': {exc}") from None
+    if tok.pad_token is None:
+        # The pad id never reaches the loss (labels are -100 there), so EOS is a safe pad.
+        tok.pad_token = tok.eos_token
+    ensure_chat_template(tok)
+    return tok
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False,
+                   attn_implementation: str | None = "sdpa") -> torch.nn.Module:
+    """A causal LM from a local directory or GGUF file; an adapter directory loads base + adapter."""
+    from transformers import AutoModelForCausalLM
+
+    directory, gguf = resolve(path)
+    if gguf is None and is_adapter_dir(directory):
+        from peft import PeftModel
+
+        base = load_causal_lm(adapter_base_path(directory), dtype, trust_remote_code, attn_implementation)
+        return PeftModel.from_pretrained(base, directory, is_trainable=False)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "local_files_only": True, "trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(f"'{path}' needs its own code to load; set model.trust_remote_code=true if you trust it") from None
+        raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
+    if model.config.pad_token_id is None and model.config.eos_token_id is not None:
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model

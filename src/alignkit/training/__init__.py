@@ -1,0 +1,1 @@
+"""Plain helpers the stages share: optimizer and schedule, data order, checkpoints, metrics, progress."""

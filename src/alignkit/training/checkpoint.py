@@ -1,0 +1,140 @@
+"""Resumable checkpoints: safetensors only, written atomically (temporary directory, then rename).
+
+checkpoints/step-000120/
+  model.safetensors      trainable parameters (all of them in full fine-tuning, the adapter in LoRA)
+  optimizer.safetensors  optimizer state tensors, keyed state.<param index>.<name>
+  rng.safetensors        torch / numpy generator states
+  state.json             step, optimizer param groups, scheduler state, python RNG, stage extras
+
+A directory without state.json is incomplete and ignored; the rename makes one appear whole or not
+at all, so a run killed mid-save resumes from the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alignkit.errors import AlignkitError
+from alignkit.training.seed import rng_state, set_rng_state
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _optimizer_to_safe(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, state in opt_state["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_safe(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, extra: dict[str, Any] | None = None, keep_last: int = 2) -> Path:
+    """Write checkpoints/step-<step> atomically and delete all but the newest `keep_last`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".step-{step:06d}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    params = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(params, str(tmp / "model.safetensors"))
+    opt_tensors, opt_meta = _optimizer_to_safe(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler else None,
+             "rng": rng_meta, "extra": extra or {}}
+    with open(tmp / "state.json", "w") as fh:
+        json.dump(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its state.json."""
+    path = Path(path)
+    state = json.loads((path / "state.json").read_text())
+    params = load_file(str(path / "model.safetensors"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != trainable:
+        missing, unexpected = sorted(trainable - set(params)), sorted(set(params) - trainable)
+        raise AlignkitError(
+            f"{path}: checkpoint does not match the model being trained (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); was it written with another peft setting?"
+        )
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for name, value in params.items():
+            named[name].copy_(value)
+    optimizer.load_state_dict(_optimizer_from_safe(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    return state
+
+
+def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None) -> Path:
+    """Save a standard HF directory (safetensors) atomically; a peft model saves its adapter.
+
+    An adapter records the absolute path of its base model, so `alignkit merge`, `alignkit chat` and
+    later stages find the base without being told.
+    """
+    out = Path(out_dir)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if hasattr(model, "peft_config") and base_model_path:
+        for cfg in model.peft_config.values():
+            cfg.base_model_name_or_path = str(Path(base_model_path).resolve())
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

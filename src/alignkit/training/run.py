@@ -1,0 +1,68 @@
+"""Run-level plumbing every stage shares: the accelerator, the run directory, console output."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from alignkit.config import to_yaml
+from alignkit.errors import ConfigError
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def quiet_libraries() -> None:
+    """Keep transformers/datasets chatter (weight-loading bars, hub notices) out of our progress output."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    import huggingface_hub
+
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+
+
+def make_accelerator(precision: str):
+    """An accelerate Accelerator: DDP/FSDP/DeepSpeed come from `accelerate launch` and its config.
+
+    Gradient accumulation is done by the stage itself (token-weighted, see losses.sequence_nll), so
+    accelerate's own accumulation stays at 1.
+    """
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+
+
+def prepare_run_dir(output_dir: str | Path, cfg: Any, resume: bool, is_main: bool) -> Path:
+    """Create the run directory and record the resolved config; refuse to mix two runs in one."""
+    run_dir = Path(output_dir)
+    started = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()
+    if started and not resume:
+        raise ConfigError(f"{run_dir} already holds a run; set resume=true to continue it, or choose another output_dir")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    return run_dir
+
+
+def say(accelerator: Any, message: str) -> None:
+    if accelerator.is_main_process:
+        console.print(message)
+
+
+def reduce_sum(accelerator: Any, *values: float | torch.Tensor) -> list[float]:
+    """Sum scalars over all processes (one collective for all of them)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return t.tolist()

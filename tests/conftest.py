@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models built in code (nothing downloaded) and small data files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = ("apple pear plum grape melon lemon mango peach cherry berry kiwi lime fig date olive "
+         "bean corn rice wheat oat").split()
+
+
+def task_rows() -> list[dict]:
+    """Alpaca rows of two small tasks (reverse, upper-case) over a fixed word list: 40 distinct rows."""
+    rows = []
+    for w in WORDS:
+        rows.append({"instruction": f"Reverse the word {w}.", "input": "", "output": w[::-1]})
+        rows.append({"instruction": f"Upper-case the word {w}.", "input": "", "output": w.upper()})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((json.dumps(r) if not isinstance(r, str) else r) + "\n" for r in rows))
+    return path
+
+
+def corpus() -> list[str]:
+    return [f"{r['instruction']} {r['output']}" for r in task_rows()] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny llama, qwen2 and gpt2 models (tokenizer trained on the task corpus), saved once per session."""
+    from alignkit.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    dirs = {}
+    for arch in ("llama", "qwen2", "gpt2"):
+        build_tiny_model(root / arch, corpus(), arch=arch, hidden=64, layers=2, heads=4)
+        dirs[arch] = root / arch
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_dirs) -> Path:
+    return tiny_dirs["llama"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_dir):
+    from alignkit.models import load_tokenizer
+
+    return load_tokenizer(tiny_dir)
+
+
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", task_rows())

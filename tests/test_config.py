@@ -1,0 +1,114 @@
+"""Configs: docs per field, YAML + overrides, strict keys with suggestions, typed values, every recipe loads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from alignkit import config as C
+from alignkit.cli import main
+from alignkit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_CLASSES = [C.ModelConfig, C.DataConfig, C.OptimConfig, C.PeftConfig, C.TrainConfig,
+                  C.CheckpointConfig, C.LogConfig, C.SFTConfig]
+REQUIRED = ["model.path=m", "data.train_path=d.jsonl"]
+
+
+@pytest.mark.parametrize("cls", CONFIG_CLASSES, ids=lambda c: c.__name__)
+def test_every_field_has_a_docstring(cls):
+    docs = C.field_docs(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+    assert missing == []
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  path: m\ndata:\n  train_path: d.jsonl\noptim:\n  lr: 1e-4\n  schedule: linear\n")
+    cfg = C.load_config(C.SFTConfig, path, ["optim.lr=3e-4", "train.batch_size=4", "peft.lora_target_modules=q_proj,v_proj"])
+    assert cfg.optim.lr == pytest.approx(3e-4)  # override wins
+    assert cfg.optim.schedule == "linear"  # file value kept
+    assert cfg.train.batch_size == 4
+    assert cfg.peft.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.data.max_length == C.DataConfig().max_length  # default kept
+
+
+def test_unknown_key_in_file_names_line_and_closest_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  path: m\noptim:\n  lr: 1e-4\n  warmup_step: 10\n")
+    with pytest.raises(ConfigError) as err:
+        C.load_config(C.SFTConfig, path)
+    assert str(err.value) == f"{path}, line 5: unknown key 'optim.warmup_step'; did you mean 'optim.warmup_steps'?"
+
+
+def test_unknown_override_suggests_key():
+    with pytest.raises(ConfigError, match=r"override 'optim.lrr=1': unknown key 'optim.lrr'; did you mean 'optim.lr'\?"):
+        C.load_config(C.SFTConfig, None, REQUIRED + ["optim.lrr=1"])
+
+
+def test_key_at_wrong_level_suggests_the_nested_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'lora_r'; did you mean 'peft.lora_r'\?"):
+        C.load_config(C.SFTConfig, None, REQUIRED + ["lora_r=8"])
+
+
+def test_wrong_type_names_key_and_expected_type():
+    with pytest.raises(ConfigError, match=r"train.batch_size expects int, got 'many'"):
+        C.load_config(C.SFTConfig, None, REQUIRED + ["train.batch_size=many"])
+
+
+def test_choice_error_lists_choices_and_suggests():
+    with pytest.raises(ConfigError, match=r"optim.schedule must be one of constant, linear, cosine; got 'cosin' \(did you mean 'cosine'\?\)"):
+        C.load_config(C.SFTConfig, None, REQUIRED + ["optim.schedule=cosin"])
+
+
+def test_yaml_on_off_read_as_choice():
+    cfg = C.load_config(C.SFTConfig, None, REQUIRED + ["data.packing=off"])
+    assert cfg.data.packing == "off"
+
+
+def test_missing_required_fields():
+    with pytest.raises(ConfigError, match="model.path is required"):
+        C.load_config(C.SFTConfig, None, ["data.train_path=x"])
+    with pytest.raises(ConfigError, match="data.train_path is required"):
+        C.load_config(C.SFTConfig, None, ["model.path=x"])
+
+
+def test_bad_yaml_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  path: m\n optim: [\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line \d+: not valid YAML"):
+        C.load_config(C.SFTConfig, path)
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        C.load_config(C.SFTConfig, None, ["optim.lr"])
+
+
+def test_sft_help_lists_fields(capsys):
+    assert main(["sft", "--help"]) == 0
+    out = capsys.readouterr().out
+    for key in C.all_keys(C.SFTConfig):
+        assert f"  {key} (" in out
+    assert "Peak learning rate" in out
+
+
+def test_cli_prints_config_errors_without_traceback(capsys):
+    assert main(["sft", "model.path=m", "data.train_path=d", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: override 'optim.lrr=1': unknown key") and "Traceback" not in err
+
+
+def test_unknown_command_suggests(capsys):
+    assert main(["sfft"]) == 2
+    assert "did you mean 'sft'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_loads_and_validates(path):
+    stage = path.relative_to(ROOT / "configs").parts[0]
+    cls = {"sft": C.SFTConfig}[stage]
+    cfg = C.load_config(cls, path)
+    assert cfg.model.path and cfg.data.train_path

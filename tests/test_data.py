@@ -1,0 +1,178 @@
+"""Data: formats, response-only labels, EOS, truncation, dedupe, readers, and bad-input messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignkit.config import DataConfig
+from alignkit.data import (DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, Record, build_sft_data, read_records,
+                           tokenize_sample, to_sample)
+from alignkit.data.formats import Sample
+from alignkit.errors import DataError
+from alignkit.models.tiny import train_tokenizer
+
+from conftest import task_rows, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    """A byte-level tokenizer with no merges (vocab = 6 specials + 256 bytes): one token per character,
+    so label arrays can be written out by hand."""
+    return train_tokenizer(["hi yo"], vocab_size=262)
+
+
+def ids(tok, *pieces):
+    """Token ids of special tokens and single characters ('\\n' is the byte-level 'Ċ')."""
+    return [tok.convert_tokens_to_ids("Ċ" if p == "\n" else p) for p in pieces]
+
+
+def test_exact_label_array_single_turn(char_tok):
+    """user "hi", assistant "yo" renders as  <|bos|><|user|>\\nhi\\n<|assistant|>\\nyo<|eos|>
+    = 11 tokens; only the response "y", "o" and the EOS after it carry labels:
+        labels = [-100] * 8 + [y, o, <|eos|>]
+    """
+    s = Sample(({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}), "row 0")
+    ex = tokenize_sample(char_tok, s, max_length=64)
+    expected_ids = ids(char_tok, "<|bos|>", "<|user|>", "\n", "h", "i", "\n", "<|assistant|>", "\n", "y", "o", "<|eos|>")
+    assert ex.input_ids == expected_ids
+    assert ex.labels == [IGNORE_INDEX] * 8 + expected_ids[8:]
+
+
+def test_all_assistant_turns_labelled_in_multi_turn_chat(char_tok):
+    """Two assistant turns: both responses and both EOS tokens are labelled, user turns are not."""
+    s = Sample(({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "i"}, {"role": "assistant", "content": "oh"}), "row 0")
+    ex = tokenize_sample(char_tok, s, max_length=64)
+    labelled = [t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE_INDEX]
+    assert labelled == ids(char_tok, "y", "o", "<|eos|>", "o", "h", "<|eos|>")
+
+
+def test_default_template_when_tokenizer_has_none():
+    """A tokenizer without a chat template gets the documented default, and EOS ends the response."""
+    tok = train_tokenizer(["hello world"], vocab_size=300)
+    tok.chat_template = None
+    from alignkit.data import ensure_chat_template, render
+
+    assert ensure_chat_template(tok)
+    assert tok.chat_template == DEFAULT_CHAT_TEMPLATE
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert render(tok, msgs) == "<|bos|>### User:\nHi\n\n### Assistant:\nYo<|eos|>"
+    ex = tokenize_sample(tok, Sample(tuple(msgs), "r"), 64)
+    assert ex.input_ids[-1] == tok.eos_token_id and ex.labels[-1] == tok.eos_token_id
+    assert tok.decode([t for t, l in zip(ex.input_ids, ex.labels) if l != IGNORE_INDEX]) == "Yo<|eos|>"
+
+
+def test_plain_prompt_completion_appends_and_trains_eos(char_tok):
+    s = to_sample(Record({"prompt": "hi ", "completion": "yo"}, "r"))
+    assert not s.templated
+    ex = tokenize_sample(char_tok, s, 64)
+    assert ex.input_ids == ids(char_tok, "h", "i", "Ġ", "y", "o", "<|eos|>")
+    assert ex.labels == [IGNORE_INDEX] * 3 + ids(char_tok, "y", "o", "<|eos|>")
+
+
+def test_truncation_right_keeps_prefix_and_drop_removes(char_tok):
+    s = Sample(({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yoyoyo"}), "r")
+    ex = tokenize_sample(char_tok, s, max_length=10, truncation="right")
+    assert len(ex.input_ids) == 10 and ex.truncated
+    assert ex.labels[-2:] == ids(char_tok, "y", "o")  # the EOS was cut off with the tail
+    assert tokenize_sample(char_tok, s, max_length=10, truncation="drop") == "longer than data.max_length"
+    assert tokenize_sample(char_tok, s, max_length=7) == "no response tokens within data.max_length"
+
+
+def test_formats_normalise_to_messages():
+    alpaca = to_sample(Record({"instruction": "Add", "input": "1 2", "output": "3", "system": "Be brief"}, "r"))
+    assert alpaca.messages == ({"role": "system", "content": "Be brief"}, {"role": "user", "content": "Add\n\n1 2"},
+                               {"role": "assistant", "content": "3"})
+    share = to_sample(Record({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "r"))
+    assert share.messages == ({"role": "user", "content": "q"}, {"role": "assistant", "content": "a"})
+    conv_pc = to_sample(Record({"prompt": [{"role": "user", "content": "q"}],
+                                "completion": [{"role": "assistant", "content": "a"}]}, "r"))
+    assert conv_pc.templated and conv_pc.messages[1]["content"] == "a"
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"instruction": "x"}, "cannot tell the format from keys ['instruction']"),
+    ({"instruction": "x", "output": 3}, "field 'output' must be a string, got int"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "field 'messages' has no assistant turn to train on"),
+    ({"messages": [{"role": "bot", "content": "q"}]}, "messages[0]: unknown role 'bot'"),
+    ({"messages": [{"role": "user"}]}, "messages[0]: missing field 'content'"),
+    ({"messages": "hello"}, "field 'messages' must be a non-empty list of messages"),
+    ({"prompt": "q", "completion": None}, "missing field 'completion'"),
+    ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
+     "must end with an assistant turn, ends with 'user'"),
+])
+def test_bad_rows_name_the_row_and_field(row, message):
+    with pytest.raises(DataError) as err:
+        to_sample(Record(row, "data.jsonl, line 7"))
+    assert str(err.value).startswith("data.jsonl, line 7: ")
+    assert message in str(err.value)
+
+
+def test_alpaca_format_forced_names_missing_field():
+    with pytest.raises(DataError, match=r"line 3: missing field 'output'"):
+        to_sample(Record({"instruction": "x", "response": "y"}, "f.jsonl, line 3"), "alpaca")
+
+
+def test_non_json_line_names_the_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"}, "{not json"])
+    with pytest.raises(DataError, match=rf"{path}, line 2: not valid JSON"):
+        read_records(path)
+
+
+def test_empty_file_and_missing_file(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="holds no rows"):
+        read_records(tmp_path / "e.jsonl")
+    (tmp_path / "e.json").write_text("")
+    with pytest.raises(DataError, match="the file is empty"):
+        read_records(tmp_path / "e.json")
+    with pytest.raises(DataError, match="no such file"):
+        read_records(tmp_path / "missing.jsonl")
+    (tmp_path / "d.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match=r"unknown data file type '.csv'"):
+        read_records(tmp_path / "d.csv")
+
+
+def test_json_row_that_is_not_an_object(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps([{"prompt": "a", "completion": "b"}, [1, 2]]))
+    with pytest.raises(DataError, match=r"d.json, row 1: expected a JSON object, got list"):
+        read_records(tmp_path / "d.json")
+
+
+def test_readers_agree_across_file_types(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = task_rows()[:5]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "d.parquet"))
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    for name in ("d.jsonl", "d.json", "d.parquet", "saved"):
+        assert [r.row for r in read_records(tmp_path / name)] == rows, name
+    assert read_records(tmp_path / "d.jsonl")[2].where == f"{tmp_path / 'd.jsonl'}, line 3"
+    with pytest.raises(DataError, match="no split 'test' \\(has train\\)"):
+        read_records(tmp_path / "saved", split="test")
+
+
+def test_duplicates_and_empty_responses_are_dropped_and_counted(tmp_path, tokenizer):
+    rows = task_rows()[:6]
+    rows += [rows[0], rows[1], {"instruction": "Say nothing.", "output": "  "}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.0), tokenizer, seed=0)
+    report = data.report.as_dict()["train"]
+    assert report["rows_read"] == 9 and report["kept"] == 6 == len(data.train)
+    assert report["dropped"] == {"exact duplicate": 2, "empty response": 1}
+    assert report["dropped_examples"]["empty response"] == [f"{path}, line 9"]
+
+
+def test_eval_split_and_eval_file_deduped_against_train(tmp_path, tokenizer):
+    rows = task_rows()
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.25), tokenizer, seed=0)
+    assert (len(data.train), len(data.eval)) == (30, 10)
+    held = write_jsonl(tmp_path / "e.jsonl", rows[:3] + [{"instruction": "new", "output": "row"}])
+    data = build_sft_data(DataConfig(train_path=str(path), eval_path=str(held)), tokenizer, seed=0)
+    assert len(data.eval) == 1
+    assert data.report.as_dict()["eval"]["dropped"] == {"exact duplicate": 3}
