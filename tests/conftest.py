@@ -15,12 +15,19 @@ WORDS = ("apple pear plum grape melon lemon mango peach cherry berry kiwi lime f
          "bean corn rice wheat oat").split()
 
 
+REVERSE = ("Reverse the word {w}.", "Please reverse {w}.", "Write {w} backwards.")
+UPPER = ("Upper-case the word {w}.", "Write {w} in capitals.", "Make {w} upper case.")
+
+
 def task_rows() -> list[dict]:
-    """Alpaca rows of two small tasks (reverse, upper-case) over a fixed word list: 40 distinct rows."""
+    """Alpaca rows of two small tasks (reverse, upper-case) over a fixed word list, three phrasings
+    each: 120 distinct rows. A held-out row's word and task appear in training under another
+    phrasing, so a tiny model can lower held-out loss by learning the tasks per word."""
     rows = []
-    for w in WORDS:
-        rows.append({"instruction": f"Reverse the word {w}.", "input": "", "output": w[::-1]})
-        rows.append({"instruction": f"Upper-case the word {w}.", "input": "", "output": w.upper()})
+    for i in range(3):
+        for w in WORDS:
+            rows.append({"instruction": REVERSE[i].format(w=w), "input": "", "output": w[::-1]})
+            rows.append({"instruction": UPPER[i].format(w=w), "input": "", "output": w.upper()})
     return rows
 
 

@@ -171,7 +171,7 @@ def test_eval_split_and_eval_file_deduped_against_train(tmp_path, tokenizer):
     rows = task_rows()
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     data = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.25), tokenizer, seed=0)
-    assert (len(data.train), len(data.eval)) == (30, 10)
+    assert (len(data.train), len(data.eval)) == (90, 30)
     held = write_jsonl(tmp_path / "e.jsonl", rows[:3] + [{"instruction": "new", "output": "row"}])
     data = build_sft_data(DataConfig(train_path=str(path), eval_path=str(held)), tokenizer, seed=0)
     assert len(data.eval) == 1

@@ -39,7 +39,11 @@ def make_accelerator(precision: str):
     accelerate's own accumulation stays at 1.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # Several stages can run in one process (the pipeline, tests) with different precisions; the
+    # process group (PartialState) is kept, only the per-run settings are cleared.
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
 
 

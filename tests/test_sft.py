@@ -1,0 +1,151 @@
+"""The SFT stage on a tiny model: it learns, resumes exactly, accumulates exactly, and fails clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignkit.cli import main
+from alignkit.config import SFTConfig, load_config
+from alignkit.errors import ConfigError
+from alignkit.stages.sft import run_sft
+
+from conftest import task_rows, write_jsonl
+
+
+def sft(model_dir, data, out, *overrides):
+    cfg = load_config(SFTConfig, None, [f"model.path={model_dir}", f"data.train_path={data}", f"output_dir={out}",
+                                        "log.progress=false", "log.every=1", "data.max_length=64", *overrides])
+    return run_sft(cfg)
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    name = "adapter_model.safetensors" if (model_dir / "adapter_model.safetensors").exists() else "model.safetensors"
+    return load_file(str(model_dir / name))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sft_lowers_heldout_loss_and_reproduces_a_trained_response(tiny_dir, train_file, tmp_path):
+    out = tmp_path / "run"
+    model_dir = sft(tiny_dir, train_file, out, "train.max_steps=100", "optim.lr=3e-3", "optim.warmup_steps=5",
+                    "train.batch_size=4", "data.eval_fraction=0.1", "train.eval_every=20", "log.every=10")
+    rows = metrics(out)
+    evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    assert rows[0]["step"] == 0 and len(evals) == 6  # before training, every 20 steps, and at the end
+    assert evals[-1] < 0.5 * evals[0]
+    train_losses = [r["loss"] for r in rows if "loss" in r]
+    assert train_losses[-1] < 0.2 * train_losses[0]
+    assert {"loss", "lr", "tokens_per_s", "epoch", "grad_norm"} <= set(rows[1])
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["train"]["kept"] == 108 and report["eval"]["kept"] == 12
+
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
+
+    model, tok = load_causal_lm(model_dir), load_tokenizer(model_dir)
+    prompts = [[{"role": "user", "content": r["instruction"]}] for r in task_rows()[:6]]
+    answers = generate_responses(model, tok, prompts, max_new_tokens=12)
+    expected = [r["output"] for r in task_rows()[:6]]
+    assert sum(a == e for a, e in zip(answers, expected)) >= 4, list(zip(answers, expected))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_resume_equals_uninterrupted(tiny_dir, train_file, tmp_path, method):
+    """Run 6 steps with a checkpoint at 3; then delete everything after step 3 and resume: the final
+    weights are identical. LoRA runs with dropout, so the restored RNG matters."""
+    args = ["train.max_steps=6", "checkpoint.save_every=3", "optim.lr=1e-2", "train.batch_size=4",
+            f"peft.method={method}", "peft.lora_dropout=0.2", "data.packing=off", "checkpoint.keep_last=5"]
+    out = tmp_path / method
+    straight = weights(sft(tiny_dir, train_file, out, *args))
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    resumed = weights(sft(tiny_dir, train_file, out, *args, "resume=true"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_gradient_accumulation_matches_a_big_batch(tiny_dir, train_file, tmp_path):
+    """Batch 8 x accumulation 1 and batch 2 x accumulation 4 see the same 8 rows per step and
+    normalise by the same token count: same losses, and weights equal up to float summation order
+    (which Adam's 1/sqrt(v) amplifies a little for near-zero gradients, hence atol 2e-5 at lr 1e-3)."""
+    common = ["train.max_steps=3", "optim.lr=1e-3", "data.packing=off", "optim.max_grad_norm=0"]
+    big_dir, small_dir = tmp_path / "big", tmp_path / "small"
+    big = weights(sft(tiny_dir, train_file, big_dir, *common, "train.batch_size=8", "train.grad_accum=1"))
+    small = weights(sft(tiny_dir, train_file, small_dir, *common, "train.batch_size=2", "train.grad_accum=4"))
+    big_losses = [r["loss"] for r in metrics(big_dir) if "loss" in r]
+    assert big_losses == pytest.approx([r["loss"] for r in metrics(small_dir) if "loss" in r], rel=1e-6)
+    for key in big:
+        assert torch.allclose(big[key], small[key], atol=2e-5), key
+
+
+def test_freeze_layers_stage_keeps_lower_weights(tiny_dir, train_file, tmp_path):
+    before = load_file(str(tiny_dir / "model.safetensors"))
+    after = weights(sft(tiny_dir, train_file, tmp_path / "r", "train.max_steps=3", "optim.lr=1e-2",
+                        "peft.freeze_layers=1"))
+    for key, value in before.items():
+        frozen = key.startswith("model.layers.0.") or key.startswith("model.embed_tokens")
+        assert torch.equal(value, after[key]) == frozen, key
+
+
+def test_lora_stage_saves_adapter_that_chat_and_merge_load(tiny_dir, train_file, tmp_path, monkeypatch, capsys):
+    out = sft(tiny_dir, train_file, tmp_path / "lora", "train.max_steps=20", "optim.lr=1e-2", "peft.method=lora",
+              "peft.lora_r=4")
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == str(Path(tiny_dir).resolve())
+    assert adapter_cfg["r"] == 4
+    assert all("lora_" in k for k in weights(out))
+    assert main(["merge", str(out), str(tmp_path / "merged")]) == 0
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Reverse the word apple.\n"))
+    capsys.readouterr()
+    assert main(["chat", str(tmp_path / "merged"), "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # one reply line (possibly empty after 20 steps)
+
+
+def test_prefix_tuning_trains(tiny_dir, train_file, tmp_path):
+    out = tmp_path / "prefix"
+    sft(tiny_dir, train_file, out, "train.max_steps=15", "optim.lr=3e-2", "peft.method=prefix", "peft.prefix_tokens=4")
+    losses = [r["loss"] for r in metrics(out) if "loss" in r]
+    assert losses[-1] < losses[0]
+    assert (out / "model" / "adapter_config.json").exists()
+
+
+def test_bf16_mixed_precision_runs(tiny_dir, train_file, tmp_path):
+    out = tmp_path / "bf16"
+    sft(tiny_dir, train_file, out, "train.max_steps=2", "train.precision=bf16")
+    assert weights(out / "model")["lm_head.weight"].dtype == torch.float32  # fp32 master weights
+
+
+def test_second_run_in_same_dir_needs_resume(tiny_dir, train_file, tmp_path):
+    sft(tiny_dir, train_file, tmp_path / "r", "train.max_steps=1")
+    with pytest.raises(ConfigError, match="already holds a run; set resume=true"):
+        sft(tiny_dir, train_file, tmp_path / "r", "train.max_steps=1")
+    # resume on a finished run does nothing and returns the model
+    assert sft(tiny_dir, train_file, tmp_path / "r", "train.max_steps=1", "resume=true") == tmp_path / "r" / "model"
+
+
+def test_cli_bad_data_exits_2_naming_the_line(tiny_dir, tmp_path, capsys):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [task_rows()[0], {"instruction": "x", "output": ["not", "text"]}])
+    code = main(["sft", f"model.path={tiny_dir}", f"data.train_path={bad}", f"output_dir={tmp_path / 'o'}",
+                 "log.progress=false"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}, line 2: field 'output' must be a string, got list"
+
+
+def test_only_bad_rows_left_is_an_error(tiny_dir, tmp_path):
+    from alignkit.errors import DataError
+
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"instruction": "x", "output": ""}])
+    with pytest.raises(DataError, match="no training rows left after filtering"):
+        sft(tiny_dir, empty, tmp_path / "o", "data.eval_fraction=0")
