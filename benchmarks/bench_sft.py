@@ -10,13 +10,17 @@ Not held equal, on purpose: what a "row" holds. alignkit packs several samples i
 to max_length tokens (data.packing=auto); TRL by default pads each batch to its longest sample. So
 in the same number of steps the two see different numbers of samples, and the comparison is on
 *useful tokens per second*: the tokens of real samples trained on (their tokenised lengths; padding
-not counted), divided by the wall time of the training loop. The alignkit row with packing=off shows
+not counted; prompt and response tokens alike, the same rule on both sides), divided by the wall
+time of the training loop. The alignkit row with packing=off shows
 how much of the difference is packing; the optional TRL row with packing=True (its "bfd" strategy,
 which TRL runs padding-free: each batch flattened into one sequence) is TRL's own packed mode.
 
 Timing: the first optimizer step of every run is a warm-up and is not counted; the clock runs from
 the end of step 1 to the end of the last step (alignkit: the `time` of metrics.jsonl rows, logged
-every step; TRL: a callback at on_step_end). Setup (tokenising, model load) and saving are outside.
+every step; TRL: a callback at on_step_end). Setup (tokenising, model load) and saving are outside
+(`total_s` in the JSON includes them). The loss column is the mean training loss over all steps, a
+sanity check that every row trains on responses only (~ln(vocab) at the start), not a quality score.
+Timings on a shared 2-core machine are noisy: with another process busy, prefer --threads 1.
 
     python benchmarks/bench_sft.py                 # 30 steps, batch 8, max_length 256, 2,000 rows
     python benchmarks/bench_sft.py --quick         # a smoke run of a few steps
@@ -96,7 +100,7 @@ def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str) -
             samples += getattr(train[i], "num_samples", 1)
     return {"system": f"alignkit packing={packing}" + (" (packed)" if packed else ""), "samples": samples,
             "tokens": tokens, "seconds": seconds, "total_s": total_s,
-            "mean_loss": sum(r["loss"] for r in rows[1:]) / max(1, len(rows) - 1),
+            "mean_loss": sum(r["loss"] for r in rows) / len(rows),  # all steps, as TRL's training_loss
             "alignkit_reported_tok_s": sum(r["tokens_per_s"] for r in rows[1:]) / max(1, len(rows) - 1)}
 
 

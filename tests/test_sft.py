@@ -149,3 +149,30 @@ def test_only_bad_rows_left_is_an_error(tiny_dir, tmp_path):
     empty = write_jsonl(tmp_path / "e.jsonl", [{"instruction": "x", "output": ""}])
     with pytest.raises(DataError, match="no training rows left after filtering"):
         sft(tiny_dir, empty, tmp_path / "o", "data.eval_fraction=0")
+
+
+def test_tensorboard_events_written(tiny_dir, train_file, tmp_path):
+    out = tmp_path / "tb"
+    sft(tiny_dir, train_file, out, "train.max_steps=2", "log.tensorboard=true")
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_dir, train_file, tmp_path):
+    """DDP on CPU (gloo) through `accelerate launch`: 2 processes x batch 4 follow the same loss
+    trajectory and reach the same weights as 1 process x batch 8."""
+    import subprocess
+    import sys
+
+    common = [f"model.path={tiny_dir}", f"data.train_path={train_file}", "train.max_steps=3", "optim.lr=1e-3",
+              "data.packing=off", "optim.max_grad_norm=0", "log.progress=false", "log.every=1", "data.max_length=64"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alignkit", "sft"]
+    proc = subprocess.run(launch + common + [f"output_dir={tmp_path / 'ddp'}", "train.batch_size=4"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = weights(sft(tiny_dir, train_file, tmp_path / "one", *common[2:], "train.batch_size=8"))
+    two = weights(tmp_path / "ddp" / "model")
+    losses = lambda d: [r["loss"] for r in metrics(d) if "loss" in r]  # noqa: E731
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=1e-6)
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=2e-5), key  # float summation order, as above

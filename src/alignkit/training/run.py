@@ -44,7 +44,10 @@ def make_accelerator(precision: str):
     # Several stages can run in one process (the pipeline, tests) with different precisions; the
     # process group (PartialState) is kept, only the per-run settings are cleared.
     AcceleratorState._reset_state()
-    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    # accelerate starts gloo for several CPU processes only when told cpu=True; with no GPU present
+    # and a multi-process launch (torchrun / accelerate launch), that is the only sensible choice.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=multi_cpu)
 
 
 def prepare_run_dir(output_dir: str | Path, cfg: Any, resume: bool, is_main: bool) -> Path:
