@@ -1,6 +1,6 @@
 """SFT speed, side by side: alignkit `run_sft` vs TRL `SFTTrainer`, in one process, on CPU.
 
-Held equal on every row: the model (one tiny Llama, ~3M parameters, built once and loaded from the
+Held equal on every row: the model (one tiny Llama, ~4.5M parameters, built once and loaded from the
 same directory), the data (the same seeded Alpaca-style rows; alignkit reads them as JSONL, TRL as
 the equivalent conversational prompt/completion, so both apply the same chat template and train on
 the response tokens only), the per-device batch size (rows per step), max_length, optimizer steps,
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -163,6 +164,7 @@ def main() -> None:
         args.steps, args.rows = 6, 400
     assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
     torch.set_num_threads(args.threads)
+    load = [os.getloadavg()[0]]
 
     from alignkit.models import build_tiny_model
 
@@ -187,6 +189,7 @@ def main() -> None:
                 print(f"TRL packing=True failed: {type(exc).__name__}: {exc}")
                 results.append({"system": "TRL packing=True", "error": f"{type(exc).__name__}: {exc}"})
 
+    load.append(os.getloadavg()[0])
     for r in results:
         if "error" not in r:
             r["tokens_per_s"] = r["tokens"] / r["seconds"]
@@ -202,9 +205,14 @@ def main() -> None:
         r["ratio_vs_trl"] = r["tokens_per_s"] / base
         print(f"{r['system']:<40}{args.steps - 1:>6}{r['samples']:>9}{r['tokens']:>11}{r['seconds']:>9.2f}"
               f"{r['tokens_per_s']:>9.0f}{r['ratio_vs_trl']:>7.2f}x{r['mean_loss']:>7.3f}")
+    cores = os.cpu_count() or 1  # our own threads count in the end load; anything more is another process
+    if load[0] > cores - args.threads + 0.5 or load[1] > cores + 0.5:
+        print(f"warning: load average {load[0]:.1f} at start, {load[1]:.1f} at end on {cores} cores: "
+              "other processes shared the CPU, so these timings are unreliable (rerun when idle, or --threads 1)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": {**vars(args), "params": n_params, "counted_steps": args.steps - 1},
+    out.write_text(json.dumps({"settings": {**vars(args), "params": n_params, "counted_steps": args.steps - 1,
+                                            "loadavg_start_end": load},
                                "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -44,6 +44,7 @@ def test_sft_lowers_heldout_loss_and_reproduces_a_trained_response(tiny_dir, tra
     train_losses = [r["loss"] for r in rows if "loss" in r]
     assert train_losses[-1] < 0.2 * train_losses[0]
     assert {"loss", "lr", "tokens_per_s", "epoch", "grad_norm"} <= set(rows[1])
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "data_report.json").read_text())
     assert report["train"]["kept"] == 108 and report["eval"]["kept"] == 12
 

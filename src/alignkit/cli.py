@@ -98,6 +98,23 @@ def cmd_tiny_model(argv: list[str]) -> int:
     return 0
 
 
+def cmd_plot(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit plot", description="Draw a run's metrics.jsonl as PNG curves.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    args = p.parse_args(argv)
+    from pathlib import Path
+
+    from alignkit.errors import AlignkitError
+    from alignkit.training.plots import plot_metrics
+
+    path = Path(args.run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise AlignkitError(f"{path} does not exist: is {args.run_dir} a run directory?")
+    print(plot_metrics(path, args.out))
+    return 0
+
+
 def cmd_demo(argv: list[str]) -> int:
     from alignkit.demo import run_demo
 
@@ -110,6 +127,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
+    "plot": (cmd_plot, "draw a run's metrics as PNG curves"),
     "demo": (cmd_demo, "run the embedded demo end to end"),
 }
 

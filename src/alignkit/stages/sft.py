@@ -25,6 +25,7 @@ from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
 from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, reduce_sum, say
 from alignkit.training.seed import seed_everything
@@ -126,6 +127,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                 window = {"nll": 0.0, "tokens": 0.0, "seen": 0.0, "steps": 0, "t0": time.perf_counter()}
             else:
                 bar.update(done)
+            paused = time.perf_counter()  # evaluation and saving do not count against tokens/s
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and eval_rows and done != total_steps:
                 metrics.write(done, **evaluate(model, eval_rows, cfg, pad_id, accelerator))
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
@@ -133,6 +135,7 @@ def run_sft(cfg: SFTConfig) -> Path:
                     save_checkpoint(run_dir, done, accelerator.unwrap_model(model), optimizer, scheduler,
                                     keep_last=cfg.checkpoint.keep_last)
                 accelerator.wait_for_everyone()
+            window["t0"] += time.perf_counter() - paused
 
     # ---------------------------------------------------------------- save
     if eval_rows:
@@ -144,7 +147,7 @@ def run_sft(cfg: SFTConfig) -> Path:
             save_checkpoint(run_dir, total_steps, accelerator.unwrap_model(model), optimizer, scheduler,
                             keep_last=cfg.checkpoint.keep_last)
         save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, cfg.model.path)
-        say(accelerator, f"[green]saved {model_dir}")
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='SFT')}")
     accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
