@@ -43,7 +43,9 @@ def cmd_merge(argv: list[str]) -> int:
     p.add_argument("out_dir")
     args = p.parse_args(argv)
     from alignkit.models import merge_adapter
+    from alignkit.training.run import quiet_libraries
 
+    quiet_libraries()
     print(merge_adapter(args.adapter_dir, args.out_dir))
     return 0
 
@@ -91,7 +93,9 @@ def cmd_tiny_model(argv: list[str]) -> int:
     p.add_argument("--heads", type=int, default=4)
     args = p.parse_args(argv)
     from alignkit.models import build_tiny_model
+    from alignkit.training.run import quiet_libraries
 
+    quiet_libraries()
     corpus = open(args.corpus, encoding="utf-8").read().splitlines() if args.corpus else None
     build_tiny_model(args.out_dir, corpus, args.arch, args.vocab_size, args.hidden, args.layers, args.heads)
     print(args.out_dir)

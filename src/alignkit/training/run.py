@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ def quiet_libraries() -> None:
     datasets.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    # transformers' own deprecation notices about its internals (e.g. during a peft merge) say
+    # nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def make_accelerator(precision: str):
