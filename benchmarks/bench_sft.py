@@ -17,7 +17,8 @@ which TRL runs padding-free: each batch flattened into one sequence) is TRL's ow
 
 Timing: the first optimizer step of every run is a warm-up and is not counted; the clock runs from
 the end of step 1 to the end of the last step (alignkit: the `time` of metrics.jsonl rows, logged
-every step; TRL: a callback at on_step_end). Setup (tokenising, model load) and saving are outside
+every step, whose `tokens` and `samples` columns give the counts; TRL: a callback at on_step_end and a
+counting wrapper around its collator). Setup (tokenising, model load) and saving are outside
 (`total_s` in the JSON includes them). The loss column is the mean training loss over all steps, a
 sanity check that every row trains on responses only (~ln(vocab) at the start), not a quality score.
 Timings on a shared 2-core machine are noisy: with another process busy, prefer --threads 1.
@@ -71,10 +72,7 @@ def as_chat(row: dict[str, str]) -> dict[str, list]:
 
 def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str) -> dict:
     from alignkit.config import SFTConfig, load_config
-    from alignkit.data import build_sft_data, pack_examples
-    from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.stages.sft import resolve_packing, run_sft
-    from alignkit.training.batching import global_batch
+    from alignkit.stages.sft import run_sft
     from alignkit.training.metrics import read_metrics
 
     run_dir = work / f"alignkit-{packing}"
@@ -87,22 +85,13 @@ def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str) -
     total_s = time.perf_counter() - t0
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "tokens_per_s" in r]
     assert [r["step"] for r in rows] == list(range(1, args.steps + 1)), "expected one metrics row per step"
-    seconds = rows[-1]["time"] - rows[0]["time"]  # end of step 1 -> end of the last step
-
-    # Recount what steps 2..N trained on, with alignkit's own data pipeline and batch order.
-    tokenizer = load_tokenizer(str(model_dir))
-    packed = resolve_packing(cfg, load_causal_lm(str(model_dir)), len(tokenizer))  # as run_sft decided
-    data = build_sft_data(cfg.data, tokenizer, cfg.seed)
-    train = pack_examples(data.train, args.max_length) if packed else data.train
-    tokens = samples = 0
-    for step in range(1, args.steps):
-        for i in global_batch(len(train), step, args.batch_size, cfg.seed):
-            tokens += len(train[i])
-            samples += getattr(train[i], "num_samples", 1)
-    return {"system": f"alignkit packing={packing}" + (" (packed)" if packed else ""), "samples": samples,
-            "tokens": tokens, "seconds": seconds, "total_s": total_s,
-            "mean_loss": sum(r["loss"] for r in rows) / len(rows),  # all steps, as TRL's training_loss
-            "alignkit_reported_tok_s": sum(r["tokens_per_s"] for r in rows[1:]) / max(1, len(rows) - 1)}
+    packed = json.loads((run_dir / "data_report.json").read_text())["packing"]["packed"]
+    # Each row counts the useful tokens and samples of its step; step 1 is the uncounted warm-up.
+    return {"system": f"alignkit packing={packing}" + (" (packed)" if packed else ""),
+            "samples": sum(r["samples"] for r in rows[1:]), "tokens": sum(r["tokens"] for r in rows[1:]),
+            "seconds": rows[-1]["time"] - rows[0]["time"],  # end of step 1 -> end of the last step
+            "total_s": total_s,
+            "mean_loss": sum(r["loss"] for r in rows) / len(rows)}  # all steps, as TRL's training_loss
 
 
 def run_trl(model_dir: Path, rows: list[dict], work: Path, args, packing: bool) -> dict:
@@ -149,6 +138,16 @@ def run_trl(model_dir: Path, rows: list[dict], work: Path, args, packing: bool) 
             "total_s": total_s, "mean_loss": out.training_loss}
 
 
+def cpu_used() -> tuple[float, float]:
+    """(CPU seconds used by the whole machine, by this process) so far; Linux /proc/stat, else zeros."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=30)
@@ -164,7 +163,7 @@ def main() -> None:
         args.steps, args.rows = 6, 400
     assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
     torch.set_num_threads(args.threads)
-    load = [os.getloadavg()[0]]
+    cpu0, t0 = cpu_used(), time.time()
 
     from alignkit.models import build_tiny_model
 
@@ -189,7 +188,8 @@ def main() -> None:
                 print(f"TRL packing=True failed: {type(exc).__name__}: {exc}")
                 results.append({"system": "TRL packing=True", "error": f"{type(exc).__name__}: {exc}"})
 
-    load.append(os.getloadavg()[0])
+    cpu1, wall = cpu_used(), time.time() - t0
+    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall  # CPU cores busy with other processes
     for r in results:
         if "error" not in r:
             r["tokens_per_s"] = r["tokens"] / r["seconds"]
@@ -205,14 +205,13 @@ def main() -> None:
         r["ratio_vs_trl"] = r["tokens_per_s"] / base
         print(f"{r['system']:<40}{args.steps - 1:>6}{r['samples']:>9}{r['tokens']:>11}{r['seconds']:>9.2f}"
               f"{r['tokens_per_s']:>9.0f}{r['ratio_vs_trl']:>7.2f}x{r['mean_loss']:>7.3f}")
-    cores = os.cpu_count() or 1  # our own threads count in the end load; anything more is another process
-    if load[0] > cores - args.threads + 0.5 or load[1] > cores + 0.5:
-        print(f"warning: load average {load[0]:.1f} at start, {load[1]:.1f} at end on {cores} cores: "
-              "other processes shared the CPU, so these timings are unreliable (rerun when idle, or --threads 1)")
+    if others > 0.2:
+        print(f"warning: other processes kept {others:.1f} of {os.cpu_count()} cores busy during this run; "
+              "with threads oversubscribed, timings can be several times off (rerun when idle, or --threads 1)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": {**vars(args), "params": n_params, "counted_steps": args.steps - 1,
-                                            "loadavg_start_end": load},
+                                            "other_processes_cores": others},
                                "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -43,10 +43,13 @@ def test_sft_lowers_heldout_loss_and_reproduces_a_trained_response(tiny_dir, tra
     assert evals[-1] < 0.5 * evals[0]
     train_losses = [r["loss"] for r in rows if "loss" in r]
     assert train_losses[-1] < 0.2 * train_losses[0]
-    assert {"loss", "lr", "tokens_per_s", "epoch", "grad_norm"} <= set(rows[1])
+    assert {"loss", "lr", "tokens_per_s", "tokens", "samples", "epoch", "grad_norm"} <= set(rows[1])
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((out / "data_report.json").read_text())
     assert report["train"]["kept"] == 108 and report["eval"]["kept"] == 12
+    assert report["packing"]["packed"] and report["packing"]["train_rows"] < 108
+    # 100 steps x 4 packed rows; the samples column counts what the rows held
+    assert sum(r["samples"] for r in rows if "samples" in r) > 400
 
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
@@ -150,6 +153,7 @@ def test_only_bad_rows_left_is_an_error(tiny_dir, tmp_path):
     empty = write_jsonl(tmp_path / "e.jsonl", [{"instruction": "x", "output": ""}])
     with pytest.raises(DataError, match="no training rows left after filtering"):
         sft(tiny_dir, empty, tmp_path / "o", "data.eval_fraction=0")
+    assert json.loads((tmp_path / "o" / "data_report.json").read_text())["train"]["dropped"] == {"empty response": 1}
 
 
 def test_tensorboard_events_written(tiny_dir, train_file, tmp_path):

@@ -19,6 +19,8 @@ class DataReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     held_out: int = 0
     """Training rows set aside as the eval split (data.eval_fraction); they count as kept in eval."""
+    packing: dict = field(default_factory=dict)
+    """Whether the stage packed samples, and into how many rows (filled in by the stage)."""
 
     def drop(self, split: str, reason: str, where: str) -> None:
         self.dropped.setdefault(split, Counter())[reason] += 1
@@ -40,11 +42,15 @@ class DataReport:
         }
         if self.held_out:
             out["train"]["held_out_for_eval"] = self.held_out
+        if self.packing:
+            out["packing"] = self.packing
         return out
 
     def lines(self) -> list[str]:
         out = []
         for split, d in self.as_dict().items():
+            if split == "packing":
+                continue
             drops = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items()) or "none"
             held = f", {d['held_out_for_eval']} held out as the eval split" if d.get("held_out_for_eval") else ""
             out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} ({d['truncated']} truncated){held}; dropped: {drops}")

@@ -47,15 +47,18 @@ def run_sft(cfg: SFTConfig) -> Path:
     data = build_sft_data(cfg.data, tokenizer, cfg.seed)
     for line in data.report.lines():
         say(accelerator, f"data {line}")
-    if accelerator.is_main_process:
-        data.report.write(run_dir / "data_report.json")
     if not data.train:
+        if accelerator.is_main_process:
+            data.report.write(run_dir / "data_report.json")
         raise DataError(f"{cfg.data.train_path}: no training rows left after filtering (see data_report.json)")
 
     model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
     packing = resolve_packing(cfg, model, len(tokenizer))
     train_rows = pack_examples(data.train, cfg.data.max_length) if packing else data.train
     eval_rows = pack_examples(data.eval, cfg.data.max_length) if packing else data.eval
+    data.report.packing = {"packed": packing, "train_rows": len(train_rows), "eval_rows": len(eval_rows)}
+    if accelerator.is_main_process:
+        data.report.write(run_dir / "data_report.json")
     model = apply_peft(model, cfg.peft)
     trainable, total = count_parameters(model)
     say(accelerator, f"model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
@@ -81,7 +84,7 @@ def run_sft(cfg: SFTConfig) -> Path:
 
     # ---------------------------------------------------------------- loop
     pad_id = tokenizer.pad_token_id
-    window = {"nll": 0.0, "tokens": 0.0, "seen": 0.0, "steps": 0, "t0": time.perf_counter()}
+    window = new_window()
     with ProgressBar(total_steps, start, "sft", cfg.log.progress and accelerator.is_main_process) as bar:
         for step in range(start, total_steps):
             model.train()
@@ -114,17 +117,20 @@ def run_sft(cfg: SFTConfig) -> Path:
             window["nll"] += step_nll
             window["tokens"] += local_tokens
             window["seen"] += sum(len(train_rows[i]) for mb in mine for i in mb)  # useful (non-pad) tokens
-            window["steps"] += 1
+            window["samples"] += sum(getattr(train_rows[i], "num_samples", 1) for mb in mine for i in mb)
             if done % cfg.log.every == 0 or done == total_steps:
-                nll, tokens, seen = reduce_sum(accelerator, window["nll"], window["tokens"], window["seen"])
+                nll, tokens, seen, samples = reduce_sum(accelerator, window["nll"], window["tokens"], window["seen"],
+                                                        window["samples"])
                 elapsed = time.perf_counter() - window["t0"]
+                # tokens / samples: what the steps since the last row trained on, all processes.
                 row = {"loss": nll / max(tokens, 1.0), "lr": scheduler.get_last_lr()[0],
-                       "tokens_per_s": seen / elapsed, "epoch": done * global_size / len(train_rows)}
+                       "tokens_per_s": seen / elapsed, "tokens": int(seen), "samples": int(samples),
+                       "epoch": done * global_size / len(train_rows)}
                 if grad_norm is not None:
                     row["grad_norm"] = grad_norm
                 metrics.write(done, **row)
                 bar.update(done, loss=row["loss"], lr=row["lr"], tok_s=round(row["tokens_per_s"]))
-                window = {"nll": 0.0, "tokens": 0.0, "seen": 0.0, "steps": 0, "t0": time.perf_counter()}
+                window = new_window()
             else:
                 bar.update(done)
             paused = time.perf_counter()  # evaluation and saving do not count against tokens/s
@@ -151,6 +157,11 @@ def run_sft(cfg: SFTConfig) -> Path:
     accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
+
+
+def new_window() -> dict[str, float]:
+    """Running sums between two metrics rows."""
+    return {"nll": 0.0, "tokens": 0.0, "seen": 0.0, "samples": 0.0, "t0": time.perf_counter()}
 
 
 def resolve_packing(cfg: SFTConfig, model: torch.nn.Module, vocab_size: int) -> bool:
