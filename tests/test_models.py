@@ -23,13 +23,13 @@ def test_load_errors_are_clear(tmp_path):
         load_tokenizer(tmp_path)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2"])
 def test_tokenizer_has_pad_and_template(tiny_dirs, arch):
     tok = load_tokenizer(tiny_dirs[arch])
     assert tok.pad_token is not None and tok.chat_template
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2"])
 def test_packed_batch_gives_same_per_sample_loss_as_one_by_one(tiny_dirs, arch):
     """Three samples packed in one row (position ids reset) vs run separately: same summed NLL each."""
     model = load_causal_lm(tiny_dirs[arch]).eval()
@@ -82,7 +82,7 @@ def _one_step(model, tok):
     opt.step()
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gemma", "gpt2"])
 def test_freezing_lower_layers_leaves_exactly_them_unchanged(tiny_dirs, arch):
     model = load_causal_lm(tiny_dirs[arch])
     tok = load_tokenizer(tiny_dirs[arch])
@@ -91,7 +91,7 @@ def test_freezing_lower_layers_leaves_exactly_them_unchanged(tiny_dirs, arch):
     _one_step(model, tok)
     unchanged = {n for n, p in model.named_parameters() if torch.equal(p, before[n])}
     assert unchanged == frozen
-    block0 = ".layers.0." if arch == "llama" else ".h.0."
+    block0 = ".h.0." if arch == "gpt2" else ".layers.0."
     assert any(block0 in n for n in frozen) and not any(".layers.1." in n or ".h.1." in n for n in frozen)
 
 

@@ -85,7 +85,7 @@ def cmd_chat(argv: list[str]) -> int:
 def cmd_tiny_model(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="alignkit tiny-model", description="Build a tiny random model with a local BPE tokenizer.")
     p.add_argument("out_dir")
-    p.add_argument("--arch", default="llama", choices=["llama", "qwen2", "gpt2"])
+    p.add_argument("--arch", default="llama", choices=["llama", "qwen2", "gemma", "gpt2"])
     p.add_argument("--corpus", help="text file to train the tokenizer on (one document per line)")
     p.add_argument("--vocab-size", type=int, default=512)
     p.add_argument("--hidden", type=int, default=64)

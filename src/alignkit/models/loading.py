@@ -94,6 +94,13 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: 
         raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
     except OSError as exc:
         raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
+    if gguf:
+        # transformers dequantises GGUF weights to plain tensors on load but still marks the model as
+        # quantized, which makes save_pretrained refuse; the marks no longer describe the weights.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
     if model.config.pad_token_id is None and model.config.eos_token_id is not None:
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

