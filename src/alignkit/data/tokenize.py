@@ -60,7 +60,11 @@ def tokenize_sample(tokenizer: Any, sample: Sample, max_length: int, truncation:
     """An Example with response-only labels, or a string saying why the sample is dropped."""
     text, spans = response_spans(tokenizer, sample)
     # Plain text gets the tokenizer's own special tokens (BOS for Llama); a template writes its own.
-    enc = tokenizer(text, add_special_tokens=not sample.templated, return_offsets_mapping=True)
+    try:
+        enc = tokenizer(text, add_special_tokens=not sample.templated, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise DataError(f"{type(tokenizer).__name__} cannot map tokens to characters (offset mapping); "
+                        "response-only labels need a fast (Rust `tokenizers`) tokenizer") from None
     ids = list(enc["input_ids"])
     labels = [IGNORE_INDEX] * len(ids)
     for t, (start, end) in enumerate(enc["offset_mapping"]):

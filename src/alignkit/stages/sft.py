@@ -37,6 +37,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     quiet_libraries()
     accelerator = make_accelerator(cfg.train.precision)
     run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
+    accelerator.wait_for_everyone()  # every process has checked the directory before any writes to it
     model_dir = run_dir / "model"
     if cfg.resume and model_dir.is_dir():
         say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
