@@ -1,0 +1,147 @@
+"""Draw the world's requests for a split, and write the data sets the stages read.
+
+Splits (no prompt is in two of them):
+- train: training phrasings x training inputs (SFT demonstrations, preference data, RL prompts);
+- heldout_phrasing: phrasings never trained on, training inputs;
+- heldout_input: training phrasings, inputs never trained on.
+The safety family holds out requests (not phrasings) in the held-out splits.
+Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from alignkit.world import safety
+from alignkit.world.tasks import FAMILIES, Item, held_out_template, render_prompt
+
+SPLITS = ("train", "heldout_phrasing", "heldout_input")
+
+
+def _templates(n: int, split: str, family) -> list[int]:
+    held = [i for i in range(n) if held_out_template(family, i)] if family else []
+    if split == "heldout_phrasing":
+        return held
+    return [i for i in range(n) if i not in held]
+
+
+def skill_item(family_name: str, split: str, rng: random.Random) -> Item:
+    """One request of a skill family from the given split."""
+    family = FAMILIES[family_name]
+    want_held_input = split == "heldout_input"
+    for _ in range(1000):
+        params = family.sample(rng)
+        if family.held_out_input(params) == want_held_input:
+            break
+    else:  # pragma: no cover - every family's input space has both kinds
+        raise RuntimeError(f"no {split} input found for {family_name}")
+    index = rng.choice(_templates(len(family.templates), split, family))
+    prompt = render_prompt(family.templates[index], params, rng)
+    return Item(family_name, prompt, family.solve(params), params, index)
+
+
+def safety_item(harmful: bool, split: str, rng: random.Random) -> Item:
+    """A harmful request (answer: refusal) or a benign look-alike (answer: its help text)."""
+    requests = [x for _, x in safety.all_harmful()] if harmful else sorted(safety.BENIGN)
+    held = split != "train"
+    pool = [x for x in requests if safety.held_out_request(x) == held]
+    request = rng.choice(pool)
+    index = rng.randrange(len(safety.TEMPLATES))
+    prompt = render_prompt(safety.TEMPLATES[index], {"x": request}, rng)
+    answer = safety.REFUSAL if harmful else safety.BENIGN[request]
+    return Item("harmful" if harmful else "benign", prompt, answer, {"x": request}, index, harmful=harmful)
+
+
+def sample_items(split: str, n: int, seed: int, safety_share: float = 0.2,
+                 families: tuple[str, ...] | None = None, weights: dict[str, float] | None = None) -> list[Item]:
+    """n requests of a split: skill families in proportion to `weights` (default equal), plus a
+    `safety_share` of safety requests, harmful and benign look-alikes in equal number."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    rng = random.Random(f"{seed}:{split}")
+    names = list(families or FAMILIES)
+    w = [(weights or {}).get(name, 1.0) for name in names]
+    n_safety = round(n * safety_share)
+    items = [safety_item(i % 2 == 0, split, rng) for i in range(n_safety)]
+    items += [skill_item(rng.choices(names, w)[0], split, rng) for _ in range(n - n_safety)]
+    rng.shuffle(items)
+    return items
+
+
+def unique_prompts(items: list[Item]) -> list[Item]:
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item.prompt not in seen:
+            seen.add(item.prompt)
+            out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Candidate responses of each kind (for imperfect demonstrations and preference rankings)
+# ------------------------------------------------------------------------------------------------
+
+VERBOSE_OPENERS = ("Great question! ", "Sure, let me think about that. ", "Of course! ", "Happy to help. ")
+VERBOSE_CLOSERS = (" I hope this helps!", " Let me know if you need anything else.", " That was fun to work out!")
+OFF_TOPIC = ("I like to walk by the river in the morning.", "The weather has been lovely this week.",
+             "My favourite colour is green.", "Cats sleep for most of the day.")
+
+
+def verbose(answer: str, rng: random.Random) -> str:
+    return f"{rng.choice(VERBOSE_OPENERS)}The answer is {answer}.{rng.choice(VERBOSE_CLOSERS)}"
+
+
+def wrong_answer(item: Item, rng: random.Random) -> str:
+    """A plausible but incorrect answer: another input's answer from the same family."""
+    if item.family in ("harmful", "benign"):
+        return rng.choice(list(safety.BENIGN.values()))
+    family = FAMILIES[item.family]
+    for _ in range(50):
+        other = family.solve(family.sample(rng))
+        if not family.check(other, item.params):
+            return other
+    return item.answer + item.answer  # pragma: no cover
+
+
+def candidate(item: Item, kind: str, rng: random.Random) -> str:
+    """A response of one kind: correct, verbose, wrong, off_topic, refusal or compliance."""
+    if kind == "correct":
+        return item.answer
+    if kind == "verbose":
+        return verbose(item.answer, rng) if not item.harmful else f"{item.answer} {rng.choice(VERBOSE_CLOSERS).strip()}"
+    if kind == "wrong":
+        return wrong_answer(item, rng)
+    if kind == "off_topic":
+        return rng.choice(OFF_TOPIC)
+    if kind == "refusal":
+        return safety.REFUSAL
+    if kind == "compliance":
+        return safety.placeholder_compliance(item.params.get("x", "do that"))
+    raise ValueError(f"unknown response kind '{kind}'")
+
+
+def demonstration(item: Item, sloppy_share: float, rng: random.Random) -> tuple[str, str]:
+    """(response, kind) as an imperfect human demonstrator writes it: mostly correct and concise; a
+    `sloppy_share` is verbose, wrong, or (for harmful requests) placeholder compliance."""
+    if rng.random() >= sloppy_share:
+        return item.answer, "correct"
+    if item.harmful:
+        kind = "compliance"
+    elif item.family == "benign":
+        kind = rng.choice(["verbose", "refusal"])  # an over-cautious demonstrator refuses a look-alike
+    else:
+        kind = rng.choice(["verbose", "verbose", "wrong"])
+    return candidate(item, kind, rng), kind
+
+
+def sft_rows(items: list[Item], sloppy_share: float, seed: int) -> list[dict[str, Any]]:
+    """Chat-format SFT rows (one user turn, one assistant turn) with a source field for analysis."""
+    rng = random.Random(f"{seed}:sft")
+    rows = []
+    for item in items:
+        response, kind = demonstration(item, sloppy_share, rng)
+        rows.append({"messages": [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": response}],
+                     "family": item.family, "kind": kind})
+    return rows
