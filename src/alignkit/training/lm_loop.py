@@ -1,0 +1,148 @@
+"""The causal-LM training loop that SFT and pretraining share (they differ only in their data and
+labels: response tokens for SFT, every token for pretraining).
+
+One optimizer step per global batch: the micro-batches' summed NLL is normalised by the labelled
+tokens of the whole global batch (docs/implementation_details.md, item 7), gradients are clipped,
+and metrics, evaluation and checkpoints happen at their intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.data import collate
+from alignkit.losses import sequence_nll
+from alignkit.training.batching import global_batch, micro_batches, shard
+from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.training.metrics import MetricsWriter, truncate_metrics
+from alignkit.training.progress import ProgressBar
+from alignkit.training.run import reduce_sum, say
+
+
+def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any,
+                metrics: MetricsWriter) -> int:
+    """The step to start from: the newest checkpoint's when resuming (state restored), else 0."""
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is None:
+        return 0
+    start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)["step"]
+    if accelerator.is_main_process:
+        truncate_metrics(metrics.path, start)
+    say(accelerator, f"resumed from {ckpt} at step {start}")
+    return start
+
+
+def train_loop(cfg: Any, *, name: str, accelerator: Any, model: Any, optimizer: Any, scheduler: Any,
+               train_rows: list, eval_rows: list, pad_id: int, run_dir: Path, metrics: MetricsWriter,
+               start: int, total_steps: int) -> None:
+    """Run optimizer steps start..total_steps-1. `cfg` has train, optim, log, checkpoint and seed."""
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    if start == 0 and cfg.train.eval_every and eval_rows:
+        metrics.write(0, **evaluate(model, eval_rows, cfg.train.eval_batch_size, pad_id, accelerator))
+    window = new_window()
+    with ProgressBar(total_steps, start, name, cfg.log.progress and accelerator.is_main_process) as bar:
+        for step in range(start, total_steps):
+            model.train()
+            indices = global_batch(len(train_rows), step, global_size, cfg.seed)
+            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
+            batches = [collate([train_rows[i] for i in mb], pad_id) for mb in mine]
+            # Normalise by the labelled tokens of the whole global batch, so any split into
+            # micro-batches and processes gives the same gradient (DDP averages, hence x world).
+            local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+            (global_tokens,) = reduce_sum(accelerator, local_tokens)
+            step_nll = 0.0
+            for k, batch in enumerate(batches):
+                sync = nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+                    labels = batch.pop("labels")
+                    logits = model(**batch, use_cache=False).logits  # a cache would disable packed masking
+                    nll_sum, _ = sequence_nll(logits, labels)
+                    accelerator.backward(nll_sum.sum() * world / max(global_tokens, 1.0))
+                step_nll += float(nll_sum.detach().sum())
+            grad_norm = None
+            if cfg.optim.max_grad_norm > 0:
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            window["nll"] += step_nll
+            window["tokens"] += local_tokens
+            window["seen"] += sum(len(train_rows[i]) for mb in mine for i in mb)  # useful (non-pad) tokens
+            window["samples"] += sum(getattr(train_rows[i], "num_samples", 1) for mb in mine for i in mb)
+            if done % cfg.log.every == 0 or done == total_steps:
+                nll, tokens, seen, samples = reduce_sum(accelerator, window["nll"], window["tokens"], window["seen"],
+                                                        window["samples"])
+                # tokens / samples: what the steps since the last row trained on, all processes.
+                row = {"loss": nll / max(tokens, 1.0), "lr": scheduler.get_last_lr()[0],
+                       "tokens_per_s": seen / (time.perf_counter() - window["t0"]), "tokens": int(seen),
+                       "samples": int(samples), "epoch": done * global_size / len(train_rows)}
+                if grad_norm is not None:
+                    row["grad_norm"] = grad_norm
+                metrics.write(done, **row)
+                bar.update(done, loss=row["loss"], lr=row["lr"], tok_s=round(row["tokens_per_s"]))
+                window = new_window()
+            else:
+                bar.update(done)
+            paused = time.perf_counter()  # evaluation and saving do not count against tokens/s
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and eval_rows and done != total_steps:
+                metrics.write(done, **evaluate(model, eval_rows, cfg.train.eval_batch_size, pad_id, accelerator))
+            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
+                save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
+            window["t0"] += time.perf_counter() - paused
+
+
+def finish(cfg: Any, *, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, eval_rows: list,
+           pad_id: int, run_dir: Path, metrics: MetricsWriter, total_steps: int) -> dict[str, float]:
+    """Final evaluation (logged at the last step) and, when checkpointing, a resumable final state."""
+    result: dict[str, float] = {}
+    if eval_rows:
+        result = evaluate(model, eval_rows, cfg.train.eval_batch_size, pad_id, accelerator)
+        metrics.write(total_steps, **result)
+        say(accelerator, f"eval loss {result['eval_loss']:.4f}, perplexity {result['eval_ppl']:.2f}")
+    if cfg.checkpoint.save_every:  # the final state is resumable too (e.g. to train further)
+        save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
+    return result
+
+
+def save_resumable(cfg: Any, run_dir: Path, step: int, accelerator: Any, model: Any, optimizer: Any,
+                   scheduler: Any) -> None:
+    if accelerator.is_main_process:
+        save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                        keep_last=cfg.checkpoint.keep_last)
+    accelerator.wait_for_everyone()
+
+
+def new_window() -> dict[str, float]:
+    """Running sums between two metrics rows."""
+    return {"nll": 0.0, "tokens": 0.0, "seen": 0.0, "samples": 0.0, "t0": time.perf_counter()}
+
+
+@torch.no_grad()
+def evaluate(model: Any, rows: list, batch_size: int, pad_id: int, accelerator: Any) -> dict[str, float]:
+    """Token-weighted held-out NLL and its perplexity, over all processes."""
+    model.eval()
+    mine = shard(list(range(len(rows))), accelerator.process_index, accelerator.num_processes)
+    nll = tokens = 0.0
+    for i in range(0, len(mine), batch_size):
+        batch = collate([rows[j] for j in mine[i:i + batch_size]], pad_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with accelerator.autocast():
+            logits = model(**batch, use_cache=False).logits
+        s, n = sequence_nll(logits, labels)
+        nll += float(s.sum())
+        tokens += float(n.sum())
+    nll, tokens = reduce_sum(accelerator, nll, tokens)
+    model.train()
+    loss = nll / max(tokens, 1.0)
+    return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0))}
