@@ -126,6 +126,8 @@ def cmd_demo(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "pretrain": (_stage_command("pretrain", "alignkit.config.PretrainConfig", "alignkit.stages.pretrain.run_pretrain"),
+                 "train a tokenizer and a small base model from scratch (the demo world's corpus by default)"),
     "sft": (_stage_command("sft", "alignkit.config.SFTConfig", "alignkit.stages.sft.run_sft"),
             "supervised fine-tuning on instruction-response data"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),

@@ -197,6 +197,65 @@ class SFTConfig:
             raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
 
 
+@dataclass
+class CorpusConfig:
+    path: str = ""
+    """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the
+    demo world's corpus, generated in code."""
+    documents: int = 20000
+    """Documents to generate when path is empty."""
+    eval_fraction: float = 0.02
+    """Share of documents held out for evaluation loss."""
+
+
+@dataclass
+class TinyModelConfig:
+    arch: Literal["llama", "qwen2", "gemma", "gpt2"] = "llama"
+    """Architecture of the model built from scratch."""
+    vocab_size: int = 512
+    """Byte-level BPE vocabulary to train (digits are always single tokens)."""
+    hidden: int = 128
+    """Hidden size."""
+    layers: int = 2
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads."""
+    max_length: int = 128
+    """Tokens per training sequence (documents are packed up to it; longer ones are split)."""
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining from scratch: a BPE tokenizer and a small model, causal-LM loss on every token."""
+
+    output_dir: str = "runs/pretrain"
+    """Run directory: config.yaml, metrics.jsonl, checkpoints/, model/."""
+    seed: int = 0
+    """Seed for the corpus, the tokenizer's data order, initialisation and data order."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir/checkpoints."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """The text to learn from."""
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """The tokenizer and model to build."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-3, warmup_steps=50))
+    """Optimizer and learning-rate schedule."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=32, max_steps=1000))
+    """Batch size, length of training, precision, evaluation interval."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint interval and retention."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics, progress bar and TensorBoard."""
+
+    def validate(self, where: str) -> None:
+        _check_positive(where, "train.batch_size", self.train.batch_size)
+        _check_positive(where, "model.max_length", self.model.max_length)
+        if self.model.hidden % self.model.heads:
+            raise ConfigError(f"{where}: model.hidden ({self.model.hidden}) must be a multiple of model.heads ({self.model.heads})")
+        if self.train.max_steps <= 0 and self.train.epochs <= 0:
+            raise ConfigError(f"{where}: set train.max_steps > 0 or train.epochs > 0")
+
+
 def _check_positive(where: str, key: str, value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{where}: {key} must be > 0, got {value}")

@@ -1,0 +1,124 @@
+"""Pretraining from scratch: train a byte-level BPE tokenizer and a small model on a corpus.
+
+setup   accelerator, run dir, corpus (a file, or the demo world's "web"), tokenizer trained on it,
+        documents tokenised (BOS + text + EOS, every token labelled) and packed, model built
+loop    training.lm_loop.train_loop, the same loop as SFT
+save    final evaluation, the model and tokenizer (with a chat template for later stages) in
+        output_dir/model
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from alignkit.config import PretrainConfig
+from alignkit.data import Example, pack_examples
+from alignkit.errors import DataError
+from alignkit.models import count_parameters
+from alignkit.models.tiny import tiny_config, train_tokenizer
+from alignkit.training.checkpoint import save_final_model
+from alignkit.training.lm_loop import finish, resume_step, train_loop
+from alignkit.training.metrics import MetricsWriter
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
+from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, say
+from alignkit.training.seed import seed_everything
+
+
+def read_corpus(path: str) -> list[str]:
+    """Documents from a .txt file (one per non-empty line) or a .jsonl file with a "text" field."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"corpus file {p} does not exist")
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if p.suffix != ".jsonl":
+        docs = [line for line in lines if line.strip()]
+    else:
+        docs = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}, line {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise DataError(f"{p}, line {number}: expected an object with a string field 'text'")
+            docs.append(row["text"])
+    if not docs:
+        raise DataError(f"corpus file {p} holds no documents")
+    return docs
+
+
+def document_examples(docs: list[str], tokenizer, max_length: int) -> list[Example]:
+    """Each document as BOS + text + EOS, split into pieces of at most max_length; all tokens labelled."""
+    ids_per_doc = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    out = []
+    for ids in ids_per_doc:
+        ids = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+        for i in range(0, len(ids), max_length):
+            piece = ids[i:i + max_length]
+            if len(piece) > 1:
+                out.append(Example(piece, list(piece)))
+    return out
+
+
+def run_pretrain(cfg: PretrainConfig) -> Path:
+    """Train a tokenizer and a model from scratch; return the saved model directory."""
+    # ---------------------------------------------------------------- setup
+    quiet_libraries()
+    accelerator = make_accelerator(cfg.train.precision)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    model_dir = run_dir / "model"
+    if cfg.resume and model_dir.is_dir():
+        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
+        return model_dir
+    seed_everything(cfg.seed)
+
+    if cfg.corpus.path:
+        docs = read_corpus(cfg.corpus.path)
+    else:
+        from alignkit.world.corpus import corpus_documents, vocabulary_text
+
+        docs = corpus_documents(cfg.corpus.documents, cfg.seed) + [vocabulary_text()]
+    random.Random(cfg.seed).shuffle(docs)
+    n_eval = int(len(docs) * cfg.corpus.eval_fraction)
+    tokenizer = train_tokenizer(docs, cfg.model.vocab_size)  # deterministic for the same documents
+    train_rows = pack_examples(document_examples(docs[n_eval:], tokenizer, cfg.model.max_length), cfg.model.max_length)
+    eval_rows = pack_examples(document_examples(docs[:n_eval], tokenizer, cfg.model.max_length), cfg.model.max_length)
+
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(cfg.model.arch, len(tokenizer), cfg.model.hidden, cfg.model.layers, cfg.model.heads,
+                         max(512, cfg.model.max_length), tokenizer)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    _, total = count_parameters(model)
+    say(accelerator, f"corpus {len(docs):,} documents, {sum(len(r) for r in train_rows):,} training tokens in "
+                     f"{len(train_rows):,} rows; tokenizer {len(tokenizer)} tokens; model {total:,} parameters")
+
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
+
+    # ---------------------------------------------------------------- loop
+    parts = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                 eval_rows=eval_rows, pad_id=tokenizer.pad_token_id, run_dir=run_dir, metrics=metrics)
+    train_loop(cfg, name="pretrain", train_rows=train_rows, start=start, total_steps=total_steps, **parts)
+
+    # ---------------------------------------------------------------- save
+    finish(cfg, total_steps=total_steps, **parts)
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir)
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='pretrain')}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
