@@ -124,3 +124,35 @@ def test_core_modules_import_without_heavy_engines():
             "print(sorted(m for m in ('accelerate', 'datasets', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("log.every=0", "log.every must be > 0, got 0"),
+    ("train.eval_batch_size=0", "train.eval_batch_size must be > 0, got 0"),
+    ("train.max_steps=-5", "train.max_steps must be >= 0, got -5"),
+    ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
+    ("checkpoint.keep_last=0", "checkpoint.keep_last must be > 0, got 0"),
+    ("checkpoint.save_every=-1", "checkpoint.save_every must be >= 0, got -1"),
+    ("optim.warmup_ratio=1.5", "optim.warmup_ratio must be in [0, 1], got 1.5"),
+    ("peft.lora_r=0", "peft.lora_r must be > 0, got 0"),
+    ("model.dtype=float16", "model.dtype=float16 with full training diverges without loss scaling"),
+])
+def test_values_that_would_fail_mid_run_are_rejected_at_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        C.load_config(C.SFTConfig, None, REQUIRED + [override])
+    assert message in str(err.value) and f"with overrides {' '.join(REQUIRED)} {override}" in str(err.value)
+
+
+def test_section_given_a_scalar_names_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  path: m\noptim: 3\n")
+    with pytest.raises(ConfigError, match=rf"{path}, line 3: 'optim' is a section and must be a mapping of keys, got 3"):
+        C.load_config(C.SFTConfig, path)
+
+
+def test_string_fields_keep_the_text_as_typed(tmp_path):
+    cfg = C.load_config(C.SFTConfig, None, REQUIRED + ["output_dir=010", "data.split=no", "data.eval_path=2024-01-01"])
+    assert (cfg.output_dir, cfg.data.split, cfg.data.eval_path) == ("010", "no", "2024-01-01")
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  path: 2024-01-01\ndata:\n  train_path: d.jsonl\n")
+    assert C.load_config(C.SFTConfig, path).model.path == "2024-01-01"

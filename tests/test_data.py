@@ -176,3 +176,76 @@ def test_eval_split_and_eval_file_deduped_against_train(tmp_path, tokenizer):
     data = build_sft_data(DataConfig(train_path=str(path), eval_path=str(held)), tokenizer, seed=0)
     assert len(data.eval) == 1
     assert data.report.as_dict()["eval"]["dropped"] == {"exact duplicate": 3}
+
+
+# Real-world chat templates (written here in their published shapes) and where their spans fall.
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{% endif %}"
+          "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+LLAMA3 = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+          "'<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+GEMMA = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+         "{{ raise_exception('System role not supported') }}{% endif %}"
+         "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+         "{{ '<start_of_turn>' + role + '\\n' + message['content'] + '<end_of_turn>\\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+
+
+def _templated(template: str, eos: str, specials: list[str]):
+    from tokenizers import AddedToken
+
+    tok = train_tokenizer(["hi yo how are you"], vocab_size=300)
+    tok.add_special_tokens({"additional_special_tokens": [AddedToken(s, special=True) for s in specials]})
+    tok.chat_template = template
+    tok.eos_token = eos
+    return tok
+
+
+def labelled_text(tok, sample) -> str:
+    ex = tokenize_sample(tok, sample, 256)
+    return tok.decode([t for t, lab in zip(ex.input_ids, ex.labels) if lab != IGNORE_INDEX])
+
+
+CHAT = Sample(({"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}), "row 3")
+
+
+@pytest.mark.parametrize("template, eos, specials, expected", [
+    (CHATML, "<|im_end|>", ["<|im_start|>", "<|im_end|>"], "yo<|im_end|>\n"),
+    (CHATML, "<|eos|>", ["<|im_start|>", "<|im_end|>"], "yo<|im_end|>\n<|eos|>"),  # base model: EOS appended
+    (LLAMA3, "<|eot_id|>", ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "yo<|eot_id|>"),
+    (GEMMA, "<|eos|>", ["<start_of_turn>", "<end_of_turn>"], "yo<end_of_turn>\n<|eos|>"),
+], ids=["chatml-instruct", "chatml-base", "llama3", "gemma"])
+def test_real_templates_label_only_the_response_and_its_end(template, eos, specials, expected):
+    assert labelled_text(_templated(template, eos, specials), CHAT) == expected
+
+
+def test_template_that_rejects_a_conversation_names_the_row():
+    tok = _templated(GEMMA, "<|eos|>", ["<start_of_turn>", "<end_of_turn>"])
+    sample = Sample(({"role": "system", "content": "be brief"},) + CHAT.messages, "data.jsonl, line 4")
+    with pytest.raises(DataError, match=r"data.jsonl, line 4: the chat template rejects this conversation \(System role not supported\)"):
+        tokenize_sample(tok, sample, 64)
+
+
+def test_assistant_first_turn_does_not_label_the_template_preamble():
+    tok = _templated(CHATML, "<|im_end|>", ["<|im_start|>", "<|im_end|>"])
+    s = Sample(({"role": "assistant", "content": "yo"}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "how"}), "r")
+    assert labelled_text(tok, s) == "yo<|im_end|>\nhow<|im_end|>\n"
+
+
+def test_conversational_prompt_completion_trains_only_the_completion(char_tok):
+    row = {"prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "oh"},
+                      {"role": "user", "content": "i"}],
+           "completion": [{"role": "assistant", "content": "yo"}]}
+    ex = tokenize_sample(char_tok, to_sample(Record(row, "r")), 64)
+    assert [t for t, lab in zip(ex.input_ids, ex.labels) if lab != IGNORE_INDEX] == ids(char_tok, "y", "o", "<|eos|>")
+
+
+def test_non_utf8_file_names_the_line_and_bom_is_accepted(tmp_path):
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "x"}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl, line 2: not UTF-8 text \(byte 0xe9"):
+        read_records(tmp_path / "latin1.jsonl")
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"instruction": "a", "output": "b"}\n')
+    assert read_records(tmp_path / "bom.jsonl")[0].row == {"instruction": "a", "output": "b"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -108,13 +109,20 @@ def test_lora_stage_saves_adapter_that_chat_and_merge_load(tiny_dir, train_file,
     assert adapter_cfg["base_model_name_or_path"] == str(Path(tiny_dir).resolve())
     assert adapter_cfg["r"] == 4
     assert all("lora_" in k for k in weights(out))
+    assert any(float(v.abs().sum()) > 0 for k, v in weights(out).items() if "lora_B" in k)  # B moved from 0
     assert main(["merge", str(out), str(tmp_path / "merged")]) == 0
     import io
+
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Reverse the word apple.\n"))
     capsys.readouterr()
     assert main(["chat", str(tmp_path / "merged"), "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.count("\n") == 1  # one reply line (possibly empty after 20 steps)
+    merged = tmp_path / "merged"
+    (expected,) = generate_responses(load_causal_lm(merged), load_tokenizer(merged),
+                                     [[{"role": "user", "content": "Reverse the word apple."}]], 5)
+    assert capsys.readouterr().out == expected + "\n"  # piped stdin: the bare reply, one line
 
 
 def test_prefix_tuning_trains(tiny_dir, train_file, tmp_path):
@@ -125,10 +133,53 @@ def test_prefix_tuning_trains(tiny_dir, train_file, tmp_path):
     assert (out / "model" / "adapter_config.json").exists()
 
 
-def test_bf16_mixed_precision_runs(tiny_dir, train_file, tmp_path):
+def test_bf16_mixed_precision_trains(tiny_dir, train_file, tmp_path):
     out = tmp_path / "bf16"
-    sft(tiny_dir, train_file, out, "train.max_steps=2", "train.precision=bf16")
-    assert weights(out / "model")["lm_head.weight"].dtype == torch.float32  # fp32 master weights
+    after = weights(sft(tiny_dir, train_file, out, "train.max_steps=3", "train.precision=bf16", "optim.lr=1e-2"))
+    before = load_file(str(tiny_dir / "model.safetensors"))
+    assert after["lm_head.weight"].dtype == torch.float32  # fp32 master weights
+    assert not torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+    losses = [r["loss"] for r in metrics(out) if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+
+
+def test_logged_lr_is_the_rate_each_step_used(tiny_dir, train_file, tmp_path):
+    """Warmup 4 at lr 1e-3: steps 1..4 use 1/4, 2/4, 3/4, 4/4 of it (the scheduler moves after the step)."""
+    out = tmp_path / "lr"
+    sft(tiny_dir, train_file, out, "train.max_steps=4", "optim.lr=1e-3", "optim.warmup_steps=4", "optim.schedule=constant")
+    assert [r["lr"] for r in metrics(out) if "lr" in r] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+
+
+def test_diverged_loss_stops_the_run_before_saving(tiny_dir, train_file, tmp_path):
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.training.lm_loop import TrainingDiverged
+
+    broken = load_causal_lm(tiny_dir)
+    with torch.no_grad():
+        broken.lm_head.weight.fill_(float("nan"))
+    broken.save_pretrained(tmp_path / "nan")
+    load_tokenizer(tiny_dir).save_pretrained(tmp_path / "nan")
+    with pytest.raises(TrainingDiverged, match="the loss is nan at step 1"):
+        sft(tmp_path / "nan", train_file, tmp_path / "out", "train.max_steps=2")
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_resume_without_checkpoint_starts_over_with_clean_metrics(tiny_dir, train_file, tmp_path):
+    out = tmp_path / "r"
+    sft(tiny_dir, train_file, out, "train.max_steps=3")
+    shutil.rmtree(out / "model")  # an attempt that died before its first checkpoint
+    sft(tiny_dir, train_file, out, "train.max_steps=3", "resume=true")
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
+
+
+def test_adapter_directory_as_model_path_is_merged_then_trained(tiny_dir, train_file, tmp_path):
+    adapter = sft(tiny_dir, train_file, tmp_path / "lora", "train.max_steps=3", "optim.lr=1e-2", "peft.method=lora")
+    full = weights(sft(adapter, train_file, tmp_path / "full", "train.max_steps=2", "optim.lr=1e-2"))
+    assert not any("lora" in k for k in full) and "lm_head.weight" in full
+    again = sft(adapter, train_file, tmp_path / "lora2", "train.max_steps=2", "peft.method=lora")
+    from alignkit.models import load_causal_lm
+
+    assert load_causal_lm(again) is not None  # loads through two adapters
 
 
 def test_second_run_in_same_dir_needs_resume(tiny_dir, train_file, tmp_path):

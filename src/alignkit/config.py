@@ -137,7 +137,7 @@ class CheckpointConfig:
     save_every: int = 0
     """Save a resumable checkpoint every N optimizer steps (0: only the final model)."""
     keep_last: int = 2
-    """How many of the newest checkpoints to keep (older ones are deleted)."""
+    """How many of the newest checkpoints to keep, at least 1 (older ones are deleted)."""
 
 
 @dataclass
@@ -184,17 +184,18 @@ class SFTConfig:
         self.model.validate(where)
         if not self.data.train_path:
             raise ConfigError(f"{where}: data.train_path is required")
-        _check_positive(where, "train.batch_size", self.train.batch_size)
-        _check_positive(where, "train.grad_accum", self.train.grad_accum)
         _check_positive(where, "data.max_length", self.data.max_length)
         if not 0.0 <= self.data.eval_fraction < 1.0:
             raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
-        if self.train.max_steps <= 0 and self.train.epochs <= 0:
-            raise ConfigError(f"{where}: set train.max_steps > 0 or train.epochs > 0")
-        if len(self.optim.betas) != 2:
-            raise ConfigError(f"{where}: optim.betas must be two numbers, got {self.optim.betas}")
+        check_training_parts(where, self)
         if self.peft.freeze_layers and self.peft.method != "full":
             raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+        _check_non_negative(where, "peft.freeze_layers", self.peft.freeze_layers)
+        _check_positive(where, "peft.lora_r", self.peft.lora_r)
+        _check_positive(where, "peft.prefix_tokens", self.peft.prefix_tokens)
+        if self.model.dtype == "float16" and self.peft.method == "full":
+            raise ConfigError(f"{where}: model.dtype=float16 with full training diverges without loss scaling; "
+                              "use float32 weights with train.precision=bf16, or peft.method=lora")
 
 
 @dataclass
@@ -248,17 +249,49 @@ class PretrainConfig:
     """Metrics, progress bar and TensorBoard."""
 
     def validate(self, where: str) -> None:
-        _check_positive(where, "train.batch_size", self.train.batch_size)
-        _check_positive(where, "model.max_length", self.model.max_length)
+        check_training_parts(where, self)
+        for key in ("max_length", "hidden", "layers", "heads", "vocab_size"):
+            _check_positive(where, f"model.{key}", getattr(self.model, key))
         if self.model.hidden % self.model.heads:
             raise ConfigError(f"{where}: model.hidden ({self.model.hidden}) must be a multiple of model.heads ({self.model.heads})")
-        if self.train.max_steps <= 0 and self.train.epochs <= 0:
-            raise ConfigError(f"{where}: set train.max_steps > 0 or train.epochs > 0")
+        _check_positive(where, "corpus.documents", self.corpus.documents)
+        if not 0.0 <= self.corpus.eval_fraction < 1.0:
+            raise ConfigError(f"{where}: corpus.eval_fraction must be in [0, 1), got {self.corpus.eval_fraction}")
 
 
-def _check_positive(where: str, key: str, value: int) -> None:
+def _check_positive(where: str, key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{where}: {key} must be > 0, got {value}")
+
+
+def _check_non_negative(where: str, key: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
+
+
+def check_training_parts(where: str, cfg: Any) -> None:
+    """Checks shared by every stage with train/optim/checkpoint/log sections."""
+    _check_positive(where, "train.batch_size", cfg.train.batch_size)
+    _check_positive(where, "train.grad_accum", cfg.train.grad_accum)
+    _check_positive(where, "train.eval_batch_size", cfg.train.eval_batch_size)
+    _check_non_negative(where, "train.max_steps", cfg.train.max_steps)
+    _check_non_negative(where, "train.epochs", cfg.train.epochs)
+    _check_non_negative(where, "train.eval_every", cfg.train.eval_every)
+    if cfg.train.max_steps == 0 and cfg.train.epochs == 0:
+        raise ConfigError(f"{where}: set train.max_steps > 0 or train.epochs > 0")
+    _check_positive(where, "optim.lr", cfg.optim.lr)
+    _check_non_negative(where, "optim.weight_decay", cfg.optim.weight_decay)
+    _check_non_negative(where, "optim.warmup_steps", cfg.optim.warmup_steps)
+    _check_non_negative(where, "optim.max_grad_norm", cfg.optim.max_grad_norm)
+    if not 0.0 <= cfg.optim.warmup_ratio <= 1.0:
+        raise ConfigError(f"{where}: optim.warmup_ratio must be in [0, 1], got {cfg.optim.warmup_ratio}")
+    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
+        raise ConfigError(f"{where}: optim.min_lr_ratio must be in [0, 1], got {cfg.optim.min_lr_ratio}")
+    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
+        raise ConfigError(f"{where}: optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}")
+    _check_non_negative(where, "checkpoint.save_every", cfg.checkpoint.save_every)
+    _check_positive(where, "checkpoint.keep_last", cfg.checkpoint.keep_last)
+    _check_positive(where, "log.every", cfg.log.every)
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,6 +415,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str, prefix: str = "", lin
             raise ConfigError(f"{at}: unknown key '{full}'{hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{at}: '{full}' is a section and must be a mapping of keys, got {value!r}")
             kwargs[key] = from_dict(tp, value if value is not None else {}, where, f"{full}.", lines)
         else:
             kwargs[key] = _coerce(value, tp, full, at)
@@ -401,6 +436,30 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+def _field_type(cls: type, keys: list[str]) -> Any:
+    """The annotation at a dotted path, or None if the path is not a field."""
+    tp: Any = cls
+    for key in keys:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = _hints(tp)
+        if key not in hints:
+            return None
+        tp = hints[key]
+    return tp
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit dates: `2024-01-01` stays text, as every config value that looks like
+    one is a name or a path."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`optim.lr=1e-4` -> (['optim', 'lr'], 0.0001); the value is read as YAML."""
     if "=" not in text:
@@ -410,7 +469,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{text}' has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -449,7 +508,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text()
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_Loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f", line {mark.line + 1}" if mark else ""
@@ -463,6 +522,8 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     cfg = from_dict(cls, data, where, lines=lines)
     for text in overrides:
         keys, value = parse_override(text)
+        if _field_type(cls, keys) is str:  # a name or path: keep it exactly as typed (010, 1_000, no)
+            value = text.split("=", 1)[1]
         nested: dict[str, Any] = {}
         cursor = nested
         for k in keys[:-1]:
@@ -471,7 +532,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         patch = from_dict(cls, nested, f"override '{text}'")
         cfg = _merge(cfg, patch, nested)
     if hasattr(cfg, "validate"):
-        cfg.validate(where)
+        cfg.validate(where if not overrides else f"{where} with overrides {' '.join(overrides)}")
     return cfg
 
 

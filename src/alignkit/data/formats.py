@@ -6,7 +6,8 @@ Accepted rows:
 - Chat: {"messages": [{"role", "content"}, ...]} with roles system/user/assistant, or the ShareGPT
   spelling {"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}.
 - Prompt/completion: {"prompt": str, "completion": str} is plain text (no chat template); with lists
-  of messages for both it is a chat whose completion turns are the responses.
+  of messages for both it is a chat whose completion turns are the responses (assistant turns inside
+  the prompt, e.g. few-shot examples, are context and not trained).
 
 A row that fits no format, or has a field of the wrong type, raises DataError naming the row and the
 field. A row with an empty response is not an error: it is dropped and counted by the caller.
@@ -34,13 +35,16 @@ class Sample:
     messages: tuple[dict[str, str], ...]
     where: str
     templated: bool = True
+    response_from: int = 0
+    """Index of the first message whose assistant turns are trained (prompt/completion rows: the
+    completion's first message, so assistant turns inside the prompt stay context)."""
 
     def key(self) -> tuple:
         """Identity for exact-duplicate detection."""
         return (self.templated,) + tuple((m["role"], m["content"]) for m in self.messages)
 
     def has_empty_response(self) -> bool:
-        return any(m["role"] == "assistant" and not m["content"].strip() for m in self.messages)
+        return any(m["role"] == "assistant" and not m["content"].strip() for m in self.messages[self.response_from:])
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
@@ -145,7 +149,7 @@ def _from_prompt_completion(row: dict[str, Any], where: str) -> Sample:
         messages = _message_list(prompt, where, "prompt") + _message_list(completion, where, "completion")
         if not any(m["role"] == "assistant" for m in messages[len(prompt):]):
             raise DataError(f"{where}: field 'completion' has no assistant turn")
-        return Sample(tuple(messages), where)
+        return Sample(tuple(messages), where, response_from=len(prompt))
     prompt = _field(row, "prompt", where)
     completion = _field(row, "completion", where)
     return Sample(({"role": "user", "content": prompt}, {"role": "assistant", "content": completion}), where,

@@ -61,8 +61,9 @@ def pack_examples(examples: list[Example], max_length: int) -> list[PackedRow]:
 
 
 @torch.no_grad()
-def packing_is_exact(model: torch.nn.Module, vocab_size: int, atol: float = 1e-4) -> bool:
-    """True when the model gives packed samples the same logits as separate ones."""
+def packing_is_exact(model: torch.nn.Module, vocab_size: int, atol: float = 1e-4) -> tuple[bool, str]:
+    """(True, "") when the model gives packed samples the same logits as separate ones, else
+    (False, what went wrong)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(3, vocab_size, (1, 5), generator=gen)
     b = torch.randint(3, vocab_size, (1, 7), generator=gen)
@@ -74,8 +75,10 @@ def packing_is_exact(model: torch.nn.Module, vocab_size: int, atol: float = 1e-4
         packed_ids = torch.cat([a, b], dim=1).to(device)
         pos = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0).to(device)
         packed = model(input_ids=packed_ids, position_ids=pos, use_cache=False).logits.float().cpu()
-    except Exception:  # a model that rejects position_ids cannot pack
-        return False
+    except Exception as exc:  # a model (or kernel) that rejects position_ids cannot pack
+        return False, f"failed the packing check ({type(exc).__name__}: {exc})"
     finally:
         model.train(was_training)
-    return bool(torch.allclose(packed, torch.cat(sep, dim=1), atol=atol, rtol=1e-3))
+    if torch.allclose(packed, torch.cat(sep, dim=1), atol=atol, rtol=1e-3):
+        return True, ""
+    return False, "lets packed samples attend to each other"

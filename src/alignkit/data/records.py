@@ -43,10 +43,19 @@ def read_records(path: str | Path, split: str = "train") -> list[Record]:
     return records
 
 
+def _decode(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a leading BOM is tolerated
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}, line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                        f"{exc.start + 1}); re-save the file as UTF-8") from None
+
+
 def _read_jsonl(path: Path) -> list[Record]:
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = _decode(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -60,7 +69,12 @@ def _read_jsonl(path: Path) -> list[Record]:
 
 
 def _read_json(path: Path) -> list[Record]:
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); re-save the file as UTF-8") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
     try:

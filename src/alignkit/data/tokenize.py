@@ -21,6 +21,7 @@ from alignkit.data.templates import render
 from alignkit.errors import DataError
 
 IGNORE_INDEX = -100
+_MARK = "\u2063alignkit-response\u2063"  # text no template rewrites, to find where a response starts
 
 
 @dataclass
@@ -33,19 +34,32 @@ class Example:
         return len(self.input_ids)
 
 
+def _render(tokenizer: Any, sample: Sample, messages: list, add_generation_prompt: bool = False) -> str:
+    try:
+        return render(tokenizer, messages, add_generation_prompt)
+    except Exception as exc:  # jinja2's TemplateError, or raise_exception() inside a template
+        raise DataError(f"{sample.where}: the chat template rejects this conversation ({exc})") from None
+
+
 def response_spans(tokenizer: Any, sample: Sample) -> tuple[str, list[tuple[int, int]]]:
-    """The full text and the (start, end) character span of every response in it."""
+    """The full text and the (start, end) character span of every trained response in it."""
     if not sample.templated:
         prompt, completion = sample.messages[0]["content"], sample.messages[1]["content"]
         return prompt + completion, [(len(prompt), len(prompt) + len(completion))]
     messages = list(sample.messages)
-    full = render(tokenizer, messages)
+    full = _render(tokenizer, sample, messages)
     spans = []
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or i < sample.response_from:
             continue
-        before = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
-        upto = render(tokenizer, messages[: i + 1])
+        # For a conversation opening with an assistant turn, the prefix is the template's own preamble
+        # (BOS, default system prompt, assistant header), which must not be labelled.
+        if i:
+            before = _render(tokenizer, sample, messages[:i], add_generation_prompt=True)
+        else:  # templates refuse an empty conversation: render a marker answer and cut before it
+            marked = _render(tokenizer, sample, [{"role": "assistant", "content": _MARK}])
+            before = marked[: marked.index(_MARK)] if _MARK in marked else ""
+        upto = _render(tokenizer, sample, messages[: i + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
             raise DataError(
                 f"{sample.where}: the chat template does not render this conversation as a growing "

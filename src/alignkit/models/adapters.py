@@ -86,9 +86,14 @@ def merge_adapter(adapter_dir: str, out_dir: str, dtype: str = "float32") -> str
     """Fold a LoRA adapter into its base weights (W + (alpha/r) B A) and save a plain HF model."""
     from alignkit.models.loading import load_causal_lm, load_tokenizer
 
+    from alignkit.models.loading import is_adapter_dir
+
+    if not is_adapter_dir(adapter_dir):
+        raise ConfigError(f"'{adapter_dir}' is not an adapter directory (no adapter_config.json)")
     model = load_causal_lm(adapter_dir, dtype)
-    if not hasattr(model, "merge_and_unload"):
-        raise ConfigError(f"'{adapter_dir}' is not a LoRA adapter directory (no adapter_config.json)")
+    if model.peft_config[model.active_adapter].peft_type.value != "LORA":
+        raise ConfigError(f"'{adapter_dir}' holds a {model.peft_config[model.active_adapter].peft_type.value} "
+                          "adapter; only LoRA adapters fold into the base weights")
     merged = model.merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(adapter_dir).save_pretrained(out_dir)

@@ -80,6 +80,8 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: 
         from peft import PeftModel
 
         base = load_causal_lm(adapter_base_path(directory), dtype, trust_remote_code, attn_implementation)
+        if isinstance(base, PeftModel):  # an adapter trained on a merged adapter: fold the first one in
+            base = base.merge_and_unload()
         return PeftModel.from_pretrained(base, directory, is_trainable=False)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "local_files_only": True, "trust_remote_code": trust_remote_code}
     if gguf:

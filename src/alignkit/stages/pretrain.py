@@ -15,8 +15,8 @@ import random
 from pathlib import Path
 
 from alignkit.config import PretrainConfig
-from alignkit.data import Example, pack_examples
-from alignkit.errors import DataError
+from alignkit.data import Example, pack_examples, packing_is_exact
+from alignkit.errors import ConfigError, DataError
 from alignkit.models import count_parameters
 from alignkit.models.tiny import tiny_config, train_tokenizer
 from alignkit.training.checkpoint import save_final_model
@@ -95,7 +95,10 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
 
     config = tiny_config(cfg.model.arch, len(tokenizer), cfg.model.hidden, cfg.model.layers, cfg.model.heads,
                          max(512, cfg.model.max_length), tokenizer)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(accelerator.device)
+    exact, problem = packing_is_exact(model, len(tokenizer))
+    if not exact:  # documents are always packed here
+        raise ConfigError(f"model.arch={cfg.model.arch} {problem}; pretraining packs documents and needs it")
     _, total = count_parameters(model)
     say(accelerator, f"corpus {len(docs):,} documents, {sum(len(r) for r in train_rows):,} training tokens in "
                      f"{len(train_rows):,} rows; tokenizer {len(tokenizer)} tokens; model {total:,} parameters")

@@ -50,6 +50,10 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise DataError(f"{cfg.data.train_path}: no training rows left after filtering (see data_report.json)")
 
     model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
+    if hasattr(model, "merge_and_unload"):  # an adapter directory: train on base + adapter folded together
+        say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
+        model = model.merge_and_unload().requires_grad_(True)
+    model.to(accelerator.device)  # so the packing check runs on the device (and kernel) used to train
     packing = resolve_packing(cfg, model, len(tokenizer))
     train_rows = pack_examples(data.train, cfg.data.max_length) if packing else data.train
     eval_rows = pack_examples(data.eval, cfg.data.max_length) if packing else data.eval
@@ -64,6 +68,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     world = accelerator.num_processes
     global_size = cfg.train.batch_size * cfg.train.grad_accum * world
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
+    if len(train_rows) < global_size:
+        say(accelerator, f"[yellow]note: {len(train_rows)} training rows but a global batch of {global_size}: "
+                         "every step sees some rows more than once")
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -94,8 +101,8 @@ def resolve_packing(cfg: SFTConfig, model: torch.nn.Module, vocab_size: int) -> 
         if cfg.data.packing == "on":
             raise ConfigError("data.packing=on cannot be used with prefix tuning (the prefix is one per row)")
         return False
-    exact = packing_is_exact(model, vocab_size)
+    exact, problem = packing_is_exact(model, vocab_size)
     if cfg.data.packing == "on" and not exact:
-        raise ConfigError(f"data.packing=on, but {type(model).__name__} lets packed samples attend to each other "
-                          f"with attn_implementation={cfg.model.attn_implementation}; use packing=off or auto")
+        raise ConfigError(f"data.packing=on, but {type(model).__name__} with attn_implementation="
+                          f"{cfg.model.attn_implementation} {problem}; use packing=off or auto")
     return exact

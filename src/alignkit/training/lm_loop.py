@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from alignkit.data import collate
+from alignkit.errors import AlignkitError
 from alignkit.losses import sequence_nll
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -25,11 +26,19 @@ from alignkit.training.progress import ProgressBar
 from alignkit.training.run import reduce_sum, say
 
 
+class TrainingDiverged(AlignkitError):
+    """The loss became NaN or infinite: nothing is saved from a diverged run."""
+
+
 def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any,
                 metrics: MetricsWriter) -> int:
     """The step to start from: the newest checkpoint's when resuming (state restored), else 0."""
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is None:
+        if cfg.resume:
+            say(accelerator, f"no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+            if accelerator.is_main_process:
+                truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves
         return 0
     start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)["step"]
     if accelerator.is_main_process:
@@ -67,9 +76,13 @@ def train_loop(cfg: Any, *, name: str, accelerator: Any, model: Any, optimizer: 
                     nll_sum, _ = sequence_nll(logits, labels)
                     accelerator.backward(nll_sum.sum() * world / max(global_tokens, 1.0))
                 step_nll += float(nll_sum.detach().sum())
+            if not math.isfinite(step_nll):
+                raise TrainingDiverged(f"{name}: the loss is {step_nll} at step {step + 1}; lower optim.lr, or use "
+                                       "float32 weights (model.dtype) with train.precision=bf16")
             grad_norm = None
             if cfg.optim.max_grad_norm > 0:
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses (step() moves it to the next one)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -83,7 +96,7 @@ def train_loop(cfg: Any, *, name: str, accelerator: Any, model: Any, optimizer: 
                 nll, tokens, seen, samples = reduce_sum(accelerator, window["nll"], window["tokens"], window["seen"],
                                                         window["samples"])
                 # tokens / samples: what the steps since the last row trained on, all processes.
-                row = {"loss": nll / max(tokens, 1.0), "lr": scheduler.get_last_lr()[0],
+                row = {"loss": nll / max(tokens, 1.0), "lr": lr,
                        "tokens_per_s": seen / (time.perf_counter() - window["t0"]), "tokens": int(seen),
                        "samples": int(samples), "epoch": done * global_size / len(train_rows)}
                 if grad_norm is not None:
@@ -109,7 +122,7 @@ def finish(cfg: Any, *, accelerator: Any, model: Any, optimizer: Any, scheduler:
         result = evaluate(model, eval_rows, cfg.train.eval_batch_size, pad_id, accelerator)
         metrics.write(total_steps, **result)
         say(accelerator, f"eval loss {result['eval_loss']:.4f}, perplexity {result['eval_ppl']:.2f}")
-    if cfg.checkpoint.save_every:  # the final state is resumable too (e.g. to train further)
+    if cfg.checkpoint.save_every:  # so a crash while the model is being saved resumes without retraining
         save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
     return result
 
