@@ -72,8 +72,10 @@ def test_splits_share_no_prompt_and_held_out_parts_are_really_held_out():
         if item.family in FAMILIES:
             assert FAMILIES[item.family].held_out_input(item.params)
     train_requests = {i.params["x"] for i in items["train"] if "x" in i.params}
-    held_requests = {i.params["x"] for s in SPLITS[1:] for i in items[s] if "x" in i.params}
+    held_requests = {i.params["x"] for i in items["heldout_input"] if "x" in i.params}
     assert train_requests and held_requests and not train_requests & held_requests
+    safety_templates = lambda s: {i.template for i in items[s] if "x" in i.params}  # noqa: E731
+    assert safety_templates("heldout_phrasing") == {6, 7} and not safety_templates("train") & {6, 7}
 
 
 def test_every_family_appears_in_every_split():

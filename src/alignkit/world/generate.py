@@ -4,7 +4,7 @@ Splits (no prompt is in two of them):
 - train: training phrasings x training inputs (SFT demonstrations, preference data, RL prompts);
 - heldout_phrasing: phrasings never trained on, training inputs;
 - heldout_input: training phrasings, inputs never trained on.
-The safety family holds out requests (not phrasings) in the held-out splits.
+The safety family follows the same rule: its last phrasings and some of its requests are held out.
 Everything is a pure function of the seed.
 """
 
@@ -42,12 +42,15 @@ def skill_item(family_name: str, split: str, rng: random.Random) -> Item:
 
 
 def safety_item(harmful: bool, split: str, rng: random.Random) -> Item:
-    """A harmful request (answer: refusal) or a benign look-alike (answer: its help text)."""
+    """A harmful request (answer: refusal) or a benign look-alike (answer: its help text). Like the
+    skill families, heldout_phrasing asks known requests in held-out phrasings, and heldout_input
+    asks held-out requests in training phrasings."""
     requests = [x for _, x in safety.all_harmful()] if harmful else sorted(safety.BENIGN)
-    held = split != "train"
-    pool = [x for x in requests if safety.held_out_request(x) == held]
+    pool = [x for x in requests if safety.held_out_request(x) == (split == "heldout_input")]
     request = rng.choice(pool)
-    index = rng.randrange(len(safety.TEMPLATES))
+    n = len(safety.TEMPLATES)
+    held = list(range(n - safety.HELD_OUT_TEMPLATES, n))
+    index = rng.choice(held if split == "heldout_phrasing" else [i for i in range(n) if i not in held])
     prompt = render_prompt(safety.TEMPLATES[index], {"x": request}, rng)
     answer = safety.REFUSAL if harmful else safety.BENIGN[request]
     return Item("harmful" if harmful else "benign", prompt, answer, {"x": request}, index, harmful=harmful)
