@@ -9,21 +9,15 @@ save    final evaluation, the model and tokenizer (with a chat template for late
 
 from __future__ import annotations
 
-import json
-import math
 import random
 from pathlib import Path
 
 from alignkit.config import PretrainConfig
-from alignkit.data import Example, pack_examples, packing_is_exact
+from alignkit.data import Example, pack_examples, packing_is_exact, read_records
 from alignkit.errors import ConfigError, DataError
 from alignkit.models import count_parameters
 from alignkit.models.tiny import tiny_config, train_tokenizer
-from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import finish, resume_step, train_loop
-from alignkit.training.metrics import MetricsWriter
-from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.plots import plot_metrics
+from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, say
 from alignkit.training.seed import seed_everything
 
@@ -33,21 +27,14 @@ def read_corpus(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"corpus file {p} does not exist")
-    lines = p.read_text(encoding="utf-8").splitlines()
-    if p.suffix != ".jsonl":
-        docs = [line for line in lines if line.strip()]
-    else:
+    if p.suffix == ".jsonl":
         docs = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}, line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise DataError(f"{p}, line {number}: expected an object with a string field 'text'")
-            docs.append(row["text"])
+        for record in read_records(p):
+            if not isinstance(record.row.get("text"), str):
+                raise DataError(f"{record.where}: expected an object with a string field 'text'")
+            docs.append(record.row["text"])
+    else:
+        docs = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not docs:
         raise DataError(f"corpus file {p} holds no documents")
     return docs
@@ -103,25 +90,6 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     say(accelerator, f"corpus {len(docs):,} documents, {sum(len(r) for r in train_rows):,} training tokens in "
                      f"{len(train_rows):,} rows; tokenizer {len(tokenizer)} tokens; model {total:,} parameters")
 
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
-
-    # ---------------------------------------------------------------- loop
-    parts = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                 eval_rows=eval_rows, pad_id=tokenizer.pad_token_id, run_dir=run_dir, metrics=metrics)
-    train_loop(cfg, name="pretrain", train_rows=train_rows, start=start, total_steps=total_steps, **parts)
-
-    # ---------------------------------------------------------------- save
-    finish(cfg, total_steps=total_steps, **parts)
-    if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir)
-        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='pretrain')}")
-    accelerator.wait_for_everyone()
-    metrics.close()
-    return model_dir
+    # ---------------------------------------------------------------- loop and save
+    return train_and_save(cfg, name="pretrain", accelerator=accelerator, model=model, tokenizer=tokenizer,
+                          train_rows=train_rows, eval_rows=eval_rows, run_dir=run_dir, base_model_path=None)

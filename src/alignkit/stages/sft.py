@@ -1,15 +1,15 @@
 """Supervised fine-tuning: causal-LM loss on response tokens only.
 
-setup   accelerator, run dir, tokenizer, data (validated, deduped, tokenised, packed), model + PEFT,
-        optimizer and schedule, resume from the newest checkpoint
-loop    training.lm_loop.train_loop: one optimizer step per global batch (token-weighted loss over
-        the micro-batches, clip, step); metrics, evaluation and checkpoints at their intervals
-save    final evaluation, the model (or adapter) as a standard HF directory in output_dir/model
+setup   accelerator, run dir, tokenizer, data (validated, deduped, tokenised, packed), model + PEFT
+loop    training.lm_loop.train_and_save: optimizer and schedule, resume from the newest checkpoint,
+        one optimizer step per global batch (token-weighted loss over the micro-batches, clip, step),
+        metrics, evaluation and checkpoints at their intervals
+save    (same call) final evaluation, the model (or adapter) as a standard HF directory in
+        output_dir/model, training curves
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -18,11 +18,7 @@ from alignkit.config import SFTConfig
 from alignkit.data import build_sft_data, pack_examples, packing_is_exact
 from alignkit.errors import ConfigError, DataError
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
-from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import finish, resume_step, train_loop
-from alignkit.training.metrics import MetricsWriter
-from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.plots import plot_metrics
+from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, say
 from alignkit.training.seed import seed_everything
 
@@ -65,32 +61,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     say(accelerator, f"model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
                      f"packing {'on' if packing else 'off'}: {len(data.train)} samples in {len(train_rows)} rows")
 
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
-    if len(train_rows) < global_size:
-        say(accelerator, f"[yellow]note: {len(train_rows)} training rows but a global batch of {global_size}: "
-                         "every step sees some rows more than once")
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-
-    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
-
-    # ---------------------------------------------------------------- loop
-    parts = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                 eval_rows=eval_rows, pad_id=tokenizer.pad_token_id, run_dir=run_dir, metrics=metrics)
-    train_loop(cfg, name="sft", train_rows=train_rows, start=start, total_steps=total_steps, **parts)
-
-    # ---------------------------------------------------------------- save
-    finish(cfg, total_steps=total_steps, **parts)
-    if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, cfg.model.path)
-        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='SFT')}")
-    accelerator.wait_for_everyone()
-    metrics.close()
-    return model_dir
+    # ---------------------------------------------------------------- loop and save
+    return train_and_save(cfg, name="sft", accelerator=accelerator, model=model, tokenizer=tokenizer,
+                          train_rows=train_rows, eval_rows=eval_rows, run_dir=run_dir, base_model_path=cfg.model.path)
 
 
 def resolve_packing(cfg: SFTConfig, model: torch.nn.Module, vocab_size: int) -> bool:

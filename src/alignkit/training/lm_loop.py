@@ -30,6 +30,39 @@ class TrainingDiverged(AlignkitError):
     """The loss became NaN or infinite: nothing is saved from a diverged run."""
 
 
+def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokenizer: Any, train_rows: list,
+                   eval_rows: list, run_dir: Path, base_model_path: str | None = None) -> Path:
+    """Optimizer and schedule, resume, the loop, final evaluation, and the model saved (with its
+    training curves) to run_dir/model: everything after a causal-LM stage's own setup."""
+    from alignkit.training.checkpoint import save_final_model
+    from alignkit.training.optim import build_optimizer, build_scheduler
+    from alignkit.training.plots import plot_metrics
+
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
+    if len(train_rows) < global_size:
+        say(accelerator, f"[yellow]note: {len(train_rows)} training rows but a global batch of {global_size}: "
+                         "every step sees some rows more than once")
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
+
+    parts = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                 eval_rows=eval_rows, pad_id=tokenizer.pad_token_id, run_dir=run_dir, metrics=metrics)
+    train_loop(cfg, name=name, train_rows=train_rows, start=start, total_steps=total_steps, **parts)
+    finish(cfg, total_steps=total_steps, **parts)
+
+    model_dir = run_dir / "model"
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, base_model_path)
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title=name)}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
+
+
 def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any,
                 metrics: MetricsWriter) -> int:
     """The step to start from: the newest checkpoint's when resuming (state restored), else 0."""
