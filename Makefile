@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/alignkit demo
+	$(BIN)/alignkit pipeline configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -119,10 +119,33 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
-def cmd_demo(argv: list[str]) -> int:
-    from alignkit.demo import run_demo
+def cmd_world(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] != "data" or len(argv) < 2:
+        print("usage: alignkit world data OUT_DIR [key=value ...]   (keys: alignkit world data --help)")
+        if len(argv) > 1 and argv[1] in ("-h", "--help"):
+            from alignkit.config import WorldConfig, describe
 
-    return run_demo(argv)
+            for key, tp, default, doc in describe(WorldConfig):
+                print(f"  {key} ({tp}, default {default})\n      {doc}")
+        return 0 if argv and argv[0] in ("-h", "--help") or (len(argv) > 1) else 2
+    from alignkit.config import WorldConfig, load_config
+    from alignkit.world.datasets import write_world_data
+
+    cfg = load_config(WorldConfig, None, argv[2:])
+    for name, path in write_world_data(argv[1], cfg).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    if not demo.is_file():
+        from alignkit.errors import AlignkitError
+
+        raise AlignkitError(f"{demo} not found: run the demo from a source checkout (make demo)")
+    return COMMANDS["pipeline"][0]([str(demo), *argv])
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -130,11 +153,14 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                  "train a tokenizer and a small base model from scratch (the demo world's corpus by default)"),
     "sft": (_stage_command("sft", "alignkit.config.SFTConfig", "alignkit.stages.sft.run_sft"),
             "supervised fine-tuning on instruction-response data"),
+    "pipeline": (_stage_command("pipeline", "alignkit.config.PipelineConfig", "alignkit.stages.pipeline.run_pipeline"),
+                 "run the stages a config lists (the demo: configs/demo.yaml)"),
+    "world": (cmd_world, "write the demo world's data sets (alignkit world data OUT_DIR [key=value ...])"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
     "plot": (cmd_plot, "draw a run's metrics as PNG curves"),
-    "demo": (cmd_demo, "run the embedded demo end to end"),
+    "demo": (cmd_demo, "the whole pipeline on the embedded demo world (configs/demo.yaml)"),
 }
 
 

@@ -259,6 +259,92 @@ class PretrainConfig:
             raise ConfigError(f"{where}: corpus.eval_fraction must be in [0, 1), got {self.corpus.eval_fraction}")
 
 
+@dataclass
+class WorldConfig:
+    """The demo world's data sets (alignkit.world)."""
+
+    seed: int = 0
+    """Seed for every data set; the same seed gives the same files."""
+    sft_examples: int = 8000
+    """Instruction-response demonstrations to write (before exact duplicates are dropped)."""
+    sloppy_share: float = 0.1
+    """Share of demonstrations that are imperfect: padded, wrong, over-cautious, or unsafe compliance."""
+    thin_families: list[str] = field(default_factory=lambda: ["quote", "last_word"])
+    """Families covered thinly in the demonstrations (room for preference learning to help)."""
+    thin_weight: float = 0.3
+    """Sampling weight of a thin family relative to 1.0 for the others."""
+    safety_share: float = 0.2
+    """Share of requests from the safety family (harmful and benign look-alikes in equal number)."""
+    ranking_prompts: int = 3000
+    """Prompts with ranked candidate responses (preference data)."""
+    candidates: int = 4
+    """Candidate responses per ranked prompt (3 or 4)."""
+    label_noise: float = 0.1
+    """Probability that the simulated annotator swaps one adjacent pair of a ranking."""
+    rl_prompts: int = 2000
+    """Prompts for reinforcement learning (training phrasings and inputs)."""
+    eval_prompts: int = 400
+    """Prompts in each held-out evaluation split."""
+
+    def validate(self, where: str) -> None:
+        from alignkit.world.tasks import FAMILIES
+
+        for name in self.thin_families:
+            if name not in FAMILIES:
+                close = difflib.get_close_matches(name, FAMILIES, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; families: {', '.join(FAMILIES)}"
+                raise ConfigError(f"{where}: world.thin_families names unknown family '{name}'{hint}")
+        for key in ("sloppy_share", "safety_share", "label_noise"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{where}: world.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.candidates not in (2, 3, 4):
+            raise ConfigError(f"{where}: world.candidates must be 2, 3 or 4, got {self.candidates}")
+        for key in ("sft_examples", "ranking_prompts", "rl_prompts", "eval_prompts"):
+            _check_positive(where, f"world.{key}", getattr(self, key))
+
+
+@dataclass
+class WorldEvalConfig:
+    max_new_tokens: int = 24
+    """Longest answer generated per request (greedy decoding)."""
+    batch_size: int = 128
+    """Requests generated together."""
+    baseline: str = "base"
+    """Model the others' win rates are measured against."""
+
+
+PIPELINE_STAGES = ("pretrain", "sft", "eval")
+
+
+@dataclass
+class PipelineConfig:
+    """The pipeline: the demo world's data, then each listed stage reading the previous one's output."""
+
+    run_dir: str = "runs/demo"
+    """Everything the pipeline writes goes under this directory (the cached base model excepted)."""
+    stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
+    """Stages to run, in order: pretrain, sft, eval."""
+    cache_dir: str = ""
+    """Where pretrained base models are cached, keyed by their config (empty: ~/.cache/alignkit)."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The demo world's data sets."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Pretraining of the base model (output_dir is set by the pipeline)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised fine-tuning (model.path, data paths and output_dir are set by the pipeline)."""
+    eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
+    """Evaluation of every model on the held-out requests."""
+
+    def validate(self, where: str) -> None:
+        for stage in self.stages:
+            if stage not in PIPELINE_STAGES:
+                close = difflib.get_close_matches(stage, PIPELINE_STAGES, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
+        self.world.validate(where)
+        self.pretrain.validate(where)
+
+
 def _check_positive(where: str, key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{where}: {key} must be > 0, got {value}")

@@ -68,7 +68,7 @@ def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer
     """The step to start from: the newest checkpoint's when resuming (state restored), else 0."""
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     if ckpt is None:
-        if cfg.resume:
+        if cfg.resume and metrics.path.exists():
             say(accelerator, f"no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
             if accelerator.is_main_process:
                 truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves

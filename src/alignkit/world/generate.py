@@ -93,7 +93,9 @@ OFF_TOPIC = ("I like to walk by the river in the morning.", "The weather has bee
 
 
 def verbose(answer: str, rng: random.Random) -> str:
-    return f"{rng.choice(VERBOSE_OPENERS)}The answer is {answer}.{rng.choice(VERBOSE_CLOSERS)}"
+    """The right answer, padded with chatter the annotator dislikes."""
+    body = answer if answer.endswith(".") else f"The answer is {answer}."
+    return f"{rng.choice(VERBOSE_OPENERS)}{body}{rng.choice(VERBOSE_CLOSERS)}"
 
 
 def wrong_answer(item: Item, rng: random.Random) -> str:

@@ -1,0 +1,92 @@
+"""The pipeline: `alignkit pipeline configs/demo.yaml` (what `make demo` runs).
+
+world     the demo world's data sets, written to run_dir/world
+pretrain  the base model, cached by a hash of its config (a second run starts at once)
+sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
+eval      every model so far on held-out requests -> run_dir/results.json, results.md, a table
+
+Each stage reads the previous one's output directory; a finished stage is skipped on rerun, an
+interrupted one resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from alignkit.config import PipelineConfig, to_yaml
+from alignkit.training.run import console, quiet_libraries
+
+
+def cache_root(cfg: PipelineConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+
+
+def config_key(cfg: Any) -> str:
+    """A short hash of a stage config, without its output location."""
+    return hashlib.sha256(to_yaml(dataclasses.replace(cfg, output_dir="")).encode()).hexdigest()[:12]
+
+
+def run_pipeline(cfg: PipelineConfig) -> Path:
+    quiet_libraries()
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "pipeline.yaml").write_text(to_yaml(cfg))
+    timings: dict[str, float] = {}
+
+    t = time.time()
+    from alignkit.world.datasets import read_items, write_world_data
+
+    world = write_world_data(run_dir / "world", cfg.world)
+    timings["world"] = time.time() - t
+    console.print(f"[bold]world[/] data sets in {run_dir / 'world'}")
+    models: dict[str, Path] = {}
+
+    if "pretrain" in cfg.stages:
+        from alignkit.stages.pretrain import run_pretrain
+
+        t = time.time()
+        out = cache_root(cfg) / f"pretrain-{config_key(cfg.pretrain)}"
+        done = (out / "model" / "config.json").exists()
+        console.print(f"[bold]pretrain[/] {'cached' if done else 'training'}: {out}")
+        models["base"] = run_pretrain(dataclasses.replace(cfg.pretrain, output_dir=str(out), resume=True))
+        timings["pretrain"] = time.time() - t
+
+    if "sft" in cfg.stages:
+        from alignkit.stages.sft import run_sft
+
+        t = time.time()
+        base = models.get("base") or Path(cfg.sft.model.path)
+        sft_cfg = dataclasses.replace(
+            cfg.sft, output_dir=str(run_dir / "sft"), resume=True,
+            model=dataclasses.replace(cfg.sft.model, path=str(base)),
+            data=dataclasses.replace(cfg.sft.data, train_path=str(world["sft"])))
+        sft_cfg.validate(f"{run_dir / 'pipeline.yaml'} (sft)")
+        console.print("[bold]sft[/] supervised fine-tuning")
+        models["sft"] = run_sft(sft_cfg)
+        timings["sft"] = time.time() - t
+
+    if "eval" in cfg.stages:
+        from alignkit.world.evaluate import evaluate_models
+        from alignkit.world.report import results_table, write_results
+
+        t = time.time()
+        console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
+        splits = {"heldout_phrasing": read_items(world["eval_heldout_phrasing"]),
+                  "heldout_input": read_items(world["eval_heldout_input"])}
+        baseline = cfg.eval.baseline if cfg.eval.baseline in models else next(iter(models))
+        results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        timings["eval"] = time.time() - t
+        results["timings_s"] = {**timings, "total": time.time() - started}
+        paths = write_results(results, run_dir)
+        console.print(results_table(results))
+        console.print(f"results: {paths['json']} and {paths['md']}")
+    console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
+    return run_dir

@@ -1,0 +1,78 @@
+"""Write the world's data sets as files the stages read.
+
+    sft.jsonl                 chat demonstrations, imperfect by world.sloppy_share
+    rankings.jsonl            prompts with 2-4 candidate responses, ordered best first by the annotator
+    rl_prompts.jsonl          prompts for RL (training split; harmful and benign look-alikes balanced)
+    eval_heldout_phrasing.jsonl, eval_heldout_input.jsonl
+                              held-out requests with what the oracle needs to score any answer
+    manifest.json             the config and the row counts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from alignkit.config import WorldConfig
+from alignkit.world import safety
+from alignkit.world.generate import candidate, sample_items, sft_rows, unique_prompts
+from alignkit.world.oracle import annotate_ranking
+from alignkit.world.tasks import FAMILIES, Item
+
+KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal")
+KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose")
+KINDS_BENIGN = ("correct", "refusal", "verbose", "off_topic")
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
+def item_from_dict(row: dict[str, Any]) -> Item:
+    return Item(row["family"], row["prompt"], row["answer"], row.get("params", {}), row.get("template", 0),
+                row.get("harmful", False))
+
+
+def read_items(path: str | Path) -> list[Item]:
+    return [item_from_dict(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
+    """Each prompt with `cfg.candidates` responses of different kinds, ranked by the annotator."""
+    rng = random.Random(f"{cfg.seed}:rankings")
+    rows = []
+    for item in items:
+        kinds = KINDS_HARMFUL if item.harmful else KINDS_BENIGN if item.family == "benign" else KINDS_SKILL
+        chosen = rng.sample(kinds, cfg.candidates)
+        responses = [candidate(item, k, rng) for k in chosen]
+        order = annotate_ranking(item, responses, cfg.label_noise, rng)
+        rows.append({"prompt": item.prompt, "responses": [responses[i] for i in order],
+                     "kinds": [chosen[i] for i in order], "family": item.family})
+    return rows
+
+
+def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
+    """Write every data set under out_dir; return their paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {name: cfg.thin_weight for name in cfg.thin_families}
+    paths = {name: out / f"{name}.jsonl" for name in
+             ("sft", "rankings", "rl_prompts", "eval_heldout_phrasing", "eval_heldout_input")}
+    counts = {}
+    demos = sample_items("train", cfg.sft_examples, cfg.seed, cfg.safety_share, weights=weights)
+    counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
+    ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, cfg.seed + 1, cfg.safety_share))
+    counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg))
+    rl = unique_prompts(sample_items("train", cfg.rl_prompts, cfg.seed + 2, cfg.safety_share))
+    counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
+    for split in ("heldout_phrasing", "heldout_input"):
+        items = unique_prompts(sample_items(split, cfg.eval_prompts, cfg.seed + 3, cfg.safety_share))
+        counts[f"eval_{split}"] = _write_jsonl(paths[f"eval_{split}"], [i.as_dict() for i in items])
+    manifest = {"config": dataclasses.asdict(cfg), "rows": counts, "families": list(FAMILIES),
+                "refusal": safety.REFUSAL}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return paths

@@ -1,0 +1,73 @@
+"""The demo's results as a terminal table, a JSON file and a Markdown summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
+
+
+def _win(w: dict[str, Any]) -> str:
+    if not w or math.isnan(w["win_rate"]):
+        return "-"
+    lo, hi = w["win_rate_ci95"]
+    return f"{100 * w['win_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] ({100 * w['tie_rate']:.0f}% ties)"
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    out = []
+    baseline_key = next(k for k in next(iter(results["models"].values())) if k.startswith("win_rate_vs_"))
+    for name, r in results["models"].items():
+        p, i = r["scores"]["heldout_phrasing"], r["scores"]["heldout_input"]
+        out.append([name, _pct(p["accuracy"]), _pct(i["accuracy"]), _pct(p["refusal_rate"]),
+                    _pct(p["over_refusal_rate"]), _win(r[baseline_key]["heldout_phrasing"]), f"{r['perplexity']:.2f}"])
+    return out
+
+
+HEADERS = ["model", "accuracy, new phrasings", "accuracy, new inputs", "refuses harmful",
+           "over-refuses benign", "win rate vs {baseline} [95% CI] (ties)", "answer ppl"]
+
+
+def _headers(results: dict[str, Any]) -> list[str]:
+    baseline_key = next(k for k in next(iter(results["models"].values())) if k.startswith("win_rate_vs_"))
+    return [h.format(baseline=baseline_key.removeprefix("win_rate_vs_")) for h in HEADERS]
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    n = results["splits"]
+    table = Table(title=f"Demo world, held-out requests (phrasings: {n['heldout_phrasing']}, inputs: {n['heldout_input']})")
+    for h in _headers(results):
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for row in rows(results):
+        table.add_row(*row)
+    return table
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(_headers(results)) + " |", "|" + " --- |" * len(HEADERS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    families = sorted(next(iter(results["models"].values()))["scores"]["heldout_phrasing"]["per_family"])
+    lines += ["", "Accuracy per family (held-out phrasings / held-out inputs):", "",
+              "| family | " + " | ".join(results["models"]) + " |", "|" + " --- |" * (len(results["models"]) + 1)]
+    for fam in families:
+        cells = [f"{_pct(r['scores']['heldout_phrasing']['per_family'].get(fam))} / "
+                 f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    if "timings_s" in results:
+        lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
+    run_dir = Path(run_dir)
+    paths = {"json": run_dir / "results.json", "md": run_dir / "results.md"}
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["md"].write_text(markdown(results))
+    return paths

@@ -1,0 +1,66 @@
+"""The demo pipeline on a reduced world: SFT moves every axis the right way; a rerun reuses work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignkit.cli import main
+from alignkit.config import PipelineConfig, load_config
+from alignkit.stages.pipeline import run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_prompts=30", "world.rl_prompts=30",
+           "pretrain.corpus.documents=600", "pretrain.model.hidden=64", "pretrain.train.max_steps=40",
+           "sft.train.max_steps=60", "sft.checkpoint.save_every=0", "pretrain.log.progress=false",
+           "sft.log.progress=false", "eval.max_new_tokens=12"]
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
+                      [f"run_dir={root / 'run'}", f"cache_dir={root / 'cache'}", *REDUCED])
+    return run_pipeline(cfg)
+
+
+def test_sft_improves_every_axis_over_the_base(reduced_run):
+    results = json.loads((reduced_run / "results.json").read_text())
+    base = results["models"]["base"]["scores"]["heldout_phrasing"]
+    sft = results["models"]["sft"]["scores"]["heldout_phrasing"]
+    assert base["accuracy"] < 0.05  # the base model does not follow instructions
+    assert sft["accuracy"] > base["accuracy"]
+    assert sft["refusal_rate"] > base["refusal_rate"]
+    assert results["models"]["sft"]["perplexity"] < results["models"]["base"]["perplexity"]
+    win = results["models"]["sft"]["win_rate_vs_base"]["heldout_phrasing"]
+    assert win["wins"] > win["losses"]
+    assert "| sft |" in (reduced_run / "results.md").read_text()
+
+
+def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):
+    before = (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime
+    cache = reduced_run.parent / "cache"
+    assert main(["pipeline", str(ROOT / "configs" / "demo.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
+                 *REDUCED, "stages=[pretrain,sft]"]) == 0
+    err = capsys.readouterr().err
+    assert "pretrain cached" in err and "nothing to resume" in err
+    assert (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime == before
+
+
+def test_unknown_stage_is_named(tmp_path):
+    from alignkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown stage 'sfr' in stages .*did you mean 'sft'"):
+        load_config(PipelineConfig, None, ["stages=[pretrain,sfr]"])
+
+
+def test_world_data_command_writes_every_set(tmp_path, capsys):
+    assert main(["world", "data", str(tmp_path / "w"), "sft_examples=50", "ranking_prompts=20", "rl_prompts=20",
+                 "eval_prompts=20"]) == 0
+    names = {p.name for p in (tmp_path / "w").iterdir()}
+    assert names == {"sft.jsonl", "rankings.jsonl", "rl_prompts.jsonl", "eval_heldout_phrasing.jsonl",
+                     "eval_heldout_input.jsonl", "manifest.json"}
+    ranking = json.loads((tmp_path / "w" / "rankings.jsonl").read_text().splitlines()[0])
+    assert len(ranking["responses"]) == 4 and len(ranking["kinds"]) == 4
