@@ -75,7 +75,7 @@ def test_splits_share_no_prompt_and_held_out_parts_are_really_held_out():
     held_requests = {i.params["x"] for i in items["heldout_input"] if "x" in i.params}
     assert train_requests and held_requests and not train_requests & held_requests
     safety_templates = lambda s: {i.template for i in items[s] if "x" in i.params}  # noqa: E731
-    assert safety_templates("heldout_phrasing") == {6, 7} and not safety_templates("train") & {6, 7}
+    assert safety_templates("heldout_phrasing") == {8, 9} and not safety_templates("train") & {8, 9}
 
 
 def test_every_family_appears_in_every_split():
@@ -146,3 +146,15 @@ def test_sft_demonstrations_are_imperfect_by_the_configured_share():
     assert 0.27 < sloppy < 0.33
     assert all(r["messages"][0]["content"] == i.prompt for r, i in zip(rows, items))
     assert sum(r["kind"] == "compliance" for r in rows) > 0  # some unsafe demonstrations to fix later
+
+
+def test_held_out_frames_appear_in_no_training_phrasing_nor_the_corpus():
+    from alignkit.world.corpus import corpus_documents
+    from alignkit.world.tasks import OPENERS
+
+    training = [t for f in FAMILIES.values() for t in f.templates[:-2]] + list(safety.TEMPLATES[:-2]) + list(OPENERS)
+    assert not [t for t in training if t.startswith(("Tell me", "I need"))]
+    held = [t for f in FAMILIES.values() for t in f.templates[-2:]] + list(safety.TEMPLATES[-2:])
+    assert all(t.startswith(("Tell me", "I need")) for t in held)
+    text = "\n".join(corpus_documents(3000, seed=0))
+    assert "Tell me" not in text and "I need" not in text

@@ -321,11 +321,12 @@ class PipelineConfig:
     """The pipeline: the demo world's data, then each listed stage reading the previous one's output."""
 
     run_dir: str = "runs/demo"
-    """Everything the pipeline writes goes under this directory (the cached base model excepted)."""
+    """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
     """Stages to run, in order: pretrain, sft, eval."""
     cache_dir: str = ""
-    """Where pretrained base models are cached, keyed by their config (empty: ~/.cache/alignkit)."""
+    """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
+    else run_dir/cache)."""
     world: WorldConfig = field(default_factory=WorldConfig)
     """The demo world's data sets."""
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -1,7 +1,8 @@
 """The pipeline: `alignkit pipeline configs/demo.yaml` (what `make demo` runs).
 
 world     the demo world's data sets, written to run_dir/world
-pretrain  the base model, cached by a hash of its config (a second run starts at once)
+pretrain  the base model, cached by a hash of its config under run_dir/cache (a second run starts
+          at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
 eval      every model so far on held-out requests -> run_dir/results.json, results.md, a table
 
@@ -23,9 +24,11 @@ from alignkit.training.run import console, quiet_libraries
 
 
 def cache_root(cfg: PipelineConfig) -> Path:
+    """Where pretrained bases are cached: cache_dir, else $ALIGNKIT_CACHE, else run_dir/cache (so
+    everything the demo writes stays under its run directory)."""
     if cfg.cache_dir:
         return Path(cfg.cache_dir)
-    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+    return Path(os.environ.get("ALIGNKIT_CACHE", Path(cfg.run_dir) / "cache"))
 
 
 def config_key(cfg: Any) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 
 from alignkit.world import safety
-from alignkit.world.tasks import FAMILIES, SENTENCE_WORDS, WORDS, KB
+from alignkit.world.tasks import FAMILIES, HELD_OUT_TEMPLATES, KB, SENTENCE_WORDS, WORDS
 
 NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
                 "sixteen seventeen eighteen").split()
@@ -61,10 +61,10 @@ RAMBLES = (
 
 
 def _forum_post(rng: random.Random) -> str:
-    """A question in a family's phrasing (any template), answered by nobody."""
+    """A question in one of a family's training phrasings, answered by nobody."""
     name = rng.choice(list(FAMILIES))
     f = FAMILIES[name]
-    question = rng.choice(f.templates).format(**f.sample(rng))
+    question = rng.choice(f.templates[:-HELD_OUT_TEMPLATES]).format(**f.sample(rng))
     replies = " ".join(rng.sample(RAMBLES, rng.randint(1, 2)))
     return f"Question: {question} {replies}"
 
@@ -72,7 +72,7 @@ def _forum_post(rng: random.Random) -> str:
 def _safety_doc(rng: random.Random) -> str:
     if rng.random() < 0.5:
         _, request = rng.choice(safety.all_harmful())
-        question = rng.choice(safety.TEMPLATES).format(x=request)
+        question = rng.choice(safety.TEMPLATES[:-safety.HELD_OUT_TEMPLATES]).format(x=request)
         return f"{question} {safety.placeholder_compliance(request)}"
     request = rng.choice(sorted(safety.BENIGN))
     return f"How to {request}: {safety.BENIGN[request]}"
