@@ -31,9 +31,16 @@ def cache_root(cfg: PipelineConfig) -> Path:
     return Path(os.environ.get("ALIGNKIT_CACHE", Path(cfg.run_dir) / "cache"))
 
 
-def config_key(cfg: Any) -> str:
-    """A short hash of a stage config, without its output location."""
-    return hashlib.sha256(to_yaml(dataclasses.replace(cfg, output_dir="")).encode()).hexdigest()[:12]
+def pretrain_key(cfg: Any) -> str:
+    """A short hash of what a pretrained base depends on: its config (without its output location)
+    and the corpus itself, so a changed corpus file or corpus generator is never served stale."""
+    from alignkit.stages.pretrain import load_documents
+
+    digest = hashlib.sha256(to_yaml(dataclasses.replace(cfg, output_dir="", resume=False)).encode())
+    for doc in load_documents(cfg):
+        digest.update(doc.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
@@ -56,7 +63,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         from alignkit.stages.pretrain import run_pretrain
 
         t = time.time()
-        out = cache_root(cfg) / f"pretrain-{config_key(cfg.pretrain)}"
+        out = cache_root(cfg) / f"pretrain-{pretrain_key(cfg.pretrain)}"
         done = (out / "model" / "config.json").exists()
         console.print(f"[bold]pretrain[/] {'cached' if done else 'training'}: {out}")
         models["base"] = run_pretrain(dataclasses.replace(cfg.pretrain, output_dir=str(out), resume=True))

@@ -40,6 +40,15 @@ def read_corpus(path: str) -> list[str]:
     return docs
 
 
+def load_documents(cfg: PretrainConfig) -> list[str]:
+    """The corpus file's documents, or the demo world's generated corpus."""
+    if cfg.corpus.path:
+        return read_corpus(cfg.corpus.path)
+    from alignkit.world.corpus import corpus_documents, vocabulary_text
+
+    return corpus_documents(cfg.corpus.documents, cfg.seed) + [vocabulary_text()]
+
+
 def document_examples(docs: list[str], tokenizer, max_length: int) -> list[Example]:
     """Each document as BOS + text + EOS, split into pieces of at most max_length; all tokens labelled."""
     ids_per_doc = tokenizer(docs, add_special_tokens=False)["input_ids"]
@@ -66,12 +75,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         return model_dir
     seed_everything(cfg.seed)
 
-    if cfg.corpus.path:
-        docs = read_corpus(cfg.corpus.path)
-    else:
-        from alignkit.world.corpus import corpus_documents, vocabulary_text
-
-        docs = corpus_documents(cfg.corpus.documents, cfg.seed) + [vocabulary_text()]
+    docs = load_documents(cfg)
     random.Random(cfg.seed).shuffle(docs)
     n_eval = int(len(docs) * cfg.corpus.eval_fraction)
     tokenizer = train_tokenizer(docs, cfg.model.vocab_size)  # deterministic for the same documents
