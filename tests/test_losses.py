@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from alignkit.losses import masked_mean_nll, sequence_nll, token_nll
@@ -48,3 +49,25 @@ def test_matches_plain_loop_on_random_data():
                 total += -torch.log_softmax(logits[b, t], -1)[labels[b, t + 1]].item()
                 count += 1
     assert math.isclose(masked_mean_nll(logits, labels).item(), total / count, rel_tol=1e-5)
+
+
+def test_pairwise_ranking_loss_hand_values():
+    """-log sigmoid(d): d = 0 -> ln 2 = 0.693147; d = 1 -> ln(1 + e^-1) = 0.313262;
+    d = 2 -> ln(1 + e^-2) = 0.126928; d = -1 -> ln(1 + e) = 1.313262."""
+    from alignkit.losses import pairwise_ranking_loss
+
+    chosen = torch.tensor([0.0, 1.0, 3.0, 0.0])
+    rejected = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    expected = torch.tensor([0.693147, 0.313262, 0.126928, 1.313262])
+    assert torch.allclose(pairwise_ranking_loss(chosen, rejected), expected, atol=1e-6)
+
+
+def test_pairwise_ranking_loss_margin_and_centering():
+    """A margin of 1 on a gap of 2 leaves d = 1 -> 0.313262. Centering adds c (r_c + r_r)^2:
+    r = (3, 1), c = 0.01 -> 0.126928 + 0.01 * 16 = 0.286928."""
+    from alignkit.losses import pairwise_accuracy, pairwise_ranking_loss
+
+    r_c, r_r = torch.tensor([3.0]), torch.tensor([1.0])
+    assert pairwise_ranking_loss(r_c, r_r, margin=torch.tensor([1.0])).item() == pytest.approx(0.313262, abs=1e-6)
+    assert pairwise_ranking_loss(r_c, r_r, center_coef=0.01).item() == pytest.approx(0.286928, abs=1e-6)
+    assert pairwise_accuracy(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])).tolist() == [1.0, 0.0, 0.5]

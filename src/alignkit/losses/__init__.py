@@ -1,5 +1,6 @@
 """Losses: pure functions of tensors, torch only. Tensors in, per-example loss out."""
 
+from alignkit.losses.ranking import pairwise_accuracy, pairwise_ranking_loss
 from alignkit.losses.sft import masked_mean_nll, sequence_nll, token_nll
 
-__all__ = ["masked_mean_nll", "sequence_nll", "token_nll"]
+__all__ = ["masked_mean_nll", "pairwise_accuracy", "pairwise_ranking_loss", "sequence_nll", "token_nll"]

@@ -1,0 +1,181 @@
+"""Preference data: pairwise and ranked rows, normalised to rankings, and rankings to pairs.
+
+Accepted rows:
+- pairwise: {"prompt": str | messages, "chosen": str | messages, "rejected": str | messages,
+  "margin": number (optional)}. In the chat form without a prompt (HH-RLHF style), chosen and
+  rejected are whole conversations that agree up to their last assistant turn; that common part is
+  the prompt.
+- ranked: {"prompt": str | messages, "responses": [str, ...]} ordered best first; or with
+  "ranking": [indices, best first], or "scores" / "ratings": [number per response, higher better].
+  Equal scores are ties and give no pair.
+An optional "source" field is kept, so accuracy can be reported per source.
+
+Everything becomes a `Ranking` (prompt messages, responses, a score per response); `rankings_to_pairs`
+turns a ranking of k responses into its k(k-1)/2 ordered pairs (or adjacent pairs only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit.data.records import Record
+from alignkit.errors import DataError
+
+Messages = tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Responses to one prompt with a score each (higher is better); `rated` when scores are ratings
+    (their gaps are meaningful as margins) rather than positions in an order."""
+
+    prompt: Messages
+    responses: tuple[str, ...]
+    scores: tuple[float, ...]
+    where: str
+    source: str = ""
+    rated: bool = False
+    margin: float | None = None  # an explicit margin given with a pairwise row
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: Messages
+    chosen: str
+    rejected: str
+    margin: float | None
+    where: str
+    source: str = ""
+
+
+def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: field '{name}' must be a string or a non-empty list of messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: {name}[{i}] must be an object with string fields role and content")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise DataError(f"{where}: {name}[{i}]: unknown role '{m['role']}'; expected system, user or assistant")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _prompt(value: Any, where: str) -> Messages:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"{where}: field 'prompt' is empty")
+        return ({"role": "user", "content": value},)
+    msgs = _messages(value, where, "prompt")
+    if msgs[-1]["role"] == "assistant":
+        raise DataError(f"{where}: field 'prompt' must end with a user turn, not an assistant turn")
+    return tuple(msgs)
+
+
+def _response(value: Any, where: str, name: str) -> str:
+    """A response: a string, or a list of messages holding one assistant turn."""
+    if isinstance(value, str):
+        return value
+    msgs = _messages(value, where, name)
+    if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+        raise DataError(f"{where}: field '{name}' as messages must be a single assistant turn")
+    return msgs[0]["content"]
+
+
+def _split_conversations(chosen: Any, rejected: Any, where: str) -> tuple[Messages, str, str]:
+    """HH-RLHF style: two conversations that differ only in their last assistant turn."""
+    a, b = _messages(chosen, where, "chosen"), _messages(rejected, where, "rejected")
+    if a[-1]["role"] != "assistant" or b[-1]["role"] != "assistant":
+        raise DataError(f"{where}: chosen and rejected conversations must end with an assistant turn")
+    if a[:-1] != b[:-1]:
+        raise DataError(f"{where}: chosen and rejected conversations differ before their last turn, so the "
+                        "shared prompt is unclear; give a separate 'prompt' field")
+    if not a[:-1]:
+        raise DataError(f"{where}: chosen and rejected conversations hold no prompt before the response")
+    return tuple(a[:-1]), a[-1]["content"], b[-1]["content"]
+
+
+def _number(value: Any, where: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{where}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def to_ranking(record: Record) -> Ranking:
+    """Normalise a pairwise or ranked row, or raise DataError naming the row and what is wrong."""
+    row, where = record.row, record.where
+    source = str(row.get("source", "")) if row.get("source") is not None else ""
+    if "chosen" in row or "rejected" in row:
+        for name in ("chosen", "rejected"):
+            if row.get(name) is None:
+                raise DataError(f"{where}: missing field '{name}'")
+        if "prompt" in row:
+            prompt = _prompt(row["prompt"], where)
+            chosen, rejected = _response(row["chosen"], where, "chosen"), _response(row["rejected"], where, "rejected")
+        else:
+            prompt, chosen, rejected = _split_conversations(row["chosen"], row["rejected"], where)
+        margin = _number(row["margin"], where, "field 'margin'") if row.get("margin") is not None else None
+        if chosen == rejected:
+            raise DataError(f"{where}: chosen and rejected are the same response")
+        return Ranking(prompt, (chosen, rejected), (1.0, 0.0), where, source, margin=margin)
+    if "responses" in row:
+        if "prompt" not in row:
+            raise DataError(f"{where}: missing field 'prompt'")
+        prompt = _prompt(row["prompt"], where)
+        raw = row["responses"]
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise DataError(f"{where}: field 'responses' must be a list of at least 2 responses")
+        responses = tuple(_response(r, where, f"responses[{i}]") for i, r in enumerate(raw))
+        if len(set(responses)) != len(responses):
+            raise DataError(f"{where}: field 'responses' holds the same response twice")
+        k = len(responses)
+        order = row.get("ranking")
+        score_key = "scores" if "scores" in row else "ratings" if "ratings" in row else None
+        scores: tuple[float, ...] | None = None
+        if order is not None:
+            if (not isinstance(order, list) or sorted(order) != list(range(k))
+                    or any(isinstance(i, bool) for i in order)):
+                raise DataError(f"{where}: field 'ranking' must list each response index 0..{k - 1} once, best "
+                                f"first; got {order!r}")
+            by_position = [0.0] * k
+            for position, index in enumerate(order):
+                by_position[index] = float(k - 1 - position)
+            scores = tuple(by_position)
+        if score_key:
+            values = row[score_key]
+            if not isinstance(values, list) or len(values) != k:
+                raise DataError(f"{where}: field '{score_key}' must hold one number per response ({k})")
+            rated = tuple(_number(v, where, f"{score_key}[{i}]") for i, v in enumerate(values))
+            if scores is not None and any((a > b) != (x > y) for a, x in zip(scores, rated)
+                                          for b, y in zip(scores, rated) if x != y):
+                raise DataError(f"{where}: fields 'ranking' and '{score_key}' contradict each other")
+            if len(set(rated)) == 1:
+                raise DataError(f"{where}: every response has the same {score_key[:-1]}: no preference to learn")
+            return Ranking(prompt, responses, rated, where, source, rated=True)
+        return Ranking(prompt, responses, scores or tuple(float(k - 1 - i) for i in range(k)), where, source)
+    raise DataError(f"{where}: cannot tell the format from keys {sorted(row)}; expected prompt+chosen+rejected "
+                    "(pairwise), chosen+rejected conversations, or prompt+responses (ranked)")
+
+
+def rankings_to_pairs(ranking: Ranking, adjacent_only: bool = False, rating_margin: bool = False) -> list[Pair]:
+    """Every ordered pair (better, worse) of a ranking: k(k-1)/2 pairs for k distinct scores.
+
+    adjacent_only keeps the pairs between neighbouring score levels (k - 1 for a strict ranking).
+    Ties give no pair. rating_margin sets each pair's margin to its rating gap (rated data only);
+    an explicit pairwise margin is always kept.
+    """
+    levels = sorted(set(ranking.scores), reverse=True)
+    pairs = []
+    for i, (ri, si) in enumerate(zip(ranking.responses, ranking.scores)):
+        for j, (rj, sj) in enumerate(zip(ranking.responses, ranking.scores)):
+            if si <= sj:
+                continue
+            if adjacent_only and levels.index(sj) - levels.index(si) != 1:
+                continue
+            margin = ranking.margin
+            if margin is None and rating_margin and ranking.rated:
+                margin = si - sj
+            pairs.append(Pair(ranking.prompt, ri, rj, margin, ranking.where, ranking.source))
+    return pairs

@@ -1,0 +1,78 @@
+"""Preference data: rankings of k give k(k-1)/2 ordered pairs; ties, bad and contradictory rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignkit.data.preferences import rankings_to_pairs, to_ranking
+from alignkit.data.records import Record
+from alignkit.errors import DataError
+
+
+def ranking(row):
+    return to_ranking(Record(row, "prefs.jsonl, line 5"))
+
+
+@pytest.mark.parametrize("k, n_pairs", [(2, 1), (3, 3), (4, 6)])
+def test_rankings_of_k_give_k_choose_2_pairs_in_order(k, n_pairs):
+    responses = [f"r{i}" for i in range(k)]  # best first
+    pairs = rankings_to_pairs(ranking({"prompt": "q", "responses": responses}))
+    assert len(pairs) == n_pairs
+    assert all(responses.index(p.chosen) < responses.index(p.rejected) for p in pairs)
+    assert {(p.chosen, p.rejected) for p in pairs} == {(responses[i], responses[j]) for i in range(k) for j in range(i + 1, k)}
+
+
+def test_adjacent_pairs_only():
+    pairs = rankings_to_pairs(ranking({"prompt": "q", "responses": ["a", "b", "c", "d"]}), adjacent_only=True)
+    assert [(p.chosen, p.rejected) for p in pairs] == [("a", "b"), ("b", "c"), ("c", "d")]
+
+
+def test_explicit_ranking_and_scores_with_ties():
+    r = ranking({"prompt": "q", "responses": ["a", "b", "c"], "ranking": [2, 0, 1]})
+    assert {(p.chosen, p.rejected) for p in rankings_to_pairs(r)} == {("c", "a"), ("c", "b"), ("a", "b")}
+    tied = ranking({"prompt": "q", "responses": ["a", "b", "c"], "scores": [5, 5, 1]})
+    assert {(p.chosen, p.rejected) for p in rankings_to_pairs(tied)} == {("a", "c"), ("b", "c")}  # a = b: no pair
+    rated = rankings_to_pairs(ranking({"prompt": "q", "responses": ["a", "b"], "ratings": [7, 4]}), rating_margin=True)
+    assert rated[0].margin == 3.0
+
+
+def test_pairwise_rows_plain_and_chat_forms():
+    plain = rankings_to_pairs(ranking({"prompt": "q", "chosen": "good", "rejected": "bad", "source": "web"}))
+    assert [(p.prompt, p.chosen, p.rejected, p.source) for p in plain] == [
+        (({"role": "user", "content": "q"},), "good", "bad", "web")]
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "q"}]
+    hh = ranking({"chosen": convo + [{"role": "assistant", "content": "good"}],
+                  "rejected": convo + [{"role": "assistant", "content": "bad"}]})
+    assert hh.prompt == tuple(convo) and hh.responses == ("good", "bad")
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": "q", "responses": ["only one"]}, "field 'responses' must be a list of at least 2 responses"),
+    ({"prompt": "q", "responses": ["a", "a"]}, "holds the same response twice"),
+    ({"prompt": "q", "responses": ["a", "b", "c"], "ranking": [0, 0, 1]}, "field 'ranking' must list each response index 0..2 once"),
+    ({"prompt": "q", "responses": ["a", "b"], "ranking": [0, 1], "scores": [1, 2]}, "fields 'ranking' and 'scores' contradict each other"),
+    ({"prompt": "q", "responses": ["a", "b"], "scores": [3, 3]}, "every response has the same score"),
+    ({"prompt": "q", "responses": ["a", "b"], "scores": [1]}, "field 'scores' must hold one number per response (2)"),
+    ({"prompt": "q", "responses": ["a", "b"], "ratings": [1, "high"]}, "ratings[1] must be a finite number"),
+    ({"prompt": "q", "chosen": "x"}, "missing field 'rejected'"),
+    ({"prompt": "q", "chosen": "x", "rejected": "x"}, "chosen and rejected are the same response"),
+    ({"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}],
+      "rejected": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "y"}]}, "differ before their last turn"),
+    ({"text": "q"}, "cannot tell the format from keys ['text']"),
+])
+def test_bad_preference_rows_name_the_row(row, message):
+    with pytest.raises(DataError) as err:
+        ranking(row)
+    assert str(err.value).startswith("prefs.jsonl, line 5: ") and message in str(err.value)
+
+
+def test_world_rankings_parse():
+    """The demo world's ranked data is in this format: 4 responses best first -> 6 pairs."""
+
+    from alignkit.config import WorldConfig
+    from alignkit.world.datasets import ranking_rows
+    from alignkit.world.generate import sample_items
+
+    rows = ranking_rows(sample_items("train", 20, seed=0), WorldConfig())
+    pairs = [p for i, row in enumerate(rows) for p in rankings_to_pairs(to_ranking(Record(row, f"row {i}")))]
+    assert len(pairs) == 6 * len(rows)
