@@ -1,0 +1,74 @@
+"""Reward models: a scalar head on a local Hugging Face backbone, through the sequence-classification
+classes (num_labels=1), so the saved directory loads in `transformers` as it is.
+
+For decoders (Llama, GPT-2, Qwen2, ...) the score is read at the last real token, found from the
+attention mask. transformers' own pooling looks for the last token that is not the pad id, which
+goes wrong when pad == EOS (common: SmolLM2, Llama-3) because a response ends with EOS. Encoders
+(BERT-style) keep their own pooling (the [CLS] position).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alignkit.errors import ModelError
+from alignkit.models.loading import DTYPES, resolve
+
+
+def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of the rightmost position whose mask is 1: right- and left-padded batches alike."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+class RewardModel(nn.Module):
+    """Wraps a sequence-classification model; forward returns one score per sequence, shape (B,).
+
+    A module of its own (not a function over submodules) so that DDP/FSDP wrap the whole
+    computation and gradients synchronise.
+    """
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+        self.decoder = hasattr(hf_model, "score")  # GenericForSequenceClassification, GPT-2: a `score` head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self.decoder:
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+        backbone = getattr(self.hf, self.hf.base_model_prefix)
+        # Positions count real tokens only, so a left-padded sequence is seen exactly as it is alone
+        # (models with learned absolute positions, like GPT-2, do not derive them from the mask).
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+        index = last_real_index(attention_mask)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        return self.hf.score(last).squeeze(-1).float()
+
+
+def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> nn.Module:
+    """A sequence-classification model with one output from a local model directory (a causal LM's
+    weights become the backbone; the scalar head starts fresh unless the directory already has one)."""
+    from transformers import AutoModelForSequenceClassification
+
+    directory, gguf = resolve(path)
+    if gguf:
+        raise ModelError(f"'{path}': convert a GGUF model to a HF directory first (load_causal_lm + save_pretrained)")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, num_labels=1, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a reward model (sequence classification) from '{path}': {exc}") from None
+    if model.config.pad_token_id is None:
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model
+
+
+def reward_model(hf_model: Any) -> RewardModel:
+    return RewardModel(hf_model)
