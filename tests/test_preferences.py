@@ -76,3 +76,30 @@ def test_world_rankings_parse():
     rows = ranking_rows(sample_items("train", 20, seed=0), WorldConfig())
     pairs = [p for i, row in enumerate(rows) for p in rankings_to_pairs(to_ranking(Record(row, f"row {i}")))]
     assert len(pairs) == 6 * len(rows)
+
+
+def test_reward_data_splits_by_ranking_and_ends_with_eos(tmp_path, tokenizer):
+    import json
+
+    from alignkit.data.reward import build_reward_data
+
+    rows = [{"prompt": f"question {i}", "responses": [f"best {i}", f"middle {i}", f"worst {i}"]} for i in range(20)]
+    rows.append(rows[0])  # an exact duplicate ranking
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held, report = build_reward_data(str(path), "", 0.25, tokenizer, 64, seed=0)
+    assert (len(train), len(held)) == (15 * 3, 5 * 3)  # 3 pairs per ranking of 3
+    assert report.as_dict()["train"]["dropped"] == {"exact duplicate": 1}
+    prompts = lambda pairs: {tokenizer.decode(p.chosen_ids).split("<|assistant|>")[0] for p in pairs}  # noqa: E731
+    assert not prompts(train) & prompts(held)  # a ranking's pairs never straddle the split
+    assert all(p.chosen_ids[-1] == p.rejected_ids[-1] == tokenizer.eos_token_id for p in train)
+
+
+def test_long_prompt_is_cut_from_the_left_and_long_response_dropped(tokenizer):
+    from alignkit.data.reward import conversation_ids
+
+    prompt = ({"role": "user", "content": "apple pear " * 30},)
+    ids = conversation_ids(tokenizer, prompt, "fig", max_length=16)
+    assert len(ids) == 16 and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids).endswith("<|assistant|>\nfig<|eos|>")  # the prompt's start was cut, not the end
+    assert conversation_ids(tokenizer, ({"role": "user", "content": "q"},), "plum " * 40, max_length=16) is None

@@ -1,0 +1,99 @@
+"""Reward-model data: preference files -> rankings -> train/eval split by ranking -> tokenised pairs.
+
+A ranking's pairs all go to the same split, so no prompt's responses are compared in training and
+judged in evaluation. Each side of a pair is the whole conversation (chat template applied, EOS
+ensured at the end, since the score is read at the last token). A sequence longer than max_length
+loses the start of its prompt, not the end of its response; a response that alone exceeds it is
+dropped and counted.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from alignkit.data.preferences import Pair, Ranking, rankings_to_pairs, to_ranking
+from alignkit.data.quality import DataReport
+from alignkit.data.records import read_records
+from alignkit.data.templates import render
+
+
+@dataclass
+class RewardPair:
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    margin: float | None
+    source: str
+    where: str
+
+
+def conversation_ids(tokenizer: Any, prompt: tuple, response: str, max_length: int) -> list[int] | None:
+    """Token ids of prompt + response with EOS last, cut from the left to max_length; None when the
+    response alone does not fit."""
+    text = render(tokenizer, [*prompt, {"role": "assistant", "content": response}])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos) and not text.rstrip().endswith(tokenizer.eos_token or "\0"):
+        ids.append(eos)
+    if len(ids) <= max_length:
+        return ids
+    prompt_len = len(tokenizer(render(tokenizer, list(prompt), add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"])
+    if len(ids) - prompt_len > max_length:
+        return None
+    return ids[len(ids) - max_length:]
+
+
+def split_rankings(rankings: list[Ranking], eval_fraction: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
+    """Whole rankings to train or eval (seeded), so no pair leaks across the split."""
+    if eval_fraction <= 0 or len(rankings) < 2:
+        return rankings, []
+    order = list(range(len(rankings)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: max(1, round(eval_fraction * len(rankings)))])
+    return [r for i, r in enumerate(rankings) if i not in held], [r for i, r in enumerate(rankings) if i in held]
+
+
+def load_rankings(path: str, split: str = "train") -> list[Ranking]:
+    return [to_ranking(r) for r in read_records(path, split)]
+
+
+def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str, report: DataReport) -> list[RewardPair]:
+    out = []
+    for p in pairs:
+        chosen = conversation_ids(tokenizer, p.prompt, p.chosen, max_length)
+        rejected = conversation_ids(tokenizer, p.prompt, p.rejected, max_length)
+        if chosen is None or rejected is None:
+            report.drop(split, "response longer than data.max_length", p.where)
+            continue
+        out.append(RewardPair(chosen, rejected, p.margin, p.source, p.where))
+    report.kept[split] = len(out)
+    return out
+
+
+def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tokenizer: Any, max_length: int,
+                      seed: int, adjacent_only: bool = False, rating_margin: bool = False
+                      ) -> tuple[list[RewardPair], list[RewardPair], DataReport]:
+    """Tokenised (chosen, rejected) pairs for training and evaluation, with a report of drops."""
+    report = DataReport()
+    train = load_rankings(train_path)
+    report.read["train"] = len(train)
+    seen: set = set()
+    unique = []
+    for r in train:
+        key = (tuple((m["role"], m["content"]) for m in r.prompt), r.responses, r.scores)
+        if key in seen:
+            report.drop("train", "exact duplicate", r.where)
+            continue
+        seen.add(key)
+        unique.append(r)
+    if eval_path:
+        train, held = unique, load_rankings(eval_path)
+        report.read["eval"] = len(held)
+    else:
+        train, held = split_rankings(unique, eval_fraction, seed)
+        report.read["eval"] = report.held_out = len(held)
+    to_pairs = lambda rs: [p for r in rs for p in rankings_to_pairs(r, adjacent_only, rating_margin)]  # noqa: E731
+    return (tokenize_pairs(to_pairs(train), tokenizer, max_length, "train", report),
+            tokenize_pairs(to_pairs(held), tokenizer, max_length, "eval", report), report)
