@@ -10,8 +10,6 @@ goes wrong when pad == EOS (common: SmolLM2, Llama-3) because a response ends wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -69,6 +67,3 @@ def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
 
-
-def reward_model(hf_model: Any) -> RewardModel:
-    return RewardModel(hf_model)
