@@ -156,6 +156,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "pipeline": (_stage_command("pipeline", "alignkit.config.PipelineConfig", "alignkit.stages.pipeline.run_pipeline"),
                  "run the stages a config lists (the demo: configs/demo.yaml)"),
     "world": (cmd_world, "write the demo world's data sets (alignkit world data OUT_DIR [key=value ...])"),
+    "rm": (_stage_command("rm", "alignkit.config.RMConfig", "alignkit.stages.rm.run_rm"),
+           "train a reward model on pairwise or ranked preference data"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),

@@ -199,6 +199,81 @@ class SFTConfig:
 
 
 @dataclass
+class PreferenceDataConfig:
+    train_path: str = ""
+    """Preference data: pairwise (prompt/chosen/rejected, or chosen/rejected conversations) or ranked
+    (prompt + responses best first, or with ranking/scores/ratings) rows, in any file type SFT reads."""
+    eval_path: str = ""
+    """Held-out preference data. Empty: split eval_fraction of the rankings off (whole rankings)."""
+    eval_fraction: float = 0.1
+    """Share of rankings held out for evaluation when eval_path is empty."""
+    max_length: int = 512
+    """Maximum tokens per prompt + response; longer prompts lose their start."""
+    adjacent_only: bool = False
+    """Turn a ranking of k into its k - 1 adjacent pairs instead of all k(k-1)/2."""
+    rating_margin: bool = False
+    """Use the rating gap of rated rows as the pair's margin in the loss."""
+
+
+@dataclass
+class RewardNormConfig:
+    prompts_path: str = ""
+    """Prompts ({"prompt": ...} rows, e.g. the RL prompt set) on which the policy's mean reward is
+    shifted to 0. Empty: no normalisation (offset 0)."""
+    policy_path: str = ""
+    """The policy whose responses set the offset. Empty: model.path (the SFT model the RM starts from)."""
+    samples: int = 256
+    """Prompts used (the first ones of the file)."""
+    max_new_tokens: int = 32
+    """Longest response sampled for normalisation (greedy)."""
+
+
+@dataclass
+class RMConfig:
+    """Reward model: a scalar head on a backbone, trained with a pairwise ranking loss."""
+
+    output_dir: str = "runs/rm"
+    """Run directory: config.yaml, metrics.jsonl, data_report.json, checkpoints/, model/."""
+    seed: int = 0
+    """Seed for the split, data order, head initialisation and dropout."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir/checkpoints."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The backbone: the SFT model by default in the pipeline; any local causal LM or encoder."""
+    data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    """Preference data."""
+    center_coef: float = 0.0
+    """Weight of the (r_chosen + r_rejected)^2 term that keeps rewards centred (0 disables)."""
+    normalize: RewardNormConfig = field(default_factory=RewardNormConfig)
+    """Reward normalisation stored with the model for PPO."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    """Optimizer and learning-rate schedule."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Which weights train: full, frozen lower layers, or LoRA (the score head always trains)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Pairs per micro-batch (batch_size), accumulation, length of training, precision, eval interval."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint interval and retention."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics, progress bar and TensorBoard."""
+
+    def validate(self, where: str) -> None:
+        self.model.validate(where)
+        if not self.data.train_path:
+            raise ConfigError(f"{where}: data.train_path is required")
+        _check_positive(where, "data.max_length", self.data.max_length)
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        check_training_parts(where, self)
+        _check_non_negative(where, "center_coef", self.center_coef)
+        if self.peft.method == "prefix":
+            raise ConfigError(f"{where}: peft.method=prefix is not supported for reward models; use full or lora")
+        if self.peft.freeze_layers and self.peft.method != "full":
+            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+        _check_positive(where, "normalize.samples", self.normalize.samples)
+
+
+@dataclass
 class CorpusConfig:
     path: str = ""
     """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the

@@ -19,6 +19,8 @@ class DataReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     held_out: int = 0
     """Training rows set aside as the eval split (data.eval_fraction); they count as kept in eval."""
+    unit: str = "rows"
+    """What `kept` counts: rows, or pairs for preference data."""
     packing: dict = field(default_factory=dict)
     """Whether the stage packed samples, and into how many rows (filled in by the stage)."""
 
@@ -53,7 +55,7 @@ class DataReport:
                 continue
             drops = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items()) or "none"
             held = f", {d['held_out_for_eval']} held out as the eval split" if d.get("held_out_for_eval") else ""
-            out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} ({d['truncated']} truncated){held}; dropped: {drops}")
+            out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} {self.unit} ({d['truncated']} truncated){held}; dropped: {drops}")
         return out
 
     def write(self, path: str | Path) -> None:

@@ -76,7 +76,7 @@ def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tok
                       seed: int, adjacent_only: bool = False, rating_margin: bool = False
                       ) -> tuple[list[RewardPair], list[RewardPair], DataReport]:
     """Tokenised (chosen, rejected) pairs for training and evaluation, with a report of drops."""
-    report = DataReport()
+    report = DataReport(unit="pairs")
     train = load_rankings(train_path)
     report.read["train"] = len(train)
     seen: set = set()

@@ -48,8 +48,9 @@ def freeze_lower_layers(model: nn.Module, n: int) -> list[str]:
     return [name for name, p in model.named_parameters() if id(p) in frozen_ids]
 
 
-def apply_peft(model: nn.Module, cfg: PeftConfig) -> nn.Module:
-    """Return the model ready to train as `cfg.method` says."""
+def apply_peft(model: nn.Module, cfg: PeftConfig, task: str = "CAUSAL_LM") -> nn.Module:
+    """Return the model ready to train as `cfg.method` says. `task` is peft's task type: CAUSAL_LM,
+    or SEQ_CLS for reward models (peft then also trains the fresh score head in full)."""
     if cfg.method == "full":
         if cfg.freeze_layers:
             freeze_lower_layers(model, cfg.freeze_layers)
@@ -59,10 +60,10 @@ def apply_peft(model: nn.Module, cfg: PeftConfig) -> nn.Module:
     if cfg.method == "lora":
         targets = cfg.lora_target_modules
         target = "all-linear" if targets == ["all-linear"] else targets
-        peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        peft_cfg = LoraConfig(task_type=TaskType[task], r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                               lora_dropout=cfg.lora_dropout, target_modules=target)
     else:
-        peft_cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.prefix_tokens)
+        peft_cfg = PrefixTuningConfig(task_type=TaskType[task], num_virtual_tokens=cfg.prefix_tokens)
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as exc:

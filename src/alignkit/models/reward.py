@@ -10,6 +10,7 @@ goes wrong when pad == EOS (common: SmolLM2, Llama-3) because a response ends wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 import torch
 from torch import nn
 
@@ -33,12 +34,17 @@ class RewardModel(nn.Module):
     def __init__(self, hf_model: nn.Module):
         super().__init__()
         self.hf = hf_model
-        self.decoder = hasattr(hf_model, "score")  # GenericForSequenceClassification, GPT-2: a `score` head
+        self.decoder = hasattr(self.unwrapped(), "score")  # GenericForSequenceClassification, GPT-2: `score`
+
+    def unwrapped(self) -> nn.Module:
+        """The transformers model (inside a peft wrapper, whose LoRA layers sit in it in place)."""
+        return self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if not self.decoder:
-            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-        backbone = getattr(self.hf, self.hf.base_model_prefix)
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+        model = self.unwrapped()
+        backbone = getattr(model, model.base_model_prefix)
         # Positions count real tokens only, so a left-padded sequence is seen exactly as it is alone
         # (models with learned absolute positions, like GPT-2, do not derive them from the mask).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -46,7 +52,7 @@ class RewardModel(nn.Module):
                           use_cache=False).last_hidden_state
         index = last_real_index(attention_mask)
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-        return self.hf.score(last).squeeze(-1).float()
+        return model.score(last).squeeze(-1).float()
 
 
 def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> nn.Module:
@@ -67,3 +73,39 @@ def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
 
+
+
+@torch.no_grad()
+def score_conversations(model: RewardModel, tokenizer: Any, prompts: list[list[dict[str, str]]], responses: list[str],
+                        max_length: int = 512, batch_size: int = 64) -> torch.Tensor:
+    """(N,) rewards of each response to its prompt (chat template applied, EOS last; a sequence
+    longer than max_length keeps its end, where the score is read)."""
+    from alignkit.data.reward import conversation_ids
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        seqs = [conversation_ids(tokenizer, tuple(p), r, 10**9)[-max_length:]
+                for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        out.append(model(ids.to(device), mask.to(device)).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:
+    """A trained reward model directory: the model and the offset to subtract from its scores."""
+    import json
+
+    offset = 0.0
+    norm = Path(path) / "reward_normalization.json"
+    if norm.is_file():
+        offset = float(json.loads(norm.read_text()).get("offset", 0.0))
+    return RewardModel(load_reward_backbone(path)), offset

@@ -51,7 +51,8 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
         responses = [candidate(item, k, rng) for k in chosen]
         order = annotate_ranking(item, responses, cfg.label_noise, rng)
         rows.append({"prompt": item.prompt, "responses": [responses[i] for i in order],
-                     "kinds": [chosen[i] for i in order], "family": item.family})
+                     "kinds": [chosen[i] for i in order], "family": item.family,
+                     "source": "safety" if item.family in ("harmful", "benign") else "skills"})
     return rows
 
 

@@ -1,0 +1,226 @@
+"""Reward model: a scalar head on a backbone, trained so the preferred response scores higher.
+
+setup   accelerator, run dir, tokenizer, preference data (rankings split whole, pairs tokenised),
+        the backbone as a sequence-classification model + PEFT, optimizer, resume
+loop    one optimizer step per global batch of pairs: chosen and rejected in one forward pass,
+        -log sigmoid(r_c - r_r - margin) averaged over the global batch; held-out pairwise accuracy
+        and margin at intervals
+save    final evaluation (overall and per source), the reward offset that makes the policy's mean
+        reward 0 on the RL prompts, and the model as a standard HF directory in output_dir/model
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.config import RMConfig
+from alignkit.data.reward import RewardPair, build_reward_data
+from alignkit.errors import DataError, ModelError
+from alignkit.losses import pairwise_accuracy, pairwise_ranking_loss
+from alignkit.models import apply_peft, count_parameters, load_tokenizer
+from alignkit.models.loading import is_adapter_dir
+from alignkit.models.reward import RewardModel, load_reward_backbone, score_conversations
+from alignkit.training.batching import global_batch, micro_batches, shard
+from alignkit.training.lm_loop import resume_step, save_resumable
+from alignkit.training.metrics import MetricsWriter
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
+from alignkit.training.progress import ProgressBar
+from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, reduce_sum, say
+from alignkit.training.seed import seed_everything
+
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+def collate_pairs(pairs: list[RewardPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen sequences then rejected ones, right-padded together: one forward pass for both."""
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    margin = torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs])
+    return {"input_ids": ids, "attention_mask": mask, "margin": margin}
+
+
+def run_rm(cfg: RMConfig) -> Path:
+    """Train a reward model; return the saved model directory."""
+    # ---------------------------------------------------------------- setup
+    quiet_libraries()
+    accelerator = make_accelerator(cfg.train.precision)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    model_dir = run_dir / "model"
+    if cfg.resume and model_dir.is_dir():
+        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
+        return model_dir
+    seed_everything(cfg.seed)
+
+    if is_adapter_dir(cfg.model.path):
+        raise ModelError(f"model.path '{cfg.model.path}' is a LoRA adapter; merge it first "
+                         f"(alignkit merge {cfg.model.path} MERGED_DIR) and start the reward model from that")
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    d = cfg.data
+    train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
+                                            cfg.seed, d.adjacent_only, d.rating_margin)
+    for line in report.lines():
+        say(accelerator, f"data {line}")
+    if accelerator.is_main_process:
+        report.write(run_dir / "data_report.json")
+    if not train:
+        raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
+    sources = sorted({p.source for p in held})
+
+    hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
+    hf.config.pad_token_id = tokenizer.pad_token_id
+    model = RewardModel(apply_peft(hf, cfg.peft, task="SEQ_CLS"))
+    trainable, total = count_parameters(model)
+    say(accelerator, f"reward model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
+                     f"{len(train)} training pairs, {len(held)} held-out pairs")
+
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
+    pad_id = tokenizer.pad_token_id
+    if start == 0 and cfg.train.eval_every and held:
+        metrics.write(0, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator))
+
+    # ---------------------------------------------------------------- loop
+    window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
+    with ProgressBar(total_steps, start, "rm", cfg.log.progress and accelerator.is_main_process) as bar:
+        for step in range(start, total_steps):
+            model.train()
+            indices = global_batch(len(train), step, global_size, cfg.seed)
+            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
+            for k, mb in enumerate(mine):
+                batch = {key: v.to(accelerator.device) for key, v in collate_pairs([train[i] for i in mb], pad_id).items()}
+                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    scores = model(batch["input_ids"], batch["attention_mask"])
+                    r_c, r_r = scores[:len(mb)], scores[len(mb):]
+                    margin = batch["margin"] if cfg.data.rating_margin or any(train[i].margin for i in mb) else None
+                    loss = pairwise_ranking_loss(r_c, r_r, margin, cfg.center_coef)
+                    # Mean over the global batch of pairs, whatever its split (DDP averages, hence x world).
+                    accelerator.backward(loss.sum() * world / global_size)
+                window["loss"] += float(loss.detach().sum())
+                window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
+                window["margin"] += float((r_c - r_r).detach().sum())
+                window["pairs"] += len(mb)
+            if not math.isfinite(window["loss"]):
+                raise DataError(f"rm: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
+            grad_norm = None
+            if cfg.optim.max_grad_norm > 0:
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            if done % cfg.log.every == 0 or done == total_steps:
+                loss_sum, acc_sum, margin_sum, pairs = reduce_sum(accelerator, window["loss"], window["acc"],
+                                                                  window["margin"], window["pairs"])
+                row = {"loss": loss_sum / pairs, "accuracy": acc_sum / pairs, "margin": margin_sum / pairs, "lr": lr,
+                       "pairs_per_s": pairs / (time.perf_counter() - window["t0"]), "pairs": int(pairs)}
+                if grad_norm is not None:
+                    row["grad_norm"] = grad_norm
+                metrics.write(done, **row)
+                bar.update(done, loss=row["loss"], acc=row["accuracy"], pairs_s=round(row["pairs_per_s"], 1))
+                window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
+            else:
+                bar.update(done)
+            paused = time.perf_counter()
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
+                metrics.write(done, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator))
+            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
+                save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
+            window["t0"] += time.perf_counter() - paused
+
+    # ---------------------------------------------------------------- save
+    result: dict[str, Any] = {}
+    if held:
+        result = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator)
+        metrics.write(total_steps, **result)
+        say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
+    if cfg.checkpoint.save_every:
+        save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
+    if accelerator.is_main_process:
+        rm = accelerator.unwrap_model(model)
+        norm = reward_offset(cfg, rm, tokenizer)
+        hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
+        tmp = run_dir / ".model.tmp"
+        hf_out.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / NORMALIZATION_FILE).write_text(json.dumps({**norm, **result}, indent=2) + "\n")
+        tmp.replace(model_dir)
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='reward model')}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
+
+
+@torch.no_grad()
+def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batch_size: int, pad_id: int,
+                   accelerator: Any) -> dict[str, float]:
+    """Held-out pairwise accuracy and mean margin r_c - r_r, overall and per source, all processes."""
+    model.eval()
+    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
+    acc = {s: 0.0 for s in sources}
+    n = {s: 0.0 for s in sources}
+    margin = 0.0
+    for i in range(0, len(mine), batch_size):
+        chunk = [pairs[j] for j in mine[i:i + batch_size]]
+        batch = {k: v.to(accelerator.device) for k, v in collate_pairs(chunk, pad_id).items()}
+        with accelerator.autocast():
+            scores = model(batch["input_ids"], batch["attention_mask"])
+        r_c, r_r = scores[:len(chunk)], scores[len(chunk):]
+        for p, a in zip(chunk, pairwise_accuracy(r_c, r_r).tolist()):
+            acc[p.source] += a
+            n[p.source] += 1
+        margin += float((r_c - r_r).sum())
+    totals = reduce_sum(accelerator, margin, *[acc[s] for s in sources], *[n[s] for s in sources])
+    margin, accs, counts = totals[0], totals[1:1 + len(sources)], totals[1 + len(sources):]
+    model.train()
+    total = sum(counts)
+    out = {"eval_accuracy": sum(accs) / max(total, 1.0), "eval_margin": margin / max(total, 1.0)}
+    if len(sources) > 1:
+        out.update({f"eval_accuracy/{s}": a / c for s, a, c in zip(sources, accs, counts) if c})
+    return out
+
+
+def reward_offset(cfg: RMConfig, rm: RewardModel, tokenizer: Any) -> dict[str, Any]:
+    """The mean reward of the policy's greedy responses on the normalisation prompts (0 if none):
+    PPO subtracts it, so the SFT policy starts at a mean reward of 0."""
+    if not cfg.normalize.prompts_path:
+        return {"offset": 0.0, "normalized_on": None}
+    from alignkit.data.records import read_records
+    from alignkit.models import load_causal_lm
+    from alignkit.models.generate import generate_responses
+
+    rows = read_records(cfg.normalize.prompts_path)[: cfg.normalize.samples]
+    prompts = []
+    for r in rows:
+        if not isinstance(r.row.get("prompt"), str):
+            raise DataError(f"{r.where}: normalisation prompts need a string field 'prompt'")
+        prompts.append([{"role": "user", "content": r.row["prompt"]}])
+    policy_path = cfg.normalize.policy_path or cfg.model.path
+    policy = load_causal_lm(policy_path).to(next(rm.parameters()).device)
+    responses = generate_responses(policy, load_tokenizer(policy_path), prompts, cfg.normalize.max_new_tokens,
+                                   batch_size=64)
+    scores = score_conversations(rm, tokenizer, prompts, responses, cfg.data.max_length)
+    return {"offset": float(scores.mean()), "normalized_on": {"prompts": cfg.normalize.prompts_path,
+                                                              "policy": str(policy_path), "n": len(prompts)}}

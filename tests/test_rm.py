@@ -1,0 +1,91 @@
+"""The reward-model stage on a tiny model and the demo world's rankings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignkit.config import RMConfig, WorldConfig, load_config
+from alignkit.errors import ModelError
+from alignkit.stages.rm import run_rm
+from alignkit.world.datasets import write_world_data
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    write_world_data(out, WorldConfig(sft_examples=50, ranking_prompts=200, rl_prompts=40, eval_prompts=20))
+    return out
+
+
+def rm(model_dir, world_dir, out, *overrides):
+    cfg = load_config(RMConfig, None, [f"model.path={model_dir}", f"data.train_path={world_dir / 'rankings.jsonl'}",
+                                       f"output_dir={out}", "data.max_length=96", "log.progress=false", "log.every=5",
+                                       "train.batch_size=16", "optim.lr=2e-3", *overrides])
+    return run_rm(cfg)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_rm_learns_preferences_and_saves_a_transformers_model(tiny_dir, world_dir, tmp_path):
+    out = tmp_path / "rm"
+    model_dir = rm(tiny_dir, world_dir, out, "train.max_steps=60", "train.eval_every=30",
+                   f"normalize.prompts_path={world_dir / 'rl_prompts.jsonl'}", "normalize.samples=20",
+                   "normalize.max_new_tokens=8")
+    evals = [r["eval_accuracy"] for r in rows(out) if "eval_accuracy" in r]
+    assert len(evals) == 3 and evals[-1] > 0.75 and evals[-1] > evals[0]
+    assert {"eval_accuracy/safety", "eval_accuracy/skills"} <= set(rows(out)[-1])  # per source
+    norm = json.loads((model_dir / "reward_normalization.json").read_text())
+    assert norm["normalized_on"]["n"] == 20 and norm["eval_accuracy"] == evals[-1]
+
+    from transformers import AutoModelForSequenceClassification
+
+    from alignkit.models import load_tokenizer
+    from alignkit.models.reward import RewardModel, load_reward_model
+
+    hf = AutoModelForSequenceClassification.from_pretrained(model_dir)  # plain transformers loads it
+    assert hf.config.num_labels == 1
+    loaded, offset = load_reward_model(model_dir)
+    assert offset == norm["offset"]
+    tok = load_tokenizer(model_dir)
+    ids = torch.tensor([tok("<|user|>\nhi\n<|assistant|>\nyo<|eos|>").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(RewardModel(hf)(ids, torch.ones_like(ids)), loaded(ids, torch.ones_like(ids)))
+
+
+def test_rm_resume_equals_uninterrupted(tiny_dir, world_dir, tmp_path):
+    args = ["train.max_steps=6", "checkpoint.save_every=3", "checkpoint.keep_last=5"]
+    out = tmp_path / "r"
+    straight = load_file(str(rm(tiny_dir, world_dir, out, *args) / "model.safetensors"))
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    resumed = load_file(str(rm(tiny_dir, world_dir, out, *args, "resume=true") / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_rm_with_lora_saves_a_merged_model(tiny_dir, world_dir, tmp_path):
+    out = tmp_path / "lora"
+    model_dir = rm(tiny_dir, world_dir, out, "train.max_steps=10", "peft.method=lora", "peft.lora_r=4")
+    weights = load_file(str(model_dir / "model.safetensors"))
+    assert "score.weight" in weights and not any("lora" in k for k in weights)
+    losses = [r["loss"] for r in rows(out) if "loss" in r]
+    assert losses[-1] < losses[0]
+
+
+def test_rm_refuses_an_adapter_directory(tiny_dir, world_dir, tmp_path):
+    from alignkit.config import SFTConfig
+    from alignkit.stages.sft import run_sft
+
+    adapter = run_sft(load_config(SFTConfig, None, [
+        f"model.path={tiny_dir}", f"data.train_path={world_dir / 'sft.jsonl'}", f"output_dir={tmp_path / 'sft'}",
+        "peft.method=lora", "train.max_steps=1", "log.progress=false"]))
+    with pytest.raises(ModelError, match="is a LoRA adapter; merge it first"):
+        rm(adapter, world_dir, tmp_path / "rm", "train.max_steps=1")
