@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_prompts=30", "world.rl_prompts=30",
            "pretrain.corpus.documents=600", "pretrain.model.hidden=64", "pretrain.train.max_steps=40",
            "sft.train.max_steps=60", "sft.checkpoint.save_every=0", "pretrain.log.progress=false",
-           "sft.log.progress=false", "eval.max_new_tokens=12"]
+           "sft.log.progress=false", "eval.max_new_tokens=12", "rm.train.max_steps=30", "rm.train.batch_size=16",
+           "rm.normalize.samples=16", "rm.normalize.max_new_tokens=8", "rm.log.progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +38,20 @@ def test_sft_improves_every_axis_over_the_base(reduced_run):
     win = results["models"]["sft"]["win_rate_vs_base"]["heldout_phrasing"]
     assert win["wins"] > win["losses"]
     assert "| sft |" in (reduced_run / "results.md").read_text()
+    rm = results["reward_model"]
+    assert rm["accuracy"] > 0.5 and rm["by_kind"]["safety"] > 0.5  # better than chance already
+    assert {"correctness", "safety", "style"} == set(rm["by_kind"])
+    norm = json.loads((reduced_run / "rm" / "model" / "reward_normalization.json").read_text())
+    assert norm["normalized_on"]["n"] == 16
 
 
 def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):
     before = (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime
     cache = reduced_run.parent / "cache"
     assert main(["pipeline", str(ROOT / "configs" / "demo.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
-                 *REDUCED, "stages=[pretrain,sft]"]) == 0
+                 *REDUCED, "stages=[pretrain,sft,rm]"]) == 0
     err = capsys.readouterr().err
-    assert "pretrain cached" in err and "nothing to resume" in err
+    assert "pretrain cached" in err and err.count("nothing to resume") == 3  # base, SFT and RM reused
     assert (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime == before
 
 

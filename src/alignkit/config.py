@@ -388,7 +388,7 @@ class WorldEvalConfig:
     """Model the others' win rates are measured against."""
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "eval")
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "eval")
 
 
 @dataclass
@@ -398,7 +398,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, eval."""
+    """Stages to run, in order: pretrain, sft, rm, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -408,6 +408,8 @@ class PipelineConfig:
     """Pretraining of the base model (output_dir is set by the pipeline)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Supervised fine-tuning (model.path, data paths and output_dir are set by the pipeline)."""
+    rm: RMConfig = field(default_factory=RMConfig)
+    """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
     eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
     """Evaluation of every model on the held-out requests."""
 

@@ -4,7 +4,9 @@ world     the demo world's data sets, written to run_dir/world
 pretrain  the base model, cached by a hash of its config under run_dir/cache (a second run starts
           at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
-eval      every model so far on held-out requests -> run_dir/results.json, results.md, a table
+rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
+eval      every policy so far on held-out requests, and the reward model's accuracy by kind of pair
+          -> run_dir/results.json, results.md, a table
 
 Each stage reads the previous one's output directory; a finished stage is skipped on rerun, an
 interrupted one resumes from its newest checkpoint.
@@ -83,9 +85,33 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         models["sft"] = run_sft(sft_cfg)
         timings["sft"] = time.time() - t
 
+    reward_dir: Path | None = None
+    if "rm" in cfg.stages:
+        from alignkit.stages.rm import run_rm
+
+        t = time.time()
+        start = models.get("sft") or Path(cfg.rm.model.path)
+        if start and (Path(start) / "adapter_config.json").exists():  # a LoRA SFT model: fold it in first
+            from alignkit.models import merge_adapter
+
+            merged = run_dir / "sft-merged"
+            if not (merged / "config.json").exists():
+                merge_adapter(str(start), str(merged))
+            start = merged
+        rm_cfg = dataclasses.replace(
+            cfg.rm, output_dir=str(run_dir / "rm"), resume=True,
+            model=dataclasses.replace(cfg.rm.model, path=str(start)),
+            data=dataclasses.replace(cfg.rm.data, train_path=str(world["rankings"])),
+            normalize=dataclasses.replace(cfg.rm.normalize, prompts_path=str(world["rl_prompts"]),
+                                          policy_path=str(models.get("sft") or start)))
+        rm_cfg.validate(f"{run_dir / 'pipeline.yaml'} (rm)")
+        console.print("[bold]rm[/] reward model on the annotator's rankings")
+        reward_dir = run_rm(rm_cfg)
+        timings["rm"] = time.time() - t
+
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
-        from alignkit.world.report import results_table, write_results
+        from alignkit.world.report import results_table, reward_lines, write_results
 
         t = time.time()
         console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -93,10 +119,18 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                   "heldout_input": read_items(world["eval_heldout_input"])}
         baseline = cfg.eval.baseline if cfg.eval.baseline in models else next(iter(models))
         results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        if reward_dir is not None:
+            from alignkit.world.evaluate import evaluate_reward_model
+
+            policy = models.get("sft") or next(iter(models.values()))
+            results["reward_model"] = evaluate_reward_model(reward_dir, splits["heldout_phrasing"], policy,
+                                                            cfg.world.seed, cfg.eval.batch_size)
         timings["eval"] = time.time() - t
         results["timings_s"] = {**timings, "total": time.time() - started}
         paths = write_results(results, run_dir)
         console.print(results_table(results))
+        for line in reward_lines(results):
+            console.print(line)
         console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
     return run_dir

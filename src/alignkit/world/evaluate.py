@@ -73,3 +73,73 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
                                   for i in range(min(8, len(items)))]
                           for split, items in splits.items()}
     return results
+
+
+PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the pair tests
+    ("correct", "verbose"): "style", ("correct", "wrong"): "correctness", ("correct", "off_topic"): "correctness",
+    ("verbose", "wrong"): "correctness", ("verbose", "off_topic"): "correctness", ("wrong", "off_topic"): "correctness",
+}
+
+
+def _pair_kind(item: Item, better: str, worse: str) -> str | None:
+    if item.family in ("harmful", "benign"):
+        return "safety"
+    return PAIR_KINDS.get((better, worse))
+
+
+@torch.no_grad()
+def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir: str | Path, seed: int,
+                          batch_size: int = 64, samples_per_prompt: int = 4) -> dict[str, Any]:
+    """The reward model on held-out prompts: pairwise accuracy by kind of pair (safety, correctness,
+    style) over the world's candidate responses; how often its top candidate is the oracle's best;
+    and accuracy on the policy's own sampled responses (on-policy), pairs with different grades only."""
+    import random
+
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
+    from alignkit.models.reward import load_reward_model, score_conversations
+    from alignkit.world.datasets import KINDS_BENIGN, KINDS_HARMFUL, KINDS_SKILL
+    from alignkit.world.generate import candidate
+    from alignkit.world.oracle import grade
+
+    rm, _ = load_reward_model(reward_dir)
+    tok = load_tokenizer(reward_dir)
+    rng = random.Random(f"{seed}:rm-eval")
+    prompts, responses, owners, kinds = [], [], [], []
+    for n, item in enumerate(items):
+        pool = KINDS_HARMFUL if item.harmful else KINDS_BENIGN if item.family == "benign" else KINDS_SKILL
+        for kind in pool:
+            prompts.append([{"role": "user", "content": item.prompt}])
+            responses.append(candidate(item, kind, rng))
+            owners.append(n)
+            kinds.append(kind)
+    scores = score_conversations(rm, tok, prompts, responses, batch_size=batch_size).tolist()
+    by_kind: dict[str, list[float]] = {}
+    top1 = []
+    for n, item in enumerate(items):
+        idx = [i for i, o in enumerate(owners) if o == n]
+        grades = {i: grade(item, responses[i]) for i in idx}
+        best = max(idx, key=lambda i: scores[i])
+        top1.append(grades[best] == max(grades.values()))
+        for i in idx:
+            for j in idx:
+                if grades[i] > grades[j]:
+                    kind = _pair_kind(item, kinds[i], kinds[j])
+                    if kind:
+                        by_kind.setdefault(kind, []).append(float(scores[i] > scores[j]))
+    policy, policy_tok = load_causal_lm(policy_dir), load_tokenizer(policy_dir)
+    torch.manual_seed(seed)
+    convs = [[{"role": "user", "content": item.prompt}] for item in items for _ in range(samples_per_prompt)]
+    sampled = generate_responses(policy, policy_tok, convs, 24, temperature=1.0, batch_size=batch_size)
+    on_scores = score_conversations(rm, tok, convs, sampled, batch_size=batch_size).tolist()
+    on_policy = []
+    for n, item in enumerate(items):
+        span = range(n * samples_per_prompt, (n + 1) * samples_per_prompt)
+        g = {i: grade(item, sampled[i]) for i in span}
+        on_policy += [float(on_scores[i] > on_scores[j]) for i in span for j in span if g[i] > g[j]]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    all_pairs = [x for xs in by_kind.values() for x in xs]
+    return {"accuracy": mean(all_pairs), "n_pairs": len(all_pairs),
+            "by_kind": {k: mean(v) for k, v in sorted(by_kind.items())},
+            "n_by_kind": {k: len(v) for k, v in sorted(by_kind.items())},
+            "top1_is_best": mean(top1), "on_policy_accuracy": mean(on_policy), "n_on_policy_pairs": len(on_policy)}

@@ -40,6 +40,16 @@ def _headers(results: dict[str, Any]) -> list[str]:
     return [h.format(baseline=baseline_key.removeprefix("win_rate_vs_")) for h in HEADERS]
 
 
+def reward_lines(results: dict[str, Any]) -> list[str]:
+    r = results.get("reward_model")
+    if not r:
+        return []
+    kinds = ", ".join(f"{k} {_pct(v)} (n={r['n_by_kind'][k]})" for k, v in r["by_kind"].items())
+    return [f"Reward model, held-out prompts: pairwise accuracy {_pct(r['accuracy'])} (n={r['n_pairs']}): {kinds}; "
+            f"its top response is the oracle's best on {_pct(r['top1_is_best'])} of prompts; on the SFT model's own "
+            f"samples {_pct(r['on_policy_accuracy'])} (n={r['n_on_policy_pairs']})."]
+
+
 def results_table(results: dict[str, Any]) -> Table:
     n = results["splits"]
     table = Table(title=f"Demo world, held-out requests (phrasings: {n['heldout_phrasing']}, inputs: {n['heldout_input']})")
@@ -60,6 +70,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(r['scores']['heldout_phrasing']['per_family'].get(fam))} / "
                  f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    if results.get("reward_model"):
+        lines += ["", *reward_lines(results)]
     if "timings_s" in results:
         lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items())]
     return "\n".join(lines) + "\n"

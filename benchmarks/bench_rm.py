@@ -1,0 +1,232 @@
+"""Reward-model speed, side by side: alignkit `run_rm` vs TRL `RewardTrainer`, in one process, on CPU.
+
+Held equal on every row: the model (one tiny Llama, ~4.5M parameters, built once and loaded from the
+same directory, a fresh scalar head on top), the data (the same seeded pairwise rows; alignkit reads
+them as JSONL {"prompt", "chosen", "rejected"}, TRL as the equivalent conversational
+prompt/chosen/rejected, so both apply the model's chat template and end each sequence with EOS; the
+script checks that the two tokenise every pair to the same ids), the pairs per step, max_length,
+optimizer steps, learning rate and schedule (linear decay, no warmup: TRL's default, set on alignkit),
+AdamW, gradient clipping at 1.0, fp32, and torch's thread count.
+
+Both sides run chosen and rejected of a micro-batch in one forward pass, right-padded together to
+the longest of the 2 x batch sequences, so padding costs the same kind of waste on both; the padded
+and real token counts of every counted step are reported (alignkit: a counting wrapper around
+`collate_pairs`; TRL: one around its collator) so a gap that comes from different batch shapes shows.
+The two samplers draw different pairs, so widths differ step by step; over 29 steps they average out.
+The responses carry a learnable signal (chosen and rejected draw from different halves of the
+vocabulary; lengths 5..60 words either way), so accuracy rising above 0.5 shows both actually train.
+
+Timing: the first optimizer step of every run is a warm-up and is not counted; the clock runs from
+the end of step 1 to the end of the last step (alignkit: the `time` of metrics.jsonl rows, logged
+every step, whose `pairs` column gives the count; TRL: a callback at on_step_end). Setup
+(tokenising, model load) and saving are outside (`total_s` in the JSON includes them). The loss and
+accuracy columns are those of the last step (one batch: noisy), a sanity check, not a quality score.
+Timings on a shared 2-core machine are noisy: with another process busy, prefer --threads 1.
+
+    python benchmarks/bench_rm.py                  # 30 steps, 16 pairs a step, max_length 256, 3,000 rows
+    python benchmarks/bench_rm.py --quick          # a smoke run of a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+WORDS = ("the a model answer question data river stone light quick slow green blue red small large "
+         "city garden window table letter number story music water fire cloud morning evening friend "
+         "teacher student market road bridge mountain forest ocean island winter summer spring autumn "
+         "bread apple orange coffee paper pencil clock train ship plane door house school library "
+         "simple careful bright quiet happy strong gentle clear warm cold early late open close "
+         "write read explain build carry watch listen follow remember change improve describe "
+         "because while after before under over between around through with without and or but").split()
+GOOD, BAD = WORDS[: len(WORDS) // 2], WORDS[len(WORDS) // 2:]
+TEMPLATES = ("Describe the {a} near the {b}.", "Explain why a {a} needs a {b}.",
+             "Write a short note about the {a} and the {b}.", "List what you know about {a}.",
+             "Which is better, the {a} or the {b}?", "Rewrite this sentence more simply: the {a} is {b}.")
+LR = 1e-4
+
+
+def make_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """Pairwise rows; chosen from the first half of WORDS, rejected from the second, 5..60 words each."""
+    rng = random.Random(seed)
+    say = lambda pool: " ".join(rng.choices(pool, k=rng.randint(5, 60))).capitalize() + "."  # noqa: E731
+    return [{"prompt": rng.choice(TEMPLATES).format(a=rng.choice(WORDS), b=rng.choice(WORDS)),
+             "chosen": say(GOOD), "rejected": say(BAD)} for _ in range(n)]
+
+
+def as_chat(row: dict[str, str]) -> dict[str, list]:
+    """The same row as TRL's conversational preference format (explicit prompt)."""
+    return {"prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+
+
+class Shapes:
+    """Wraps a collator; records each batch's real tokens and padded tokens (rows x width) in order."""
+
+    def __init__(self, inner):
+        self.inner, self.real, self.padded = inner, [], []
+
+    def __call__(self, *a, **kw):
+        out = self.inner(*a, **kw)
+        self.real.append(int(out["attention_mask"].sum()))
+        self.padded.append(out["attention_mask"].numel())
+        return out
+
+
+def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args) -> dict:
+    import alignkit.stages.rm as rm
+    from alignkit.config import RMConfig, load_config
+    from alignkit.training.metrics import read_metrics
+
+    run_dir = work / "alignkit"
+    cfg = load_config(RMConfig, None, [
+        f"model.path={model_dir}", f"data.train_path={jsonl}", f"output_dir={run_dir}", "data.eval_fraction=0",
+        f"data.max_length={args.max_length}", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
+        f"optim.lr={LR}", "optim.schedule=linear", "optim.warmup_ratio=0", "log.progress=false", "log.every=1"])
+    inner, rm.collate_pairs = rm.collate_pairs, Shapes(rm.collate_pairs)  # run_rm looks it up at call time
+    shapes = rm.collate_pairs
+    try:
+        t0 = time.perf_counter()
+        rm.run_rm(cfg)
+        total_s = time.perf_counter() - t0
+    finally:
+        rm.collate_pairs = inner
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "pairs_per_s" in r]
+    assert [r["step"] for r in rows] == list(range(1, args.steps + 1)), "expected one metrics row per step"
+    assert len(shapes.real) == args.steps, "expected one micro-batch per step"
+    return {"system": "alignkit run_rm", "pairs": sum(r["pairs"] for r in rows[1:]),
+            "seconds": rows[-1]["time"] - rows[0]["time"],  # end of step 1 -> end of the last step
+            "real_tokens": sum(shapes.real[1:]), "padded_tokens": sum(shapes.padded[1:]), "total_s": total_s,
+            "final_loss": rows[-1]["loss"], "final_accuracy": rows[-1]["accuracy"]}
+
+
+def run_trl(model_dir: Path, rows: list[dict], work: Path, args) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from alignkit.data.reward import conversation_ids
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args_, state, control, **kw):
+            self.ends.append(time.perf_counter())
+
+    config = RewardConfig(
+        output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size, max_length=args.max_length,
+        max_steps=args.steps, learning_rate=LR, bf16=False, gradient_checkpointing=False, use_cpu=True,
+        report_to="none", save_strategy="no", eval_strategy="no", logging_steps=10**6, disable_tqdm=True,
+        dataloader_num_workers=0, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    clock = Clock()
+    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list([as_chat(r) for r in rows]),
+                            processing_class=tokenizer, callbacks=[clock])
+    # Fairness check: TRL's ids for every pair must be alignkit's (same template, EOS last, no truncation).
+    ds, ours = trainer.train_dataset, lambda r, side: conversation_ids(
+        tokenizer, ({"role": "user", "content": r["prompt"]},), r[side], args.max_length)
+    same = len(ds) == len(rows) and all(c == ours(r, "chosen") and j == ours(r, "rejected")
+                                        for c, j, r in zip(ds["chosen_ids"], ds["rejected_ids"], rows))
+    shapes = trainer.data_collator = Shapes(trainer.data_collator)
+    last: dict[str, float] = {}
+    compute_loss = trainer.compute_loss
+
+    def recording_loss(*a, **kw):  # the last step's loss and accuracy (TRL logs neither with logging off)
+        loss = compute_loss(*a, **kw)
+        last.update(loss=float(loss.detach()), accuracy=trainer._metrics["train"]["accuracy"][-1])
+        return loss
+
+    trainer.compute_loss = recording_loss
+    t0 = time.perf_counter()
+    trainer.train()
+    total_s = time.perf_counter() - t0
+    assert len(clock.ends) == args.steps and len(shapes.real) >= args.steps
+    # Batch k of the dataloader is optimizer step k (no accumulation); accelerate may fetch one ahead.
+    return {"system": "TRL RewardTrainer", "pairs": (args.steps - 1) * args.batch_size,
+            "seconds": clock.ends[-1] - clock.ends[0], "real_tokens": sum(shapes.real[1:args.steps]),
+            "padded_tokens": sum(shapes.padded[1:args.steps]), "total_s": total_s,
+            "final_loss": last["loss"], "final_accuracy": last["accuracy"], "same_ids_as_alignkit": same}
+
+
+def cpu_used() -> tuple[float, float]:
+    """(CPU seconds used by the whole machine, by this process) so far; Linux /proc/stat, else zeros."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--rows", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--quick", action="store_true", help="smoke run: 6 steps, 400 rows")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "rm.json"))
+    args = p.parse_args()
+    if args.quick:
+        args.steps, args.rows = 6, 400
+    assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
+    torch.set_num_threads(args.threads)
+    cpu0, t0 = cpu_used(), time.time()
+
+    from alignkit.models import build_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="bench_rm_") as tmp:
+        work = Path(tmp)
+        rows = make_rows(args.rows, seed=0)
+        jsonl = work / "train.jsonl"
+        jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in rows[:1000]]
+        model, _ = build_tiny_model(work / "model", corpus=corpus, arch="llama", vocab_size=512, hidden=256,
+                                    layers=4, heads=4, max_positions=512)
+        n_params = sum(p.numel() for p in model.parameters())
+        del model
+        results = [run_trl(work / "model", rows, work, args), run_alignkit(work / "model", jsonl, work, args)]
+
+    cpu1, wall = cpu_used(), time.time() - t0
+    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall  # CPU cores busy with other processes
+    base = results[0]["pairs"] / results[0]["seconds"]
+    print(f"\nReward model, {n_params / 1e6:.1f}M-param Llama, {args.batch_size} pairs/step, max_length "
+          f"{args.max_length}, {args.steps} steps (step 1 = warm-up, not counted), {args.rows} rows, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'system':<20}{'steps':>6}{'pairs':>7}{'seconds':>9}{'pairs/s':>9}{'vs TRL':>8}{'tok/s':>8}"
+          f"{'pad %':>7}{'loss':>7}{'acc':>6}")
+    for r in results:
+        r["pairs_per_s"] = r["pairs"] / r["seconds"]
+        r["real_tokens_per_s"] = r["real_tokens"] / r["seconds"]
+        r["ratio_vs_trl"] = r["pairs_per_s"] / base
+        pad = 100 * (1 - r["real_tokens"] / r["padded_tokens"])
+        print(f"{r['system']:<20}{args.steps - 1:>6}{r['pairs']:>7}{r['seconds']:>9.2f}{r['pairs_per_s']:>9.1f}"
+              f"{r['ratio_vs_trl']:>7.2f}x{r['real_tokens_per_s']:>8.0f}{pad:>6.1f}%{r['final_loss']:>7.3f}"
+              f"{r['final_accuracy']:>6.2f}")
+    if not results[0]["same_ids_as_alignkit"]:
+        print("warning: TRL and alignkit tokenised some pairs differently (template, EOS or length filter)")
+    if others > 0.2:
+        print(f"warning: other processes kept {others:.1f} of {os.cpu_count()} cores busy during this run; "
+              "with threads oversubscribed, timings can be several times off (rerun when idle, or --threads 1)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": {**vars(args), "lr": LR, "params": n_params,
+                                            "counted_steps": args.steps - 1, "other_processes_cores": others},
+                               "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
