@@ -119,9 +119,77 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+def cmd_data(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit data", description="Collect rankings from people (or the demo world's annotator).")
+    sub = p.add_subparsers(dest="verb", required=True)
+    s = sub.add_parser("sample", help="a model writes k different responses per prompt")
+    s.add_argument("model_dir")
+    s.add_argument("prompts", help='rows with a "prompt" field (e.g. the world\'s rl_prompts.jsonl)')
+    s.add_argument("out", help="JSONL of {prompt, responses}")
+    s.add_argument("--k", type=int, default=4)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
+    s.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export-ranking", help="a blinded, shuffled sheet (CSV + HTML) for people to rank")
+    e.add_argument("samples")
+    e.add_argument("out_dir")
+    e.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("import-ranking", help="read a filled sheet back as ranked preference data")
+    i.add_argument("sheet_csv")
+    i.add_argument("key_json")
+    i.add_argument("out")
+    args = p.parse_args(argv)
+    import json
+
+    if args.verb == "sample":
+        import torch
+
+        from alignkit.data.records import read_records
+        from alignkit.errors import DataError
+        from alignkit.models import load_causal_lm, load_tokenizer
+        from alignkit.models.generate import sample_for_ranking
+        from alignkit.training.run import quiet_libraries
+
+        quiet_libraries()
+        records = read_records(args.prompts)[: args.limit or None]
+        for r in records:
+            if not isinstance(r.row.get("prompt"), str):
+                raise DataError(f"{r.where}: expected a string field 'prompt'")
+        torch.manual_seed(args.seed)
+        rows, dropped = sample_for_ranking(load_causal_lm(args.model_dir), load_tokenizer(args.model_dir),
+                                           [r.row for r in records], args.k, args.temperature, args.max_new_tokens)
+        with open(args.out, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        print(f"{args.out}: {len(rows)} prompts with up to {args.k} responses; {dropped} dropped (fewer than 2 different)")
+    elif args.verb == "export-ranking":
+        from alignkit.data.sheets import export_ranking_sheet
+
+        for name, path in export_ranking_sheet(args.samples, args.out_dir, args.seed).items():
+            print(f"{name}: {path}")
+    else:
+        from alignkit.data.sheets import import_ranking_sheet
+
+        rows = import_ranking_sheet(args.sheet_csv, args.key_json)
+        with open(args.out, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        print(f"{args.out}: {len(rows)} ranked prompts")
+    return 0
+
+
 def cmd_world(argv: list[str]) -> int:
+    if argv and argv[0] == "annotate":
+        if len(argv) < 3:
+            print("usage: alignkit world annotate SHEET.csv KEY.json [label_noise]")
+            return 2
+        from alignkit.world.annotate import fill_ranking_sheet
+
+        n = fill_ranking_sheet(argv[1], argv[2], float(argv[3]) if len(argv) > 3 else 0.0)
+        print(f"{argv[1]}: {n} rows ranked by the simulated annotator")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] != "data" or len(argv) < 2:
-        print("usage: alignkit world data OUT_DIR [key=value ...]   (keys: alignkit world data --help)")
+        print("usage: alignkit world data OUT_DIR [key=value ...]   (keys: alignkit world data --help)\n"
+              "       alignkit world annotate SHEET.csv KEY.json [label_noise]")
         if len(argv) > 1 and argv[1] in ("-h", "--help"):
             from alignkit.config import WorldConfig, describe
 
@@ -158,6 +226,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "world": (cmd_world, "write the demo world's data sets (alignkit world data OUT_DIR [key=value ...])"),
     "rm": (_stage_command("rm", "alignkit.config.RMConfig", "alignkit.stages.rm.run_rm"),
            "train a reward model on pairwise or ranked preference data"),
+    "data": (cmd_data, "collect rankings: sample responses, export a sheet, import the orders"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),

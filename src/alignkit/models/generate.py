@@ -40,3 +40,25 @@ def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+def sample_for_ranking(model: Any, tokenizer: Any, rows: list[dict[str, Any]], k: int = 4, temperature: float = 1.0,
+                       max_new_tokens: int = 64, rounds: int = 3) -> tuple[list[dict[str, Any]], int]:
+    """k different sampled responses per prompt row ({"prompt": str, ...}; other fields kept).
+
+    Duplicates are resampled up to `rounds` times; a prompt left with fewer than 2 different
+    responses is dropped. Returns (rows with "responses", number dropped).
+    """
+    pools: list[list[str]] = [[] for _ in rows]
+    for _ in range(rounds):
+        need = [i for i, pool in enumerate(pools) if len(pool) < k]
+        if not need:
+            break
+        convs = [[{"role": "user", "content": rows[i]["prompt"]}] for i in need for _ in range(k)]
+        answers = generate_responses(model, tokenizer, convs, max_new_tokens, temperature=temperature)
+        for n, i in enumerate(need):
+            for answer in answers[n * k:(n + 1) * k]:
+                if answer not in pools[i] and len(pools[i]) < k:
+                    pools[i].append(answer)
+    out = [{**row, "responses": pool} for row, pool in zip(rows, pools) if len(pool) >= 2]
+    return out, len(rows) - len(out)
