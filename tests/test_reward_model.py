@@ -58,3 +58,24 @@ def test_encoder_backbone_scores_and_trains(tmp_path):
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2"])
+def test_packed_scores_equal_padded_scores(tiny_dirs, arch):
+    """Six sequences packed into rows of 16 tokens (position ids restarting) score exactly as when
+    padded into one batch: packing removes the padding, not the isolation between sequences."""
+    from alignkit.models.reward import pack_sequences, packing_is_exact_for_rewards
+
+    model = RewardModel(load_reward_backbone(tiny_dirs[arch])).eval()
+    assert packing_is_exact_for_rewards(model, 300)
+    gen = torch.Generator().manual_seed(2)
+    seqs = [torch.randint(10, 300, (n,), generator=gen).tolist() for n in (9, 3, 6, 12, 5, 7)]
+    packed = pack_sequences(seqs, 16, pad_id=0)
+    assert packed["input_ids"].shape[0] < len(seqs)  # really shares rows
+    ids = torch.zeros(len(seqs), 12, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    with torch.no_grad():
+        assert torch.allclose(model(**packed), model(ids, mask), atol=1e-5)

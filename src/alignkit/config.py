@@ -116,7 +116,8 @@ class PeftConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 8
-    """Sequences per device per micro-batch (packed sequences when packing is on)."""
+    """Per device per micro-batch: samples (or packed rows) for SFT and pretraining, preference pairs
+    for the reward model (each pair is two sequences)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step. Global batch = batch_size x grad_accum x processes."""
     epochs: float = 1.0
@@ -127,9 +128,10 @@ class TrainConfig:
     """fp32, or bf16 mixed precision (autocast, fp32 master weights). bf16 is slow on CPUs without
     AVX-512-BF16."""
     eval_every: int = 0
-    """Evaluate held-out loss and perplexity every N optimizer steps (0: only at the end)."""
+    """Evaluate on the held-out split every N optimizer steps (0: only at the end): loss and perplexity
+    for language models, pairwise accuracy and margin for reward models."""
     eval_batch_size: int = 16
-    """Sequences per device per evaluation batch."""
+    """Per device per evaluation batch (samples, or pairs for the reward model)."""
 
 
 @dataclass
@@ -145,7 +147,7 @@ class LogConfig:
     every: int = 10
     """Write a metrics row (and refresh the progress bar's figures) every N optimizer steps."""
     progress: bool = True
-    """Show a progress bar with loss, learning rate, tokens/s and ETA."""
+    """Show a progress bar with loss, learning rate, throughput (tokens/s or pairs/s) and ETA."""
     tensorboard: bool = False
     """Also write TensorBoard event files to output_dir/tensorboard (needs the tensorboard package)."""
 
@@ -213,6 +215,10 @@ class PreferenceDataConfig:
     """Turn a ranking of k into its k - 1 adjacent pairs instead of all k(k-1)/2."""
     rating_margin: bool = False
     """Use the rating gap of rated rows as the pair's margin in the loss."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Pack a batch's chosen and rejected sequences into rows of max_length with position ids
+    restarting per sequence, instead of padding every sequence to the longest. auto: on for decoders
+    whose scores a startup check shows are unchanged by packing."""
 
 
 @dataclass

@@ -51,7 +51,7 @@ class DataReport:
     def lines(self) -> list[str]:
         out = []
         for split, d in self.as_dict().items():
-            if split == "packing":
+            if split == "packing" or (d["rows_read"] == 0 and d["kept"] == 0 and not d["dropped"]):
                 continue
             drops = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items()) or "none"
             held = f", {d['held_out_for_eval']} held out as the eval split" if d.get("held_out_for_eval") else ""

@@ -40,11 +40,18 @@ class RewardModel(nn.Module):
         """The transformers model (inside a peft wrapper, whose LoRA layers sit in it in place)."""
         return self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, ends: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B,) of padded sequences (attention_mask), or (N,) of sequences packed into rows
+        (position_ids restarting per sequence, no mask; `ends` (N, 2) gives each one's row and last
+        column)."""
         if not self.decoder:
             return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
         model = self.unwrapped()
         backbone = getattr(model, model.base_model_prefix)
+        if ends is not None:
+            hidden = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+            return model.score(hidden[ends[:, 0], ends[:, 1]]).squeeze(-1).float()
         # Positions count real tokens only, so a left-padded sequence is seen exactly as it is alone
         # (models with learned absolute positions, like GPT-2, do not derive them from the mask).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -53,6 +60,63 @@ class RewardModel(nn.Module):
         index = last_real_index(attention_mask)
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
         return model.score(last).squeeze(-1).float()
+
+
+def pack_sequences(seqs: list[list[int]], row_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Sequences packed into rows of at most row_length tokens (best fit, longest first), with
+    position ids restarting per sequence and `ends` (N, 2): the row and last column of sequence i."""
+    import bisect
+
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []
+    for i in order:
+        need = len(seqs[i])
+        at = bisect.bisect_left(free, (need, -1))
+        if at < len(free):
+            space, r = free.pop(at)
+            rows[r].append(i)
+            bisect.insort(free, (space - need, r))
+        else:
+            rows.append([i])
+            bisect.insort(free, (max(row_length, need) - need, len(rows) - 1))
+    width = max(sum(len(seqs[i]) for i in members) for members in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    ends = torch.zeros((len(seqs), 2), dtype=torch.long)
+    for r, members in enumerate(rows):
+        col = 0
+        for i in members:
+            n = len(seqs[i])
+            ids[r, col:col + n] = torch.tensor(seqs[i])
+            pos[r, col:col + n] = torch.arange(n)
+            ends[i] = torch.tensor([r, col + n - 1])
+            col += n
+        pos[r, col:] = torch.arange(width - col)  # padding: one more segment nothing reads
+    return {"input_ids": ids, "position_ids": pos, "ends": ends}
+
+
+@torch.no_grad()
+def packing_is_exact_for_rewards(model: RewardModel, vocab_size: int) -> bool:
+    """True when packed scores equal scores of the same sequences run alone (decoders whose mask
+    honours restarting position ids)."""
+    if not model.decoder:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(3, vocab_size, (n,), generator=gen).tolist() for n in (5, 7, 4)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        alone = torch.cat([model(torch.tensor([s], device=device), torch.ones(1, len(s), dtype=torch.long, device=device))
+                           for s in seqs])
+        batch = {k: v.to(device) for k, v in pack_sequences(seqs, 64, 0).items()}
+        packed = model(batch["input_ids"], position_ids=batch["position_ids"], ends=batch["ends"])
+    except Exception:
+        return False
+    finally:
+        model.train(was_training)
+    return bool(torch.allclose(alone, packed, atol=1e-4, rtol=1e-3))
 
 
 def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> nn.Module:

@@ -22,11 +22,12 @@ import torch
 
 from alignkit.config import RMConfig
 from alignkit.data.reward import RewardPair, build_reward_data
-from alignkit.errors import DataError, ModelError
+from alignkit.errors import ConfigError, DataError, ModelError
 from alignkit.losses import pairwise_accuracy, pairwise_ranking_loss
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir
-from alignkit.models.reward import RewardModel, load_reward_backbone, score_conversations
+from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
+                                    score_conversations)
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.lm_loop import resume_step, save_resumable
 from alignkit.training.metrics import MetricsWriter
@@ -39,17 +40,25 @@ from alignkit.training.seed import seed_everything
 NORMALIZATION_FILE = "reward_normalization.json"
 
 
-def collate_pairs(pairs: list[RewardPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen sequences then rejected ones, right-padded together: one forward pass for both."""
+def collate_pairs(pairs: list[RewardPair], pad_id: int, pack_rows: int = 0) -> dict[str, torch.Tensor]:
+    """Chosen sequences then rejected ones, for one forward pass of both: right-padded together
+    (input_ids, attention_mask), or packed into rows of pack_rows tokens (input_ids, position_ids,
+    ends). Scores come back in the same order: the chosen ones, then the rejected ones."""
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    margin = torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs])
+    if pack_rows:
+        return {**pack_sequences(seqs, pack_rows, pad_id), "margin": margin}
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
-    margin = torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs])
     return {"input_ids": ids, "attention_mask": mask, "margin": margin}
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "margin"}
 
 
 def run_rm(cfg: RMConfig) -> Path:
@@ -82,10 +91,15 @@ def run_rm(cfg: RMConfig) -> Path:
 
     hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
     hf.config.pad_token_id = tokenizer.pad_token_id
-    model = RewardModel(apply_peft(hf, cfg.peft, task="SEQ_CLS"))
+    model = RewardModel(apply_peft(hf, cfg.peft, task="SEQ_CLS")).to(accelerator.device)
+    packing = cfg.data.packing != "off" and packing_is_exact_for_rewards(model, len(tokenizer))
+    if cfg.data.packing == "on" and not packing:
+        raise ConfigError("data.packing=on, but this backbone's scores change when sequences are packed "
+                          "(an encoder, or a kernel that ignores restarting position ids); use auto or off")
+    rows = cfg.data.max_length if packing else 0
     trainable, total = count_parameters(model)
     say(accelerator, f"reward model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
-                     f"{len(train)} training pairs, {len(held)} held-out pairs")
+                     f"{len(train)} training pairs, {len(held)} held-out pairs; packing {'on' if packing else 'off'}")
 
     world = accelerator.num_processes
     global_size = cfg.train.batch_size * cfg.train.grad_accum * world
@@ -97,7 +111,7 @@ def run_rm(cfg: RMConfig) -> Path:
     start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
     pad_id = tokenizer.pad_token_id
     if start == 0 and cfg.train.eval_every and held:
-        metrics.write(0, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator))
+        metrics.write(0, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows))
 
     # ---------------------------------------------------------------- loop
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
@@ -107,10 +121,11 @@ def run_rm(cfg: RMConfig) -> Path:
             indices = global_batch(len(train), step, global_size, cfg.seed)
             mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
             for k, mb in enumerate(mine):
-                batch = {key: v.to(accelerator.device) for key, v in collate_pairs([train[i] for i in mb], pad_id).items()}
+                batch = {key: v.to(accelerator.device)
+                         for key, v in collate_pairs([train[i] for i in mb], pad_id, rows).items()}
                 sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(model)
                 with sync, accelerator.autocast():
-                    scores = model(batch["input_ids"], batch["attention_mask"])
+                    scores = model(**model_inputs(batch))
                     r_c, r_r = scores[:len(mb)], scores[len(mb):]
                     margin = batch["margin"] if cfg.data.rating_margin or any(train[i].margin for i in mb) else None
                     loss = pairwise_ranking_loss(r_c, r_r, margin, cfg.center_coef)
@@ -145,7 +160,8 @@ def run_rm(cfg: RMConfig) -> Path:
                 bar.update(done)
             paused = time.perf_counter()
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
-                metrics.write(done, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator))
+                metrics.write(done, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator,
+                                                     rows))
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
                 save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
             window["t0"] += time.perf_counter() - paused
@@ -153,7 +169,7 @@ def run_rm(cfg: RMConfig) -> Path:
     # ---------------------------------------------------------------- save
     result: dict[str, Any] = {}
     if held:
-        result = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator)
+        result = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
         metrics.write(total_steps, **result)
         say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
     if cfg.checkpoint.save_every:
@@ -175,7 +191,7 @@ def run_rm(cfg: RMConfig) -> Path:
 
 @torch.no_grad()
 def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batch_size: int, pad_id: int,
-                   accelerator: Any) -> dict[str, float]:
+                   accelerator: Any, pack_rows: int = 0) -> dict[str, float]:
     """Held-out pairwise accuracy and mean margin r_c - r_r, overall and per source, all processes."""
     model.eval()
     mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
@@ -184,9 +200,9 @@ def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batc
     margin = 0.0
     for i in range(0, len(mine), batch_size):
         chunk = [pairs[j] for j in mine[i:i + batch_size]]
-        batch = {k: v.to(accelerator.device) for k, v in collate_pairs(chunk, pad_id).items()}
+        batch = {k: v.to(accelerator.device) for k, v in collate_pairs(chunk, pad_id, pack_rows).items()}
         with accelerator.autocast():
-            scores = model(batch["input_ids"], batch["attention_mask"])
+            scores = model(**model_inputs(batch))
         r_c, r_r = scores[:len(chunk)], scores[len(chunk):]
         for p, a in zip(chunk, pairwise_accuracy(r_c, r_r).tolist()):
             acc[p.source] += a
