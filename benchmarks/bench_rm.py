@@ -74,20 +74,23 @@ class Shapes:
     def __init__(self, inner):
         self.inner, self.real, self.padded = inner, [], []
 
-    def __call__(self, *a, **kw):
-        out = self.inner(*a, **kw)
-        self.real.append(int(out["attention_mask"].sum()))
-        self.padded.append(out["attention_mask"].numel())
+    def __call__(self, pairs, *a, **kw):
+        out = self.inner(pairs, *a, **kw)
+        if "attention_mask" in out:  # padded batches (TRL, alignkit packing=off)
+            self.real.append(int(out["attention_mask"].sum()))
+        else:  # alignkit's packed rows: the sequences' own lengths
+            self.real.append(sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs))
+        self.padded.append(out["input_ids"].numel())  # padded rows, or packed rows with their tail padding
         return out
 
 
-def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args) -> dict:
+def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str = "auto") -> dict:
     import alignkit.stages.rm as rm
     from alignkit.config import RMConfig, load_config
     from alignkit.training.metrics import read_metrics
 
-    run_dir = work / "alignkit"
-    cfg = load_config(RMConfig, None, [
+    run_dir = work / f"alignkit-{packing}"
+    cfg = load_config(RMConfig, None, [f"data.packing={packing}",
         f"model.path={model_dir}", f"data.train_path={jsonl}", f"output_dir={run_dir}", "data.eval_fraction=0",
         f"data.max_length={args.max_length}", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
         f"optim.lr={LR}", "optim.schedule=linear", "optim.warmup_ratio=0", "log.progress=false", "log.every=1"])
@@ -102,7 +105,7 @@ def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args) -> dict:
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "pairs_per_s" in r]
     assert [r["step"] for r in rows] == list(range(1, args.steps + 1)), "expected one metrics row per step"
     assert len(shapes.real) == args.steps, "expected one micro-batch per step"
-    return {"system": "alignkit run_rm", "pairs": sum(r["pairs"] for r in rows[1:]),
+    return {"system": f"alignkit run_rm packing={packing}", "pairs": sum(r["pairs"] for r in rows[1:]),
             "seconds": rows[-1]["time"] - rows[0]["time"],  # end of step 1 -> end of the last step
             "real_tokens": sum(shapes.real[1:]), "padded_tokens": sum(shapes.padded[1:]), "total_s": total_s,
             "final_loss": rows[-1]["loss"], "final_accuracy": rows[-1]["accuracy"]}
@@ -197,7 +200,8 @@ def main() -> None:
                                     layers=4, heads=4, max_positions=512)
         n_params = sum(p.numel() for p in model.parameters())
         del model
-        results = [run_trl(work / "model", rows, work, args), run_alignkit(work / "model", jsonl, work, args)]
+        results = [run_trl(work / "model", rows, work, args), run_alignkit(work / "model", jsonl, work, args),
+                   run_alignkit(work / "model", jsonl, work, args, packing="off")]
 
     cpu1, wall = cpu_used(), time.time() - t0
     others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall  # CPU cores busy with other processes
@@ -205,14 +209,14 @@ def main() -> None:
     print(f"\nReward model, {n_params / 1e6:.1f}M-param Llama, {args.batch_size} pairs/step, max_length "
           f"{args.max_length}, {args.steps} steps (step 1 = warm-up, not counted), {args.rows} rows, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'system':<20}{'steps':>6}{'pairs':>7}{'seconds':>9}{'pairs/s':>9}{'vs TRL':>8}{'tok/s':>8}"
+    print(f"{'system':<34}{'steps':>6}{'pairs':>7}{'seconds':>9}{'pairs/s':>9}{'vs TRL':>8}{'tok/s':>8}"
           f"{'pad %':>7}{'loss':>7}{'acc':>6}")
     for r in results:
         r["pairs_per_s"] = r["pairs"] / r["seconds"]
         r["real_tokens_per_s"] = r["real_tokens"] / r["seconds"]
         r["ratio_vs_trl"] = r["pairs_per_s"] / base
         pad = 100 * (1 - r["real_tokens"] / r["padded_tokens"])
-        print(f"{r['system']:<20}{args.steps - 1:>6}{r['pairs']:>7}{r['seconds']:>9.2f}{r['pairs_per_s']:>9.1f}"
+        print(f"{r['system']:<34}{args.steps - 1:>6}{r['pairs']:>7}{r['seconds']:>9.2f}{r['pairs_per_s']:>9.1f}"
               f"{r['ratio_vs_trl']:>7.2f}x{r['real_tokens_per_s']:>8.0f}{pad:>6.1f}%{r['final_loss']:>7.3f}"
               f"{r['final_accuracy']:>6.2f}")
     if not results[0]["same_ids_as_alignkit"]:
