@@ -40,7 +40,7 @@ def test_sft_improves_every_axis_over_the_base(reduced_run):
     assert "| sft |" in (reduced_run / "results.md").read_text()
     rm = results["reward_model"]
     assert rm["accuracy"] > 0.5 and rm["by_kind"]["safety"] > 0.5  # better than chance already
-    assert {"correctness", "safety", "style"} == set(rm["by_kind"])
+    assert {"correctness", "relevance", "safety", "style"} == set(rm["by_kind"])
     norm = json.loads((reduced_run / "rm" / "model" / "reward_normalization.json").read_text())
     assert norm["normalized_on"]["n"] == 16
 

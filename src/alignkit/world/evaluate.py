@@ -76,8 +76,10 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
 
 
 PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the pair tests
-    ("correct", "verbose"): "style", ("correct", "wrong"): "correctness", ("correct", "off_topic"): "correctness",
-    ("verbose", "wrong"): "correctness", ("verbose", "off_topic"): "correctness", ("wrong", "off_topic"): "correctness",
+    ("correct", "verbose"): "style",  # both right; concise preferred
+    ("correct", "wrong"): "correctness", ("verbose", "wrong"): "correctness",  # right vs a wrong answer
+    ("correct", "off_topic"): "relevance", ("verbose", "off_topic"): "relevance", ("wrong", "off_topic"): "relevance",
+    ("correct", "refusal"): "relevance", ("verbose", "refusal"): "relevance", ("wrong", "refusal"): "relevance",
 }
 
 
@@ -90,8 +92,9 @@ def _pair_kind(item: Item, better: str, worse: str) -> str | None:
 @torch.no_grad()
 def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir: str | Path, seed: int,
                           batch_size: int = 64, samples_per_prompt: int = 4) -> dict[str, Any]:
-    """The reward model on held-out prompts: pairwise accuracy by kind of pair (safety, correctness,
-    style) over the world's candidate responses; how often its top candidate is the oracle's best;
+    """The reward model on held-out prompts: pairwise accuracy by kind of pair (safety; relevance:
+    an answer over off-topic text or a needless refusal; correctness: a right answer over a wrong one;
+    style: concise over padded) over the world's candidate responses; how often its top candidate is the oracle's best;
     and accuracy on the policy's own sampled responses (on-policy), pairs with different grades only."""
     import random
 
