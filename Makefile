@@ -30,6 +30,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_sft.py
+	$(BIN)/python benchmarks/bench_rm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
