@@ -117,12 +117,12 @@ def test_every_shipped_config_loads_and_validates(path):
 
 
 def test_core_modules_import_without_heavy_engines():
-    """config, data and losses stay importable (and testable) without accelerate, datasets,
+    """config, data, losses and rl stay importable (and testable) without accelerate, datasets,
     transformers or peft: run in a fresh interpreter so other tests' imports do not count."""
     import subprocess
     import sys
 
-    code = ("import sys, alignkit.config, alignkit.data, alignkit.losses; "
+    code = ("import sys, alignkit.config, alignkit.data, alignkit.losses, alignkit.rl; "
             "print(sorted(m for m in ('accelerate', 'datasets', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,0 +1,8 @@
+"""RL math for PPO: advantages (GAE), KL-penalised rewards, KL controllers, masked whitening.
+Pure torch functions, tested against hand-derived values and plain loops."""
+
+from alignkit.rl.advantages import gae, masked_mean, masked_var, whiten
+from alignkit.rl.kl import AdaptiveKLController, FixedKLController, kl_estimate, kl_penalized_rewards
+
+__all__ = ["AdaptiveKLController", "FixedKLController", "gae", "kl_estimate", "kl_penalized_rewards", "masked_mean",
+           "masked_var", "whiten"]

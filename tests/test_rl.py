@@ -1,0 +1,117 @@
+"""PPO math against hand-derived values and plain loops: GAE, KL-penalised rewards, clipped policy
+and value losses, masked whitening, the adaptive KL controller."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from alignkit.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss
+from alignkit.rl import AdaptiveKLController, gae, kl_estimate, kl_penalized_rewards, whiten
+
+
+def test_gae_closed_form_four_step_episode():
+    """r = (0, 0, 0, 1), V = (0.5, 0.4, 0.3, 0.2), gamma 1, lambda 0.95:
+    deltas (-0.1, -0.1, -0.1, 0.8); A3 = 0.8, A2 = -0.1 + 0.95 * 0.8 = 0.66,
+    A1 = -0.1 + 0.95 * 0.66 = 0.527, A0 = -0.1 + 0.95 * 0.527 = 0.40065; returns = A + V."""
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 0.2]])
+    adv, ret = gae(rewards, values, torch.ones(1, 4), gamma=1.0, lam=0.95)
+    assert torch.allclose(adv, torch.tensor([[0.40065, 0.527, 0.66, 0.8]]), atol=1e-6)
+    assert torch.allclose(ret, torch.tensor([[0.90065, 0.927, 0.96, 1.0]]), atol=1e-6)
+    # lambda 1: A_t = (sum of rewards from t) - V_t, so every return is the episode's reward, 1
+    adv1, ret1 = gae(rewards, values, torch.ones(1, 4), gamma=1.0, lam=1.0)
+    assert torch.allclose(ret1, torch.ones(1, 4)) and torch.allclose(adv1, 1 - values)
+
+
+def test_gae_ignores_padding_after_the_response():
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 1.0, 5.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 0.2, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert torch.allclose(adv, torch.tensor([[0.40065, 0.527, 0.66, 0.8, 0.0]]), atol=1e-6)
+    assert ret[0, 4] == 0
+
+
+def test_gae_matches_a_plain_loop_on_random_data():
+    gen = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(5, 9, generator=gen), torch.randn(5, 9, generator=gen)
+    lengths = [9, 4, 1, 7, 6]
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in lengths])
+    gamma, lam = 0.99, 0.9
+    adv, _ = gae(rewards, values, mask, gamma, lam)
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            expected = 0.0
+            for k in range(t, n):
+                next_v = values[b, k + 1].item() if k + 1 < n else 0.0
+                delta = rewards[b, k].item() + gamma * next_v - values[b, k].item()
+                expected += (gamma * lam) ** (k - t) * delta
+            assert adv[b, t].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_kl_penalized_rewards_put_the_score_on_the_last_real_token_only():
+    """logp - ref = (0.5, 0, -1) on 3 real tokens, coefficient 0.1, score 2:
+    rewards = (-0.05, 0, 0.1 + 2) and 0 on the padding."""
+    logp = torch.tensor([[-1.0, -2.0, -3.0, 0.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    rewards, kl = kl_penalized_rewards(torch.tensor([2.0]), logp, ref, mask, kl_coef=0.1)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.0, 2.1, 0.0]]))
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, -1.0, 0.0]]))
+
+
+def test_k3_estimator_values():
+    """k3 = (r - 1) - log r, r = exp(ref - logp): log r = -0.5 -> e^-0.5 - 0.5 = 0.106531; log r = 1 -> e - 2."""
+    k3 = kl_estimate(torch.tensor([0.0, 0.0, -1.0]), torch.tensor([-0.5, 0.0, 0.0]), "k3")
+    assert torch.allclose(k3, torch.tensor([math.exp(-0.5) - 0.5, 0.0, math.e - 2.0]), atol=1e-6)
+
+
+def test_policy_loss_at_inside_and_beyond_the_clip_range():
+    """A = 1, clip 0.2: ratio 1 -> -1; ratio 1.1 (inside) -> -1.1; ratio 1.5 (beyond) -> -1.2, the
+    clipped term; mean -1.1 and one token in three clipped. A = -1, ratio 0.5 -> max(0.5, 0.8) = 0.8."""
+    logp = torch.log(torch.tensor([[1.0, 1.1, 1.5]]))
+    loss, stats = ppo_policy_loss(logp, torch.zeros(1, 3), torch.ones(1, 3), torch.ones(1, 3), clip=0.2)
+    assert loss.item() == pytest.approx(-1.1, abs=1e-6)
+    assert stats["clip_fraction"].item() == pytest.approx(1 / 3)
+    neg, _ = ppo_policy_loss(torch.log(torch.tensor([[0.5]])), torch.zeros(1, 1), -torch.ones(1, 1), torch.ones(1, 1))
+    assert neg.item() == pytest.approx(0.8)
+
+
+def test_policy_loss_gradient_vanishes_when_clipped():
+    logp = torch.log(torch.tensor([[1.5]])).requires_grad_(True)
+    loss, _ = ppo_policy_loss(logp, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), clip=0.2)
+    loss.sum().backward()
+    assert logp.grad.item() == 0.0  # beyond 1 + clip with a positive advantage: no push further
+
+
+def test_value_loss_clipping():
+    """V_old 1, R 2, clip 0.2: V = 1.5 -> clipped V 1.2, max((0.5)^2, (0.8)^2) / 2 = 0.32;
+    V = 1.1 (inside) -> 0.81 / 2 = 0.405."""
+    loss, stats = ppo_value_loss(torch.tensor([[1.5], [1.1]]), torch.ones(2, 1), torch.full((2, 1), 2.0), torch.ones(2, 1))
+    assert loss.tolist() == pytest.approx([0.32, 0.405])
+    assert stats["value_clip_fraction"].item() == pytest.approx(0.5)
+
+
+def test_whitening_uses_only_masked_entries():
+    """(1, 2, 3) with a masked 100: mean 2, unbiased variance 1 -> (-1, 0, 1, 0)."""
+    out = whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1, 1, 1, 0]]))
+    assert torch.allclose(out, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6)
+    kept = whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1, 1, 1, 0]]), shift_mean=False)
+    assert torch.allclose(kept, torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-6)
+
+
+def test_adaptive_kl_controller_update():
+    """beta 0.1, target 6, horizon 10,000, 512 samples: KL 9 -> error clipped to +0.2 ->
+    0.1 * (1 + 0.2 * 512 / 10000) = 0.101024; KL 3 -> error -0.2 -> 0.098976; KL 6 -> unchanged."""
+    for kl, expected in ((9.0, 0.101024), (3.0, 0.098976), (6.0, 0.1)):
+        c = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
+        c.update(kl, 512)
+        assert c.value == pytest.approx(expected)
+
+
+def test_entropy_of_uniform_and_certain_distributions():
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]]])
+    assert torch.allclose(entropy_from_logits(logits), torch.tensor([[math.log(4), 0.0]]), atol=1e-5)
