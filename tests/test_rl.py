@@ -115,3 +115,44 @@ def test_adaptive_kl_controller_update():
 def test_entropy_of_uniform_and_certain_distributions():
     logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]]])
     assert torch.allclose(entropy_from_logits(logits), torch.tensor([[math.log(4), 0.0]]), atol=1e-5)
+
+
+def test_response_mask_stops_after_the_first_eos():
+    from alignkit.rl.rollout import response_mask_from
+
+    responses = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9], [2, 0, 0, 0, 0]])
+    mask, ended = response_mask_from(responses, eos_id=2)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_recomputed_logprobs_match_the_sampling_distribution(tiny_dir):
+    """The training forward pass reproduces generate's own log-probs of the sampled tokens (left-padded
+    prompts of different lengths, temperature 0.7), so PPO's ratio starts at exactly 1."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rl.rollout import response_logprobs, sample_rollout
+
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    convs = [[{"role": "user", "content": "Reverse the word apple."}], [{"role": "user", "content": "Hi"}]]
+    torch.manual_seed(0)
+    rollout = sample_rollout(model, tok, convs, max_new_tokens=8, temperature=0.7)
+    assert rollout.responses.shape == (2, 8)
+    # generate's own scores for the same tokens: a second generate call with output_scores
+    side = tok.padding_side
+    tok.padding_side = "left"
+    from alignkit.data.templates import render
+
+    enc = tok([render(tok, c, add_generation_prompt=True) for c in convs], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    tok.padding_side = side
+    torch.manual_seed(0)
+    out = model.generate(**enc, do_sample=True, temperature=0.7, max_new_tokens=8, output_scores=True,
+                         return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         top_k=None)
+    assert torch.equal(out.sequences[:, enc["input_ids"].shape[1]:], rollout.responses[:, :out.sequences.shape[1] - enc["input_ids"].shape[1]])
+    scores = torch.stack(out.scores, dim=1).log_softmax(-1)
+    sampled = scores.gather(-1, out.sequences[:, enc["input_ids"].shape[1]:].unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        mine = response_logprobs(model, rollout, temperature=0.7)
+    m = rollout.response_mask[:, :sampled.shape[1]].bool()
+    assert torch.allclose(mine[:, :sampled.shape[1]][m], sampled[m], atol=1e-4)

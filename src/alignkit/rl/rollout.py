@@ -1,0 +1,82 @@
+"""Rollouts for PPO: batched sampling with a KV cache, response masks, and log-probs recomputed with
+the training forward pass (so the PPO ratio starts at exactly 1).
+
+Layout: prompts are left-padded to a common width P, responses follow, right-padded to R:
+sequences (B, P + R). `response_mask` (B, R) is 1 on generated tokens up to and including the first
+EOS; tokens after EOS and padding are 0 everywhere downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from alignkit.data.templates import render
+
+
+@dataclass
+class Rollout:
+    sequences: torch.Tensor      # (B, P + R) token ids
+    attention_mask: torch.Tensor  # (B, P + R) 1 on real prompt tokens and on response tokens kept
+    prompt_width: int            # P
+    response_mask: torch.Tensor  # (B, R)
+    ended: torch.Tensor          # (B,) True where the response stopped with EOS within the limit
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_width:]
+
+
+def response_mask_from(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, ended): 1 up to and including the first EOS of each row; ended where an EOS exists."""
+    is_eos = responses == eos_id
+    after_eos = (torch.cumsum(is_eos.long(), dim=1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after_eos).long(), is_eos.any(dim=1)
+
+
+@torch.no_grad()
+def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                   temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Rollout:
+    """Sample one response per conversation (chat template with the generation prompt, as in SFT)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                         do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None,
+                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    model.train(was_training)
+    width = enc["input_ids"].shape[1]
+    responses = out[:, width:]
+    if responses.shape[1] < max_new_tokens:  # every row stopped early: pad to the fixed width
+        pad = torch.full((responses.shape[0], max_new_tokens - responses.shape[1]), tokenizer.pad_token_id,
+                         dtype=responses.dtype, device=responses.device)
+        responses = torch.cat([responses, pad], dim=1)
+    mask, ended = response_mask_from(responses, tokenizer.eos_token_id)
+    sequences = torch.cat([out[:, :width], responses], dim=1)
+    attention = torch.cat([enc["attention_mask"].to(device), mask], dim=1)
+    return Rollout(sequences, attention, width, mask, ended)
+
+
+def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0,
+                      return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """(B, R) log-probs of the sampled response tokens under `model`, at the sampling temperature
+    (logits / T, as generate samples them); 0 where the response mask is 0. Position ids count real
+    tokens only, as generate's do, so the numbers match what was sampled."""
+    position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=rollout.sequences, attention_mask=rollout.attention_mask, position_ids=position_ids,
+                   use_cache=False).logits
+    p = rollout.prompt_width
+    logits = logits[:, p - 1:-1, :].float() / temperature  # position t predicts token t + 1
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
+    logp = logp * rollout.response_mask
+    return (logp, logits) if return_logits else logp
