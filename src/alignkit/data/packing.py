@@ -27,17 +27,14 @@ class PackedRow:
         return len(self.input_ids)
 
 
-def pack_examples(examples: list[Example], max_length: int) -> list[PackedRow]:
-    """Best-fit-decreasing bin packing of examples into rows of at most max_length tokens.
-
-    The first label of every sample is forced to -100: with position ids restarting, a sample's first
-    token would otherwise be predicted from the previous sample's last token.
-    """
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]))
+def best_fit_bins(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing: indices grouped so each group's lengths sum to at most
+    capacity (an item longer than capacity gets a bin of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []  # (space left, bin index), sorted
     for i in order:
-        need = len(examples[i])
+        need = lengths[i]
         at = bisect.bisect_left(free, (need, -1))
         if at < len(free):
             space, b = free.pop(at)
@@ -45,7 +42,17 @@ def pack_examples(examples: list[Example], max_length: int) -> list[PackedRow]:
             bisect.insort(free, (space - need, b))
         else:
             bins.append([i])
-            bisect.insort(free, (max_length - need, len(bins) - 1))
+            bisect.insort(free, (max(capacity, need) - need, len(bins) - 1))
+    return bins
+
+
+def pack_examples(examples: list[Example], max_length: int) -> list[PackedRow]:
+    """Examples bin-packed (best fit decreasing) into rows of at most max_length tokens.
+
+    The first label of every sample is forced to -100: with position ids restarting, a sample's first
+    token would otherwise be predicted from the previous sample's last token.
+    """
+    bins = best_fit_bins([len(e) for e in examples], max_length)
     rows = []
     for members in bins:
         ids: list[int] = []

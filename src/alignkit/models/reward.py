@@ -65,21 +65,9 @@ class RewardModel(nn.Module):
 def pack_sequences(seqs: list[list[int]], row_length: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Sequences packed into rows of at most row_length tokens (best fit, longest first), with
     position ids restarting per sequence and `ends` (N, 2): the row and last column of sequence i."""
-    import bisect
+    from alignkit.data.packing import best_fit_bins
 
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []
-    for i in order:
-        need = len(seqs[i])
-        at = bisect.bisect_left(free, (need, -1))
-        if at < len(free):
-            space, r = free.pop(at)
-            rows[r].append(i)
-            bisect.insort(free, (space - need, r))
-        else:
-            rows.append([i])
-            bisect.insort(free, (max(row_length, need) - need, len(rows) - 1))
+    rows = best_fit_bins([len(q) for q in seqs], row_length)
     width = max(sum(len(seqs[i]) for i in members) for members in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)

@@ -18,8 +18,7 @@ from alignkit.errors import ConfigError, DataError
 from alignkit.models import count_parameters
 from alignkit.models.tiny import tiny_config, train_tokenizer
 from alignkit.training.lm_loop import train_and_save
-from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, say
-from alignkit.training.seed import seed_everything
+from alignkit.training.run import begin_stage, say
 
 
 def read_corpus(path: str) -> list[str]:
@@ -65,15 +64,9 @@ def document_examples(docs: list[str], tokenizer, max_length: int) -> list[Examp
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Train a tokenizer and a model from scratch; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    quiet_libraries()
-    accelerator = make_accelerator(cfg.train.precision)
-    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    model_dir = run_dir / "model"
-    if cfg.resume and model_dir.is_dir():
-        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
-        return model_dir
-    seed_everything(cfg.seed)
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
 
     docs = load_documents(cfg)
     random.Random(cfg.seed).shuffle(docs)

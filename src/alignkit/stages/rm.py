@@ -34,8 +34,7 @@ from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
-from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, reduce_sum, say
-from alignkit.training.seed import seed_everything
+from alignkit.training.run import begin_stage, reduce_sum, say
 
 NORMALIZATION_FILE = "reward_normalization.json"
 
@@ -64,15 +63,9 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def run_rm(cfg: RMConfig) -> Path:
     """Train a reward model; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    quiet_libraries()
-    accelerator = make_accelerator(cfg.train.precision)
-    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    model_dir = run_dir / "model"
-    if cfg.resume and model_dir.is_dir():
-        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
-        return model_dir
-    seed_everything(cfg.seed)
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
 
     if is_adapter_dir(cfg.model.path):
         raise ModelError(f"model.path '{cfg.model.path}' is a LoRA adapter; merge it first "

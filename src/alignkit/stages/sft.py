@@ -19,22 +19,15 @@ from alignkit.data import build_sft_data, pack_examples, packing_is_exact
 from alignkit.errors import ConfigError, DataError
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
 from alignkit.training.lm_loop import train_and_save
-from alignkit.training.run import make_accelerator, prepare_run_dir, quiet_libraries, say
-from alignkit.training.seed import seed_everything
+from alignkit.training.run import begin_stage, say
 
 
 def run_sft(cfg: SFTConfig) -> Path:
     """Train, and return the path of the saved model directory."""
     # ---------------------------------------------------------------- setup
-    quiet_libraries()
-    accelerator = make_accelerator(cfg.train.precision)
-    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
-    accelerator.wait_for_everyone()  # every process has checked the directory before any writes to it
-    model_dir = run_dir / "model"
-    if cfg.resume and model_dir.is_dir():
-        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
-        return model_dir
-    seed_everything(cfg.seed)
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     data = build_sft_data(cfg.data, tokenizer, cfg.seed)

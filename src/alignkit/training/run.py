@@ -77,3 +77,21 @@ def reduce_sum(accelerator: Any, *values: float | torch.Tensor) -> list[float]:
     if accelerator.num_processes > 1:
         t = accelerator.reduce(t, reduction="sum")
     return t.tolist()
+
+
+def begin_stage(cfg: Any) -> tuple[Any, Path, Path | None]:
+    """What every training stage does first: quiet the libraries, make the accelerator, check and
+    record the run directory, seed. Returns (accelerator, run_dir, model_dir), model_dir None when
+    resuming a run whose model is already complete (the stage then returns it as it is)."""
+    from alignkit.training.seed import seed_everything
+
+    quiet_libraries()
+    accelerator = make_accelerator(cfg.train.precision)
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
+    accelerator.wait_for_everyone()  # every process has checked the directory before any writes to it
+    model_dir = run_dir / "model"
+    if cfg.resume and model_dir.is_dir():
+        say(accelerator, f"[green]{model_dir} is complete; nothing to resume")
+        return accelerator, run_dir, None
+    seed_everything(cfg.seed)
+    return accelerator, run_dir, model_dir
