@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
 WORDS = ("the a model answer question data river stone light quick slow green blue red small large "
          "city garden window table letter number story music water fire cloud morning evening friend "
@@ -162,16 +163,6 @@ def run_trl(model_dir: Path, rows: list[dict], work: Path, args) -> dict:
             "final_loss": last["loss"], "final_accuracy": last["accuracy"], "same_ids_as_alignkit": same}
 
 
-def cpu_used() -> tuple[float, float]:
-    """(CPU seconds used by the whole machine, by this process) so far; Linux /proc/stat, else zeros."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=30)
@@ -186,7 +177,7 @@ def main() -> None:
         args.steps, args.rows = 6, 400
     assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
     torch.set_num_threads(args.threads)
-    cpu0, t0 = cpu_used(), time.time()
+    meter = ContentionMeter()
 
     from alignkit.models import build_tiny_model
 
@@ -203,8 +194,7 @@ def main() -> None:
         results = [run_trl(work / "model", rows, work, args), run_alignkit(work / "model", jsonl, work, args),
                    run_alignkit(work / "model", jsonl, work, args, packing="off")]
 
-    cpu1, wall = cpu_used(), time.time() - t0
-    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall  # CPU cores busy with other processes
+    others = meter.others()  # CPU cores kept busy by other processes
     base = results[0]["pairs"] / results[0]["seconds"]
     print(f"\nReward model, {n_params / 1e6:.1f}M-param Llama, {args.batch_size} pairs/step, max_length "
           f"{args.max_length}, {args.steps} steps (step 1 = warm-up, not counted), {args.rows} rows, "
@@ -221,9 +211,7 @@ def main() -> None:
               f"{r['final_accuracy']:>6.2f}")
     if not results[0]["same_ids_as_alignkit"]:
         print("warning: TRL and alignkit tokenised some pairs differently (template, EOS or length filter)")
-    if others > 0.2:
-        print(f"warning: other processes kept {others:.1f} of {os.cpu_count()} cores busy during this run; "
-              "with threads oversubscribed, timings can be several times off (rerun when idle, or --threads 1)")
+    ContentionMeter.warn(others)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": {**vars(args), "lr": LR, "params": n_params,

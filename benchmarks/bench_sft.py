@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
 WORDS = ("the a model answer question data river stone light quick slow green blue red small large "
          "city garden window table letter number story music water fire cloud morning evening friend "
@@ -138,16 +139,6 @@ def run_trl(model_dir: Path, rows: list[dict], work: Path, args, packing: bool) 
             "total_s": total_s, "mean_loss": out.training_loss}
 
 
-def cpu_used() -> tuple[float, float]:
-    """(CPU seconds used by the whole machine, by this process) so far; Linux /proc/stat, else zeros."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK"), sum(os.times()[:2])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=30)
@@ -163,7 +154,7 @@ def main() -> None:
         args.steps, args.rows = 6, 400
     assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
     torch.set_num_threads(args.threads)
-    cpu0, t0 = cpu_used(), time.time()
+    meter = ContentionMeter()
 
     from alignkit.models import build_tiny_model
 
@@ -188,8 +179,7 @@ def main() -> None:
                 print(f"TRL packing=True failed: {type(exc).__name__}: {exc}")
                 results.append({"system": "TRL packing=True", "error": f"{type(exc).__name__}: {exc}"})
 
-    cpu1, wall = cpu_used(), time.time() - t0
-    others = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / wall  # CPU cores busy with other processes
+    others = meter.others()  # CPU cores kept busy by other processes
     for r in results:
         if "error" not in r:
             r["tokens_per_s"] = r["tokens"] / r["seconds"]
@@ -205,9 +195,7 @@ def main() -> None:
         r["ratio_vs_trl"] = r["tokens_per_s"] / base
         print(f"{r['system']:<40}{args.steps - 1:>6}{r['samples']:>9}{r['tokens']:>11}{r['seconds']:>9.2f}"
               f"{r['tokens_per_s']:>9.0f}{r['ratio_vs_trl']:>7.2f}x{r['mean_loss']:>7.3f}")
-    if others > 0.2:
-        print(f"warning: other processes kept {others:.1f} of {os.cpu_count()} cores busy during this run; "
-              "with threads oversubscribed, timings can be several times off (rerun when idle, or --threads 1)")
+    ContentionMeter.warn(others)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": {**vars(args), "params": n_params, "counted_steps": args.steps - 1,
