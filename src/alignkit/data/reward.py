@@ -17,6 +17,7 @@ from alignkit.data.preferences import Pair, Ranking, rankings_to_pairs, to_ranki
 from alignkit.data.quality import DataReport
 from alignkit.data.records import read_records
 from alignkit.data.templates import render
+from alignkit.data.tokenize import needs_eos
 
 
 @dataclass
@@ -33,9 +34,8 @@ def conversation_ids(tokenizer: Any, prompt: tuple, response: str, max_length: i
     response alone does not fit."""
     text = render(tokenizer, [*prompt, {"role": "assistant", "content": response}])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    if eos is not None and (not ids or ids[-1] != eos) and not text.rstrip().endswith(tokenizer.eos_token or "\0"):
-        ids.append(eos)
+    if needs_eos(tokenizer, text, ids):
+        ids.append(tokenizer.eos_token_id)
     if len(ids) <= max_length:
         return ids
     prompt_len = len(tokenizer(render(tokenizer, list(prompt), add_generation_prompt=True),

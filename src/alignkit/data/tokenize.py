@@ -70,6 +70,13 @@ def response_spans(tokenizer: Any, sample: Sample) -> tuple[str, list[tuple[int,
     return full, spans
 
 
+def needs_eos(tokenizer: Any, text: str, ids: list[int]) -> bool:
+    """True when a rendered conversation does not already end with the tokenizer's EOS (as text, e.g.
+    ChatML's `<|im_end|>\n`, or as the last token), so one must be appended."""
+    eos = tokenizer.eos_token_id
+    return eos is not None and (not ids or ids[-1] != eos) and not text.rstrip().endswith(tokenizer.eos_token or "\0")
+
+
 def tokenize_sample(tokenizer: Any, sample: Sample, max_length: int, truncation: str = "right") -> Example | str:
     """An Example with response-only labels, or a string saying why the sample is dropped."""
     text, spans = response_spans(tokenizer, sample)
@@ -85,7 +92,7 @@ def tokenize_sample(tokenizer: Any, sample: Sample, max_length: int, truncation:
         if end > start and any(end > a and start < b for a, b in spans):
             labels[t] = ids[t]
     eos = tokenizer.eos_token_id
-    if eos is not None and (not ids or ids[-1] != eos) and not text.rstrip().endswith(tokenizer.eos_token or "\0"):
+    if needs_eos(tokenizer, text, ids):
         ids.append(eos)
         labels.append(eos)
     elif eos is not None and ids and ids[-1] == eos:

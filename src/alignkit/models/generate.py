@@ -9,6 +9,18 @@ import torch
 from alignkit.data.templates import render
 
 
+def encode_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> dict[str, torch.Tensor]:
+    """Generation prompts (chat template with the generation prompt, as in training), left-padded so
+    new tokens follow every prompt directly."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations]
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+
+
 @torch.no_grad()
 def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
                        max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
@@ -19,14 +31,11 @@ def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict
     """
     was_training = model.training
     model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
     device = next(model.parameters()).device
     out: list[str] = []
     try:
         for i in range(0, len(conversations), batch_size):
-            prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations[i:i + batch_size]]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = encode_prompts(tokenizer, conversations[i:i + batch_size]).to(device)
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
                 "do_sample": False}
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -37,7 +46,6 @@ def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict
                     row = row[: row.index(tokenizer.eos_token_id)]
                 out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     finally:
-        tokenizer.padding_side = side
         model.train(was_training)
     return out
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from alignkit.data.templates import render
+from alignkit.models.generate import encode_prompts
+
 
 
 @dataclass
@@ -40,13 +41,7 @@ def response_mask_from(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tens
 def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int,
                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Rollout:
     """Sample one response per conversation (chat template with the generation prompt, as in SFT)."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
+    enc = encode_prompts(tokenizer, conversations)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -29,7 +29,8 @@ from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
                                     score_conversations)
 from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.lm_loop import resume_step, save_resumable
+from alignkit.training.checkpoint import save_final_model
+from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -120,8 +121,7 @@ def run_rm(cfg: RMConfig) -> Path:
                 with sync, accelerator.autocast():
                     scores = model(**model_inputs(batch))
                     r_c, r_r = scores[:len(mb)], scores[len(mb):]
-                    margin = batch["margin"] if cfg.data.rating_margin or any(train[i].margin for i in mb) else None
-                    loss = pairwise_ranking_loss(r_c, r_r, margin, cfg.center_coef)
+                    loss = pairwise_ranking_loss(r_c, r_r, batch["margin"], cfg.center_coef)  # margin 0 unless given
                     # Mean over the global batch of pairs, whatever its split (DDP averages, hence x world).
                     accelerator.backward(loss.sum() * world / global_size)
                 window["loss"] += float(loss.detach().sum())
@@ -129,7 +129,7 @@ def run_rm(cfg: RMConfig) -> Path:
                 window["margin"] += float((r_c - r_r).detach().sum())
                 window["pairs"] += len(mb)
             if not math.isfinite(window["loss"]):
-                raise DataError(f"rm: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
+                raise TrainingDiverged(f"rm: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
             grad_norm = None
             if cfg.optim.max_grad_norm > 0:
                 grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
@@ -171,11 +171,8 @@ def run_rm(cfg: RMConfig) -> Path:
         rm = accelerator.unwrap_model(model)
         norm = reward_offset(cfg, rm, tokenizer)
         hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
-        tmp = run_dir / ".model.tmp"
-        hf_out.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / NORMALIZATION_FILE).write_text(json.dumps({**norm, **result}, indent=2) + "\n")
-        tmp.replace(model_dir)
+        save_final_model(hf_out, tokenizer, model_dir,
+                         extra_files={NORMALIZATION_FILE: json.dumps({**norm, **result}, indent=2) + "\n"})
         say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='reward model')}")
     accelerator.wait_for_everyone()
     metrics.close()

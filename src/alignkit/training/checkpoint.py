@@ -119,7 +119,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     return state
 
 
-def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None) -> Path:
+def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None,
+                     extra_files: dict[str, str] | None = None) -> Path:
     """Save a standard HF directory (safetensors) atomically; a peft model saves its adapter.
 
     An adapter records the absolute path of its base model, so `alignkit merge`, `alignkit chat` and
@@ -134,6 +135,8 @@ def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base
             cfg.base_model_name_or_path = str(Path(base_model_path).resolve())
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    for name, text in (extra_files or {}).items():  # e.g. a reward model's normalisation
+        (tmp / name).write_text(text)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

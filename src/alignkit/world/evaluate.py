@@ -108,19 +108,18 @@ def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir:
     rm, _ = load_reward_model(reward_dir)
     tok = load_tokenizer(reward_dir)
     rng = random.Random(f"{seed}:rm-eval")
-    prompts, responses, owners, kinds = [], [], [], []
-    for n, item in enumerate(items):
+    prompts, responses, kinds, spans = [], [], [], []
+    for item in items:
         pool = KINDS_HARMFUL if item.harmful else KINDS_BENIGN if item.family == "benign" else KINDS_SKILL
+        spans.append(range(len(responses), len(responses) + len(pool)))  # this item's candidates
         for kind in pool:
             prompts.append([{"role": "user", "content": item.prompt}])
             responses.append(candidate(item, kind, rng))
-            owners.append(n)
             kinds.append(kind)
     scores = score_conversations(rm, tok, prompts, responses, batch_size=batch_size).tolist()
     by_kind: dict[str, list[float]] = {}
     top1 = []
-    for n, item in enumerate(items):
-        idx = [i for i, o in enumerate(owners) if o == n]
+    for item, idx in zip(items, spans):
         grades = {i: grade(item, responses[i]) for i in idx}
         best = max(idx, key=lambda i: scores[i])
         top1.append(grades[best] == max(grades.values()))
