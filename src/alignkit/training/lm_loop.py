@@ -20,8 +20,10 @@ from alignkit.data import collate
 from alignkit.errors import AlignkitError
 from alignkit.losses import sequence_nll
 from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
 from alignkit.training.run import reduce_sum, say
 
@@ -34,10 +36,6 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
                    eval_rows: list, run_dir: Path, base_model_path: str | None = None) -> Path:
     """Optimizer and schedule, resume, the loop, final evaluation, and the model saved (with its
     training curves) to run_dir/model: everything after a causal-LM stage's own setup."""
-    from alignkit.training.checkpoint import save_final_model
-    from alignkit.training.optim import build_optimizer, build_scheduler
-    from alignkit.training.plots import plot_metrics
-
     global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train_rows) / global_size))
     if len(train_rows) < global_size:
