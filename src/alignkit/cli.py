@@ -226,6 +226,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "world": (cmd_world, "write the demo world's data sets (alignkit world data OUT_DIR [key=value ...])"),
     "rm": (_stage_command("rm", "alignkit.config.RMConfig", "alignkit.stages.rm.run_rm"),
            "train a reward model on pairwise or ranked preference data"),
+    "ppo": (_stage_command("ppo", "alignkit.config.PPOConfig", "alignkit.stages.ppo.run_ppo"),
+            "RLHF: PPO on a policy with a reward model and a KL penalty to the reference"),
     "data": (cmd_data, "collect rankings: sample responses, export a sheet, import the orders"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),

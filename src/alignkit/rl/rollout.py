@@ -62,16 +62,19 @@ def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str
     return Rollout(sequences, attention, width, mask, ended)
 
 
-def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0,
-                      return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """(B, R) log-probs of the sampled response tokens under `model`, at the sampling temperature
-    (logits / T, as generate samples them); 0 where the response mask is 0. Position ids count real
-    tokens only, as generate's do, so the numbers match what was sampled."""
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T) log-probs of `tokens` under logits (B, T, V) divided by the sampling temperature, as
+    generate samples them."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+    """(B, R) log-probs of the sampled response tokens under `model` at the sampling temperature;
+    0 where the response mask is 0. Position ids count real tokens only, as generate's do, so the
+    numbers match what was sampled."""
     position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    width = rollout.responses.shape[1]
     logits = model(input_ids=rollout.sequences, attention_mask=rollout.attention_mask, position_ids=position_ids,
-                   use_cache=False).logits
-    p = rollout.prompt_width
-    logits = logits[:, p - 1:-1, :].float() / temperature  # position t predicts token t + 1
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, rollout.responses.unsqueeze(-1)).squeeze(-1)
-    logp = logp * rollout.response_mask
-    return (logp, logits) if return_logits else logp
+                   use_cache=False, logits_to_keep=width + 1).logits[:, :-1]  # position t predicts token t + 1
+    return token_logprobs(logits, rollout.responses, temperature) * rollout.response_mask

@@ -1,0 +1,426 @@
+"""RLHF with PPO: the SFT model samples, the reward model scores, PPO updates the policy, and a
+per-token KL penalty keeps it near the SFT (reference) model (Ziegler et al. 2019; Stiennon et al.
+2020; Ouyang et al. 2022).
+
+setup   accelerator, run dir, tokenizers, prompts; the four roles: policy (the SFT model, in full or
+        with LoRA), reference (a frozen copy, or the policy with its adapters disabled), reward model
+        (frozen, its offset subtracted), critic (from the reward model, or a head on the policy);
+        optimizer, schedule, KL controller, resume
+loop    per iteration: sample one response per prompt with a KV cache; old log-probs, values,
+        reference log-probs and scores without gradients; KL-penalised rewards, GAE, whitened
+        advantages; ppo.epochs x ppo.minibatches optimizer steps of the clipped losses (stopping
+        early past ppo.target_approx_kl); the KL coefficient adapts; metrics; held-out reward
+        (and the best policy) and checkpoints at their intervals
+save    the policy as a standard HF directory in output_dir/model, curves
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from alignkit.config import PPOConfig
+from alignkit.data.records import read_records
+from alignkit.errors import ConfigError, DataError
+from alignkit.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss, sequence_nll
+from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models.loading import is_adapter_dir
+from alignkit.models.reward import load_reward_model, score_conversations
+from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
+from alignkit.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, whiten
+from alignkit.rl.advantages import masked_mean, masked_var
+from alignkit.rl.rollout import Rollout, response_logprobs, sample_rollout, token_logprobs
+from alignkit.training.batching import global_batch, shard
+from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
+from alignkit.training.lm_loop import TrainingDiverged
+from alignkit.training.metrics import MetricsWriter, truncate_metrics
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
+from alignkit.training.progress import ProgressBar
+from alignkit.training.run import begin_stage, reduce_sum, say
+
+Conversation = list[dict[str, str]]
+
+
+RewardFn = Callable[[list[Conversation], list[str]], torch.Tensor]
+
+
+def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
+    """Train a policy with PPO; return the saved model directory.
+
+    reward_fn (Python API only): scores (N,) for (prompts, response texts), used instead of a reward
+    model: a rule, a judge, or the demo world's oracle.
+    """
+    if reward_fn is None and not cfg.reward_model:
+        raise ConfigError("ppo: reward_model is required (a directory written by `alignkit rm`)")
+    if not cfg.reward_model and cfg.value_model == "reward":
+        raise ConfigError("ppo: value_model=reward starts the critic from the reward model, and there is none; "
+                          "use value_model=policy_head")
+    # ---------------------------------------------------------------- setup
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
+    device = accelerator.device
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    prompts = read_prompts(cfg.rollout.prompts_path)
+    eval_prompts = read_prompts(cfg.rollout.eval_prompts_path)[: cfg.rollout.eval_samples] \
+        if cfg.rollout.eval_prompts_path else []
+    ptx_rows = load_ptx_rows(cfg, tokenizer)
+
+    policy = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
+    if hasattr(policy, "merge_and_unload"):  # an SFT adapter: fold it in; the result is the reference
+        policy = policy.merge_and_unload()
+    policy.requires_grad_(True)
+    # With LoRA the reference is the same weights with the adapters disabled: one copy in memory.
+    reference = None if cfg.peft.method == "lora" else copy.deepcopy(policy).requires_grad_(False).eval().to(device)
+    policy = apply_peft(policy, cfg.peft)
+    reward, offset, reward_tokenizer = None, 0.0, None
+    if cfg.reward_model:
+        reward, offset = load_reward_model(cfg.reward_model)
+        reward.requires_grad_(False).eval().to(device)
+        reward_tokenizer = load_tokenizer(cfg.reward_model)
+    critic = critic_from_reward_model(reward.unwrapped()) if cfg.value_model == "reward" else None
+    actor = PolicyAndValue(policy, critic, hidden_size(policy), value_offset=offset)
+    disable_dropout(actor)  # the PPO ratio starts at exactly 1 only without dropout
+    actor.to(device)
+    trainable, total = count_parameters(actor)
+    say(accelerator, f"policy + critic ({cfg.value_model}) {total:,} parameters, {trainable:,} trainable "
+                     f"({cfg.peft.method}); {len(prompts)} prompts; reward offset {offset:+.3f}")
+
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * world
+    iterations = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(prompts) / global_size))
+    optimizer = build_optimizer(actor, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, iterations)  # one schedule step per iteration
+    actor, optimizer = accelerator.prepare(actor, optimizer)
+    kl_ctl = AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.target \
+        else FixedKLController(cfg.kl.coef)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
+    roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer,
+             "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
+    if start == 0 and eval_prompts and cfg.train.eval_every:
+        metrics.write(0, **evaluate_reward(cfg, accelerator, roles, eval_prompts))
+
+    # ---------------------------------------------------------------- loop
+    with ProgressBar(iterations, start, "ppo", cfg.log.progress and accelerator.is_main_process) as bar:
+        for it in range(start, iterations):
+            t0 = time.perf_counter()
+            indices = shard(global_batch(len(prompts), it, global_size, cfg.seed), accelerator.process_index, world)
+            batch = [prompts[i] for i in indices]
+            roll, gen_s = rollout_batch(cfg, accelerator, roles, batch)
+            t1 = time.perf_counter()
+            exp = experience(cfg, roles, roll, batch, kl_ctl.value)
+            t2 = time.perf_counter()
+            stats = ppo_update(cfg, accelerator, actor, optimizer, roll, exp, ptx_rows, it, tokenizer.pad_token_id)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            t3 = time.perf_counter()
+            kl_ctl.update(float(exp["kl_per_sequence"]), global_size)
+
+            row = iteration_metrics(accelerator, roll, exp, stats)
+            done = it + 1
+            seconds = t3 - t0
+            tokens = float(roll.response_mask.sum())
+            gen_tok, train_tok = reduce_sum(accelerator, tokens, float(roll.attention_mask.sum()) * stats["passes"])
+            row.update(kl_coef=kl_ctl.value, lr=lr, episodes=done * global_size,
+                       episodes_per_s=global_size / seconds, gen_s=gen_s, score_s=t2 - t1, train_s=t3 - t2,
+                       gen_tokens_per_s=gen_tok / max(gen_s, 1e-9), train_tokens_per_s=train_tok / max(t3 - t2, 1e-9))
+            if not math.isfinite(row["policy_loss"]) or not math.isfinite(row["value_loss"]):
+                raise TrainingDiverged(f"ppo: the loss is not finite at iteration {done}; lower optim.lr")
+            if cfg.train.eval_every and eval_prompts and (done % cfg.train.eval_every == 0 or done == iterations):
+                row.update(evaluate_reward(cfg, accelerator, roles, eval_prompts))
+                if cfg.keep_best and row["eval_reward"] > best:
+                    best = row["eval_reward"]
+                    save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path)
+                    row["best_eval_reward"] = best
+            if done % cfg.log.every == 0 or done == iterations:
+                metrics.write(done, **row)
+            bar.update(done, reward=row["reward"], kl=row["kl"], eps_s=round(row["episodes_per_s"], 1))
+            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0:
+                if accelerator.is_main_process:
+                    save_checkpoint(run_dir, done, accelerator.unwrap_model(actor), optimizer, scheduler,
+                                    extra={"kl_coef": kl_ctl.value, "best_eval_reward": best},
+                                    keep_last=cfg.checkpoint.keep_last)
+                accelerator.wait_for_everyone()
+
+    # ---------------------------------------------------------------- save
+    save_policy(accelerator, actor, tokenizer, model_dir, cfg.model.path)
+    if accelerator.is_main_process:
+        curves = plot_metrics(metrics.path, title="ppo")
+        say(accelerator, f"[green]saved {model_dir}" + (f" (best held-out reward {best:.3f} in "
+                                                        f"{run_dir / 'best'})" if cfg.keep_best else "")
+            + f"; curves in {curves}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
+
+
+# -------------------------------------------------------------------- rollout and experience
+
+
+def read_prompts(path: str) -> list[Conversation]:
+    """Rows with a string 'prompt', or 'messages' ending with a user turn."""
+    out: list[Conversation] = []
+    for r in read_records(path):
+        row = r.row
+        if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+            out.append([{"role": "user", "content": row["prompt"]}])
+        elif isinstance(row.get("messages"), list) and row["messages"] and isinstance(row["messages"][-1], dict) \
+                and row["messages"][-1].get("role") == "user":
+            out.append(row["messages"])
+        else:
+            raise DataError(f"{r.where}: expected a non-empty string 'prompt', or 'messages' ending with a user turn")
+    if not out:
+        raise DataError(f"{path}: no prompts")
+    return out
+
+
+def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], batch: list[Conversation],
+                  ) -> tuple[Rollout, float]:
+    """One sampled response per prompt, with the KV cache (generate); seconds it took."""
+    t = time.perf_counter()
+    policy = accelerator.unwrap_model(roles["actor"]).policy
+    r = cfg.rollout
+    roll = sample_rollout(policy, roles["tokenizer"], batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+    return roll, time.perf_counter() - t
+
+
+@torch.no_grad()
+def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list[Conversation],
+               kl_coef: float) -> dict[str, torch.Tensor]:
+    """Everything the update needs, without gradients: old log-probs and values, reference log-probs,
+    scores, KL-penalised rewards, advantages and returns."""
+    actor = roles["actor"]
+    actor = getattr(actor, "module", actor)
+    actor.eval()
+    chunk = micro_size(cfg)
+    old_logp, values = [], []
+    for s in range(0, roll.sequences.shape[0], chunk):
+        part = slice(s, s + chunk)
+        logits, v = actor(roll.sequences[part], roll.attention_mask[part], roll.prompt_width)
+        old_logp.append(token_logprobs(logits, roll.responses[part], cfg.rollout.temperature))
+        values.append(v)
+    mask = roll.response_mask
+    old_logp = torch.cat(old_logp) * mask
+    values = torch.cat(values) * mask
+    ref_logp = reference_logprobs(cfg, roles, roll, chunk)
+
+    tok = roles["tokenizer"]
+    texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()
+             for row, m in zip(roll.responses.cpu(), mask.cpu())]
+    raw = roles["score"](batch, texts).to(values.device).float()
+    scores = final_scores(raw, roll.ended, cfg.rollout.no_eos_penalty, cfg.ppo.reward_clip)
+
+    rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef, cfg.kl.estimator)
+    if cfg.ppo.whiten_rewards:
+        rewards = whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, values, mask, cfg.ppo.gamma, cfg.ppo.lam)
+    if cfg.ppo.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    actor.train()
+    return {"old_logp": old_logp, "values": values, "ref_logp": ref_logp, "raw_scores": raw, "scores": scores,
+            "rewards": rewards, "kl": kl, "advantages": advantages, "returns": returns,
+            "kl_per_sequence": kl.sum(1).mean()}
+
+
+def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:
+    """Scores from a reward model (its own tokenizer and chat template), its offset subtracted."""
+    def score(prompts: list[Conversation], responses: list[str]) -> torch.Tensor:
+        return score_conversations(reward, tokenizer, prompts, responses, batch_size=batch_size) - offset
+    return score
+
+
+def final_scores(raw: torch.Tensor, ended: torch.Tensor, no_eos_penalty: float, clip: float) -> torch.Tensor:
+    """The scores PPO optimises: clipped to [-clip, clip] (0: no clipping), then no_eos_penalty
+    subtracted where the response never ended (it has no end to judge; TRL's missing_eos_penalty)."""
+    scores = raw.clamp(-clip, clip) if clip else raw
+    return scores - no_eos_penalty * (~ended.bool()).to(scores.dtype)
+
+
+def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chunk: int) -> torch.Tensor:
+    actor = roles["actor"]
+    policy = getattr(actor, "module", actor).policy
+    ctx = policy.disable_adapter() if roles["reference"] is None else nullcontext()
+    model = policy if roles["reference"] is None else roles["reference"]
+    out = []
+    with ctx:
+        for s in range(0, roll.sequences.shape[0], chunk):
+            part = Rollout(roll.sequences[s:s + chunk], roll.attention_mask[s:s + chunk], roll.prompt_width,
+                           roll.response_mask[s:s + chunk], roll.ended[s:s + chunk])
+            out.append(response_logprobs(model, part, cfg.rollout.temperature))
+    return torch.cat(out)
+
+
+def micro_size(cfg: PPOConfig) -> int:
+    return cfg.train.batch_size // (cfg.ppo.minibatches * cfg.train.grad_accum)
+
+
+# -------------------------------------------------------------------- the update
+
+
+def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, roll: Rollout,
+               exp: dict[str, torch.Tensor], ptx_rows: list, iteration: int, pad_id: int) -> dict[str, float]:
+    """ppo.epochs passes of ppo.minibatches optimizer steps over the rollout batch. Each sequence's
+    loss is the mean over its response tokens, averaged over the minibatch's sequences. Stops the
+    iteration's remaining minibatches once the approx-KL to the rollout policy passes the bound."""
+    p = cfg.ppo
+    n = roll.sequences.shape[0]
+    mb = n // p.minibatches
+    micro = micro_size(cfg)
+    mask = roll.response_mask
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0,
+            "value_clip_fraction": 0.0, "ptx_loss": 0.0}
+    steps = 0
+    passes = 0.0  # rollout batches' worth of sequences run forward and backward (for tokens/s)
+    for _ in range(p.epochs):
+        order = torch.randperm(n, device=mask.device)
+        for m in range(p.minibatches):
+            step_kl = 0.0
+            for k in range(cfg.train.grad_accum):
+                idx = order[m * mb + k * micro: m * mb + (k + 1) * micro]
+                sync = nullcontext() if k == cfg.train.grad_accum - 1 else accelerator.no_sync(actor)
+                with sync, accelerator.autocast():
+                    logits, values = actor(roll.sequences[idx], roll.attention_mask[idx], roll.prompt_width)
+                    logp = token_logprobs(logits, roll.responses[idx], cfg.rollout.temperature) * mask[idx]
+                    pl, ps = ppo_policy_loss(logp, exp["old_logp"][idx], exp["advantages"][idx], mask[idx], p.clip)
+                    vl, vs = ppo_value_loss(values * mask[idx], exp["values"][idx], exp["returns"][idx], mask[idx],
+                                            p.value_clip)
+                    loss = pl + p.vf_coef * vl
+                    if p.entropy_coef:
+                        entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), mask[idx], dim=1)
+                        loss = loss - p.entropy_coef * entropy
+                    else:
+                        with torch.no_grad():
+                            entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), mask[idx], dim=1)
+                    total = loss.sum() / mb
+                    if ptx_rows:
+                        ptx = ptx_loss(cfg, accelerator, actor, ptx_rows, iteration, steps, k, pad_id)
+                        total = total + p.ptx_coef * ptx / cfg.train.grad_accum
+                        sums["ptx_loss"] += float(ptx.detach()) / cfg.train.grad_accum
+                    accelerator.backward(total)
+                w = len(idx) / mb
+                sums["policy_loss"] += float(pl.detach().mean()) * w
+                sums["value_loss"] += float(vl.detach().mean()) * w
+                sums["entropy"] += float(entropy.detach().mean()) * w
+                sums["clip_fraction"] += float(ps["clip_fraction"]) * w
+                sums["value_clip_fraction"] += float(vs["value_clip_fraction"]) * w
+                step_kl += float(ps["approx_kl"]) * w
+            if cfg.optim.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(actor.parameters(), cfg.optim.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sums["approx_kl"] += step_kl
+            steps += 1
+            passes += mb / n
+            # Every process must agree to stop, so the decision uses the mean over all of them.
+            (mean_kl,) = reduce_sum(accelerator, step_kl)
+            if p.target_approx_kl and mean_kl / accelerator.num_processes > p.target_approx_kl:
+                break
+        else:
+            continue
+        break
+    out = {k: v / steps for k, v in sums.items()}
+    out["optimizer_steps"] = steps
+    out["passes"] = passes
+    return out
+
+
+def load_ptx_rows(cfg: PPOConfig, tokenizer: Any) -> list:
+    """SFT examples for PPO-ptx (tokenised with response-only labels, as in SFT)."""
+    if not cfg.ppo.ptx_coef:
+        return []
+    from alignkit.config import DataConfig
+    from alignkit.data import build_sft_data
+
+    data = build_sft_data(DataConfig(train_path=cfg.ppo.ptx_path, eval_fraction=0.0, packing="off"), tokenizer,
+                          cfg.seed)
+    if not data.train:
+        raise DataError(f"{cfg.ppo.ptx_path}: no SFT rows left for PPO-ptx after filtering")
+    return data.train
+
+
+def ptx_loss(cfg: PPOConfig, accelerator: Any, actor: Any, rows: list, iteration: int, step: int,
+             micro: int, pad_id: int) -> torch.Tensor:
+    """Token-mean NLL of a batch of SFT rows under the policy (InstructGPT's PPO-ptx term)."""
+    from alignkit.data import collate
+
+    position = (iteration * cfg.ppo.epochs * cfg.ppo.minibatches + step) * cfg.train.grad_accum + micro
+    idx = global_batch(len(rows), position, cfg.ppo.ptx_batch_size, cfg.seed + 1)
+    batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], pad_id).items()}
+    labels = batch.pop("labels")
+    policy = getattr(actor, "module", actor).policy
+    nll, tokens = sequence_nll(policy(**batch, use_cache=False).logits, labels)
+    return nll.sum() / tokens.sum().clamp(min=1)
+
+
+# -------------------------------------------------------------------- metrics, evaluation, saving
+
+
+def iteration_metrics(accelerator: Any, roll: Rollout, exp: dict[str, torch.Tensor],
+                      stats: dict[str, float]) -> dict[str, float]:
+    """Per-iteration figures, rollout ones summed over all processes."""
+    mask = roll.response_mask
+    n = float(mask.shape[0])
+    explained = 1.0 - float(masked_var(exp["returns"] - exp["values"], mask) / masked_var(exp["returns"], mask).clamp(min=1e-8))
+    sums = reduce_sum(accelerator, n, float(exp["raw_scores"].sum()), float(exp["rewards"].sum()),
+                      float(exp["kl"].sum()), float(mask.sum()), float((~roll.ended).sum()),
+                      *[stats[k] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl",
+                                           "value_clip_fraction", "ptx_loss")], explained)
+    total, world = sums[0], accelerator.num_processes
+    per = [s / world for s in sums[6:]]
+    return {"reward": sums[1] / total, "reward_penalized": sums[2] / total, "kl": sums[3] / total,
+            "response_length": sums[4] / total, "no_eos": sums[5] / total,
+            "policy_loss": per[0], "value_loss": per[1], "entropy": per[2], "clip_fraction": per[3],
+            "approx_kl": per[4], "value_clip_fraction": per[5], **({"ptx_loss": per[6]} if per[6] else {}),
+            "explained_variance": per[7], "optimizer_steps": stats["optimizer_steps"]}
+
+
+@torch.no_grad()
+def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], prompts: list[Conversation],
+                    ) -> dict[str, float]:
+    """Mean reward (offset subtracted) of the policy's greedy responses to the held-out prompts
+    (no length penalty: generate_responses keeps no record of which responses ended)."""
+    from alignkit.models.generate import generate_responses
+
+    mine = shard(prompts, accelerator.process_index, accelerator.num_processes)
+    policy = accelerator.unwrap_model(roles["actor"]).policy
+    texts = generate_responses(policy, roles["tokenizer"], mine, cfg.rollout.max_new_tokens,
+                               batch_size=cfg.train.eval_batch_size)
+    scores = roles["score"](mine, texts).float()
+    total, n, length = reduce_sum(accelerator, float(scores.sum()), float(len(mine)),
+                                  float(sum(len(t.split()) for t in texts)))
+    return {"eval_reward": total / max(n, 1.0), "eval_words": length / max(n, 1.0)}
+
+
+def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimizer: Any, scheduler: Any,
+           metrics: MetricsWriter, kl_ctl: Any) -> tuple[int, float]:
+    """(iteration to start from, best held-out reward so far); restores the whole state when resuming."""
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is None:
+        if cfg.resume and accelerator.is_main_process:
+            truncate_metrics(metrics.path, 0)
+        return 0, -math.inf
+    state = load_checkpoint(ckpt, accelerator.unwrap_model(actor), optimizer, scheduler)
+    kl_ctl.value = state["extra"]["kl_coef"]
+    if accelerator.is_main_process:
+        truncate_metrics(metrics.path, state["step"])
+    say(accelerator, f"resumed from {ckpt} at iteration {state['step']}")
+    return state["step"], float(state["extra"]["best_eval_reward"])
+
+
+def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_path: str) -> None:
+    """The policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
+    the merged model when the SFT model was itself an adapter (an adapter's base must be a directory)."""
+    if accelerator.is_main_process:
+        policy = accelerator.unwrap_model(actor).policy
+        if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
+            policy = copy.deepcopy(policy).merge_and_unload()
+        save_final_model(policy, tokenizer, out, model_path)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,195 @@
+"""The PPO stage on tiny models: the ratio starts at 1, a reward for one token is learned with the KL
+penalty active (and KL grows as its coefficient shrinks), resume equals uninterrupted, LoRA shares
+the reference's weights, and bad input fails clearly."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignkit.cli import main
+from alignkit.config import PPOConfig, load_config
+from alignkit.errors import ConfigError, DataError
+from alignkit.stages.ppo import final_scores, run_ppo
+
+from conftest import WORDS, write_jsonl
+
+TARGET = "pear"  # one token (" pear") in the tiny tokenizer
+
+
+@pytest.fixture(scope="session")
+def prompts_file(tmp_path_factory) -> Path:
+    rows = [{"prompt": f"Say something about the {w}."} for w in WORDS] + \
+        [{"messages": [{"role": "user", "content": f"Name a fruit like {w}."}]} for w in WORDS]
+    return write_jsonl(tmp_path_factory.mktemp("ppo") / "prompts.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def reward_dir(tiny_dir, tmp_path_factory) -> Path:
+    """A reward model as `alignkit rm` saves one: the tiny Llama with a fresh score head, and an offset."""
+    from alignkit.models import load_tokenizer
+    from alignkit.models.reward import load_reward_backbone
+
+    out = tmp_path_factory.mktemp("rm") / "model"
+    torch.manual_seed(0)
+    load_reward_backbone(tiny_dir).save_pretrained(out)
+    load_tokenizer(tiny_dir).save_pretrained(out)
+    (out / "reward_normalization.json").write_text(json.dumps({"offset": 0.25}))
+    return out
+
+
+def target_reward(prompts, responses):
+    """Share of the response's words (6 in the demonstrations) that are the target word."""
+    return torch.tensor([r.split().count(TARGET) / 6 for r in responses])
+
+
+@pytest.fixture(scope="session")
+def fruit_policy(tiny_dir, tmp_path_factory) -> Path:
+    """The tiny Llama after a short SFT on six random fruit words per answer: it says 'pear' about
+    one word in twenty, so a reward for it has something to start from."""
+    from alignkit.config import SFTConfig
+    from alignkit.stages.sft import run_sft
+
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("fruit")
+    rows = [{"instruction": f"Name some fruit for the {w}.", "output": " ".join(rng.choice(WORDS) for _ in range(6))}
+            for w in WORDS for _ in range(10)]
+    data = write_jsonl(root / "sft.jsonl", rows)
+    return run_sft(load_config(SFTConfig, None, [f"model.path={tiny_dir}", f"data.train_path={data}",
+                                                 f"output_dir={root / 'sft'}", "train.max_steps=40", "optim.lr=1e-2",
+                                                 "train.batch_size=16", "log.progress=false", "data.eval_fraction=0"]))
+
+
+def ppo(model_dir, prompts, out, *overrides, reward_fn=None, reward_dir=None):
+    args = [f"model.path={model_dir}", f"rollout.prompts_path={prompts}", f"output_dir={out}", "log.progress=false",
+            "rollout.max_new_tokens=8", "train.batch_size=16", "ppo.minibatches=2", *overrides]
+    if reward_dir is not None:
+        args.append(f"reward_model={reward_dir}")
+    return run_ppo(load_config(PPOConfig, None, args), reward_fn=reward_fn)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_final_scores_clip_then_penalise_responses_without_eos():
+    """raw (3, -0.5, 2), clip 1 -> (1, -0.5, 1); the second and third never ended, penalty 0.5
+    -> (1, -1, 0.5). No clip and no penalty leave the scores as they are."""
+    raw, ended = torch.tensor([3.0, -0.5, 2.0]), torch.tensor([True, False, False])
+    assert torch.allclose(final_scores(raw, ended, 0.5, 1.0), torch.tensor([1.0, -1.0, 0.5]))
+    assert torch.equal(final_scores(raw, ended, 0.0, 0.0), raw)
+
+
+def test_the_ratio_starts_at_exactly_one(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """Dropout is switched off and the rollout's log-probs come from the training forward pass, so
+    the first minibatch of an iteration sees ratio 1: no clipping and approx-KL 0 on it. With one
+    minibatch, one epoch and lr 0 every reported figure is that first minibatch's."""
+    out = tmp_path / "one"
+    ppo(tiny_dir, prompts_file, out, "train.max_steps=2", "ppo.epochs=1", "ppo.minibatches=1", "optim.lr=1e-12",
+        "peft.method=lora", "peft.lora_dropout=0.5", reward_dir=reward_dir)
+    for row in metrics(out):
+        assert row["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+        assert row["clip_fraction"] == 0.0
+        assert row["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy has not moved from the reference
+
+
+def test_policy_learns_a_rewarded_token_and_kl_grows_as_the_coefficient_shrinks(fruit_policy, prompts_file,
+                                                                                  tmp_path):
+    """A reward for the word 'pear' (about 5% of the SFT policy's words): with the KL penalty active
+    at 0.01 the policy learns to say it (mean reward from ~0.05 to above 0.5), at 0.3 the penalty
+    holds it near the reference; the measured KL is larger for the smaller coefficient."""
+    common = ["train.max_steps=25", "optim.lr=3e-3", "value_model=policy_head", "rollout.no_eos_penalty=0",
+              "optim.schedule=constant"]
+    finals = {}
+    for coef in (0.01, 0.3):
+        out = tmp_path / f"kl{coef}"
+        ppo(fruit_policy, prompts_file, out, *common, f"kl.coef={coef}", reward_fn=target_reward)
+        rows = metrics(out)
+        finals[coef] = {"first": sum(r["reward"] for r in rows[:3]) / 3, "last": sum(r["reward"] for r in rows[-3:]) / 3,
+                        "kl": sum(r["kl"] for r in rows[-3:]) / 3}
+    low, high = finals[0.01], finals[0.3]
+    assert low["first"] < 0.15 and low["last"] > 0.5, finals
+    assert low["kl"] > 2 * high["kl"] > 0, finals
+
+
+def test_resume_equals_uninterrupted(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """4 iterations with a checkpoint at 2; delete what came after and resume: identical policy and
+    critic weights, and the metrics read as one run. Sampling, prompt order and the KL controller's
+    state all come back from the checkpoint."""
+    args = ["train.max_steps=4", "checkpoint.save_every=2", "checkpoint.keep_last=5", "optim.lr=1e-3",
+            "kl.target=0.5", "kl.horizon=100"]
+    out = tmp_path / "run"
+    straight = load_file(str(ppo(tiny_dir, prompts_file, out, *args, reward_dir=reward_dir) / "model.safetensors"))
+    straight_rows = metrics(out)
+    for name in ("model", "checkpoints/step-000003", "checkpoints/step-000004"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    resumed = load_file(str(ppo(tiny_dir, prompts_file, out, *args, "resume=true", reward_dir=reward_dir)
+                            / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["kl_coef"] for r in rows] == [r["kl_coef"] for r in straight_rows]
+    assert rows[-1]["reward"] == straight_rows[-1]["reward"]
+    ckpt = load_file(str(out / "checkpoints" / "step-000004" / "model.safetensors"))
+    assert any(k.startswith("critic.") for k in ckpt)  # the critic is part of the saved state
+
+
+def test_lora_policy_uses_itself_without_adapters_as_reference(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """With LoRA there is no second copy of the policy: KL starts at 0, grows as the adapters train,
+    and the saved policy is an adapter over the SFT model that loads with load_causal_lm."""
+    from alignkit.models import load_causal_lm
+
+    out = tmp_path / "lora"
+    model_dir = ppo(tiny_dir, prompts_file, out, "train.max_steps=4", "optim.lr=1e-2", "peft.method=lora",
+                    "peft.lora_r=4", "value_model=policy_head", reward_dir=reward_dir)
+    rows = metrics(out)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] != 0.0
+    assert (model_dir / "adapter_config.json").exists()
+    load_causal_lm(model_dir)
+
+
+def test_value_head_on_the_policy_and_ptx_and_early_stop(tiny_dir, prompts_file, train_file, reward_dir, tmp_path):
+    """value_model=policy_head trains without a second backbone; PPO-ptx reports its SFT loss; a tiny
+    approx-KL bound stops each iteration's 2 x 2 minibatches after the second: the first is measured
+    before any update (ratio 1, approx-KL 0), the second after one (approx-KL > 0)."""
+    out = tmp_path / "head"
+    ppo(tiny_dir, prompts_file, out, "train.max_steps=3", "optim.lr=1e-2", "value_model=policy_head",
+        "ppo.ptx_coef=0.5", f"ppo.ptx_path={train_file}", "ppo.ptx_batch_size=4", "ppo.target_approx_kl=1e-12",
+        reward_dir=reward_dir)
+    rows = metrics(out)
+    assert all(r["ptx_loss"] > 0 for r in rows)
+    assert [r["optimizer_steps"] for r in rows] == [2, 2, 2]
+
+
+def test_held_out_reward_and_best_policy(tiny_dir, prompts_file, reward_dir, tmp_path):
+    out = tmp_path / "best"
+    ppo(tiny_dir, prompts_file, out, "train.max_steps=2", "train.eval_every=1", "keep_best=true",
+        f"rollout.eval_prompts_path={prompts_file}", "rollout.eval_samples=8", reward_dir=reward_dir)
+    rows = metrics(out)
+    assert rows[0]["step"] == 0 and "eval_reward" in rows[0]
+    assert all("eval_reward" in r for r in rows[1:])
+    assert (out / "best" / "model.safetensors").exists() and (out / "curves.png").exists()
+
+
+def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"text": "no prompt"}])
+    with pytest.raises(DataError, match=r"bad.jsonl, line 2: expected a non-empty string 'prompt'"):
+        ppo(tiny_dir, bad, tmp_path / "bad", reward_dir=reward_dir)
+    with pytest.raises(ConfigError, match="reward_model is required"):
+        ppo(tiny_dir, prompts_file, tmp_path / "none")
+    with pytest.raises(ConfigError, match="must divide"):
+        load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "train.batch_size=10",
+                                      "ppo.minibatches=4"])
+    with pytest.raises(ConfigError, match="did you mean 'kl.coef'"):
+        load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "kl.coeff=0.1"])
+    code = main(["ppo", f"model.path={tiny_dir}", f"rollout.prompts_path={prompts_file}", f"reward_model={reward_dir}",
+                 f"output_dir={tmp_path / 'cli'}", "train.max_steps=1", "train.batch_size=8", "log.progress=false",
+                 "rollout.max_new_tokens=4"])
+    assert code == 0 and (tmp_path / "cli" / "model" / "config.json").exists()
