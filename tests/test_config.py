@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_CLASSES = [C.ModelConfig, C.DataConfig, C.OptimConfig, C.PeftConfig, C.TrainConfig,
                   C.CheckpointConfig, C.LogConfig, C.SFTConfig, C.CorpusConfig, C.TinyModelConfig,
                   C.PretrainConfig, C.WorldConfig, C.WorldEvalConfig, C.PipelineConfig, C.PreferenceDataConfig,
-                  C.RewardNormConfig, C.RMConfig]
+                  C.RewardNormConfig, C.RMConfig, C.RolloutConfig, C.KLConfig, C.PPOAlgoConfig, C.PPOConfig]
 REQUIRED = ["model.path=m", "data.train_path=d.jsonl"]
 
 
@@ -111,7 +111,7 @@ def test_unknown_command_suggests(capsys):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_loads_and_validates(path):
     stage = path.relative_to(ROOT / "configs").parts[0]
-    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "demo.yaml": C.PipelineConfig}[stage]
+    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "demo.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 

@@ -16,7 +16,9 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "pretrain.corpus.documents=600", "pretrain.model.hidden=64", "pretrain.train.max_steps=40",
            "sft.train.max_steps=60", "sft.checkpoint.save_every=0", "pretrain.log.progress=false",
            "sft.log.progress=false", "eval.max_new_tokens=12", "rm.train.max_steps=30", "rm.train.batch_size=16",
-           "rm.normalize.samples=16", "rm.normalize.max_new_tokens=8", "rm.log.progress=false"]
+           "rm.normalize.samples=16", "rm.normalize.max_new_tokens=8", "rm.log.progress=false",
+           "ppo.train.max_steps=2", "ppo.train.batch_size=16", "ppo.train.eval_every=1", "ppo.rollout.max_new_tokens=8",
+           "ppo.rollout.eval_samples=16", "ppo.log.progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,19 @@ def test_sft_improves_every_axis_over_the_base(reduced_run):
     assert norm["normalized_on"]["n"] == 16
 
 
+def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
+    """The reduced PPO stage (2 iterations) runs from the SFT model and the reward model, keeps its
+    best policy by held-out reward on training-split prompts, and the table compares it with SFT."""
+    results = json.loads((reduced_run / "results.json").read_text())
+    assert list(results["models"]) == ["base", "sft", "ppo"]
+    assert results["models"]["ppo"]["path"].endswith("ppo/best")
+    assert "heldout_phrasing" in results["models"]["ppo"]["win_rate_vs_sft"]
+    assert "win_rate_vs_sft" not in results["models"]["sft"]
+    assert "win rate vs sft" in (reduced_run / "results.md").read_text()
+    rows = [json.loads(line) for line in (reduced_run / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and all("eval_reward" in r for r in rows)
+
+
 def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):
     before = (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime
     cache = reduced_run.parent / "cache"
@@ -66,7 +81,7 @@ def test_world_data_command_writes_every_set(tmp_path, capsys):
     assert main(["world", "data", str(tmp_path / "w"), "sft_examples=50", "ranking_prompts=20", "rl_prompts=20",
                  "eval_prompts=20"]) == 0
     names = {p.name for p in (tmp_path / "w").iterdir()}
-    assert names == {"sft.jsonl", "rankings.jsonl", "rl_prompts.jsonl", "eval_heldout_phrasing.jsonl",
+    assert names == {"sft.jsonl", "rankings.jsonl", "rl_prompts.jsonl", "rl_eval_prompts.jsonl", "eval_heldout_phrasing.jsonl",
                      "eval_heldout_input.jsonl", "manifest.json"}
     ranking = json.loads((tmp_path / "w" / "rankings.jsonl").read_text().splitlines()[0])
     assert len(ranking["responses"]) == 4 and len(ranking["kinds"]) == 4

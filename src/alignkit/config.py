@@ -532,9 +532,11 @@ class WorldEvalConfig:
     """Requests generated together."""
     baseline: str = "base"
     """Model the others' win rates are measured against."""
+    also_vs: list[str] = field(default_factory=lambda: ["sft"])
+    """Further baselines for win rates (e.g. PPO against SFT), where those models were trained."""
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "eval")
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "eval")
 
 
 @dataclass
@@ -544,7 +546,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -556,6 +558,8 @@ class PipelineConfig:
     """Supervised fine-tuning (model.path, data paths and output_dir are set by the pipeline)."""
     rm: RMConfig = field(default_factory=RMConfig)
     """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
     eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
     """Evaluation of every model on the held-out requests."""
 

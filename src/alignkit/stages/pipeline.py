@@ -5,6 +5,8 @@ pretrain  the base model, cached by a hash of its config under run_dir/cache (a 
           at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
+ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
+          with the best reward on other training-split prompts, when ppo.keep_best)
 eval      every policy so far on held-out requests, and the reward model's accuracy by kind of pair
           -> run_dir/results.json, results.md, a table
 
@@ -109,6 +111,24 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         reward_dir = run_rm(rm_cfg)
         timings["rm"] = time.time() - t
 
+    if "ppo" in cfg.stages:
+        from alignkit.stages.ppo import run_ppo
+
+        t = time.time()
+        policy = models.get("sft") or Path(cfg.ppo.model.path)
+        reward = reward_dir or Path(cfg.ppo.reward_model)
+        ppo_cfg = dataclasses.replace(
+            cfg.ppo, output_dir=str(run_dir / "ppo"), resume=True,
+            model=dataclasses.replace(cfg.ppo.model, path=str(policy)), reward_model=str(reward),
+            rollout=dataclasses.replace(cfg.ppo.rollout, prompts_path=str(world["rl_prompts"]),
+                                        eval_prompts_path=str(world["rl_eval_prompts"])))
+        ppo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (ppo)")
+        console.print("[bold]ppo[/] RLHF against the reward model")
+        final = run_ppo(ppo_cfg)
+        best = run_dir / "ppo" / "best"
+        models["ppo"] = best if cfg.ppo.keep_best and (best / "config.json").exists() else final
+        timings["ppo"] = time.time() - t
+
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
         from alignkit.world.report import results_table, reward_lines, write_results
@@ -118,7 +138,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         splits = {"heldout_phrasing": read_items(world["eval_heldout_phrasing"]),
                   "heldout_input": read_items(world["eval_heldout_input"])}
         baseline = cfg.eval.baseline if cfg.eval.baseline in models else next(iter(models))
-        results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                                  tuple(cfg.eval.also_vs))
         if reward_dir is not None:
             from alignkit.world.evaluate import evaluate_reward_model
 

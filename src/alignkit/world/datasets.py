@@ -3,6 +3,8 @@
     sft.jsonl                 chat demonstrations, imperfect by world.sloppy_share
     rankings.jsonl            prompts with 2-4 candidate responses, ordered best first by the annotator
     rl_prompts.jsonl          prompts for RL (training split; harmful and benign look-alikes balanced)
+    rl_eval_prompts.jsonl     other training-split prompts, for RL's held-out reward (model selection
+                              never looks at the evaluation splits)
     eval_heldout_phrasing.jsonl, eval_heldout_input.jsonl
                               held-out requests with what the oracle needs to score any answer
     manifest.json             the config and the row counts
@@ -62,7 +64,7 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: cfg.thin_weight for name in cfg.thin_families}
     paths = {name: out / f"{name}.jsonl" for name in
-             ("sft", "rankings", "rl_prompts", "eval_heldout_phrasing", "eval_heldout_input")}
+             ("sft", "rankings", "rl_prompts", "rl_eval_prompts", "eval_heldout_phrasing", "eval_heldout_input")}
     counts = {}
     demos = sample_items("train", cfg.sft_examples, cfg.seed, cfg.safety_share, weights=weights)
     counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
@@ -70,6 +72,11 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg))
     rl = unique_prompts(sample_items("train", cfg.rl_prompts, cfg.seed + 2, cfg.safety_share))
     counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
+    taken = {i.prompt for i in rl}
+    rl_eval = [i for i in unique_prompts(sample_items("train", cfg.eval_prompts, cfg.seed + 4, cfg.safety_share))
+               if i.prompt not in taken]
+    counts["rl_eval_prompts"] = _write_jsonl(paths["rl_eval_prompts"], [{"prompt": i.prompt, **i.as_dict()}
+                                                                       for i in rl_eval])
     for split in ("heldout_phrasing", "heldout_input"):
         items = unique_prompts(sample_items(split, cfg.eval_prompts, cfg.seed + 3, cfg.safety_share))
         counts[f"eval_{split}"] = _write_jsonl(paths[f"eval_{split}"], [i.as_dict() for i in items])

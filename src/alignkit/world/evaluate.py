@@ -46,8 +46,9 @@ def answer_perplexity(model: Any, tokenizer: Any, items: list[Item], batch_size:
 
 
 def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]], baseline: str,
-                    max_new_tokens: int = 24, batch_size: int = 128) -> dict[str, Any]:
-    """Scores of every model on every split, and win rates against `baseline` on each split."""
+                    max_new_tokens: int = 24, batch_size: int = 128, also_vs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Scores of every model on every split, and win rates against `baseline` on each split (and
+    against each model of `also_vs` that was evaluated, for the models after it)."""
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
 
@@ -64,10 +65,16 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
             "scores": {split: score(items, answers[name][split]) for split, items in splits.items()},
             "perplexity": answer_perplexity(model, tokenizer, splits[first]),
         }
-    for name in models:
+    names = list(models)
+    for name in names:
         results["models"][name]["win_rate_vs_" + baseline] = {
             split: win_rate(items, answers[name][split], answers[baseline][split]) for split, items in splits.items()
         }
+        for other in also_vs:
+            if other in models and other != baseline and names.index(name) > names.index(other):
+                results["models"][name]["win_rate_vs_" + other] = {
+                    split: win_rate(items, answers[name][split], answers[other][split])
+                    for split, items in splits.items()}
     results["samples"] = {split: [{"prompt": items[i].prompt, "answer": items[i].answer,
                                    **{name: answers[name][split][i] for name in models}}
                                   for i in range(min(8, len(items)))]

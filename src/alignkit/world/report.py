@@ -21,23 +21,33 @@ def _win(w: dict[str, Any]) -> str:
     return f"{100 * w['win_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] ({100 * w['tie_rate']:.0f}% ties)"
 
 
+def _baselines(results: dict[str, Any]) -> list[str]:
+    """The models win rates were measured against: the main baseline first, then any others."""
+    seen: list[str] = []
+    for r in results["models"].values():
+        for key in r:
+            if key.startswith("win_rate_vs_") and key.removeprefix("win_rate_vs_") not in seen:
+                seen.append(key.removeprefix("win_rate_vs_"))
+    return seen
+
+
 def rows(results: dict[str, Any]) -> list[list[str]]:
     out = []
-    baseline_key = next(k for k in next(iter(results["models"].values())) if k.startswith("win_rate_vs_"))
+    baselines = _baselines(results)
     for name, r in results["models"].items():
         p, i = r["scores"]["heldout_phrasing"], r["scores"]["heldout_input"]
+        wins = [_win(r.get(f"win_rate_vs_{b}", {}).get("heldout_phrasing")) if name != b else "-" for b in baselines]
         out.append([name, _pct(p["accuracy"]), _pct(i["accuracy"]), _pct(p["refusal_rate"]),
-                    _pct(p["over_refusal_rate"]), _win(r[baseline_key]["heldout_phrasing"]), f"{r['perplexity']:.2f}"])
+                    _pct(p["over_refusal_rate"]), _pct(i["over_refusal_rate"]), *wins, f"{r['perplexity']:.2f}"])
     return out
 
 
 HEADERS = ["model", "accuracy, new phrasings", "accuracy, new inputs", "refuses harmful",
-           "over-refuses benign", "win rate vs {baseline} [95% CI] (ties)", "answer ppl"]
+           "over-refuses benign", "over-refuses benign, new inputs"]
 
 
 def _headers(results: dict[str, Any]) -> list[str]:
-    baseline_key = next(k for k in next(iter(results["models"].values())) if k.startswith("win_rate_vs_"))
-    return [h.format(baseline=baseline_key.removeprefix("win_rate_vs_")) for h in HEADERS]
+    return [*HEADERS, *[f"win rate vs {b} [95% CI] (ties)" for b in _baselines(results)], "answer ppl"]
 
 
 def reward_lines(results: dict[str, Any]) -> list[str]:
@@ -61,7 +71,7 @@ def results_table(results: dict[str, Any]) -> Table:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["| " + " | ".join(_headers(results)) + " |", "|" + " --- |" * len(HEADERS)]
+    lines = ["| " + " | ".join(_headers(results)) + " |", "|" + " --- |" * len(_headers(results))]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
     families = sorted(next(iter(results["models"].values()))["scores"]["heldout_phrasing"]["per_family"])
     lines += ["", "Accuracy per family (held-out phrasings / held-out inputs):", "",
