@@ -176,6 +176,9 @@ def test_held_out_reward_and_best_policy(tiny_dir, prompts_file, reward_dir, tmp
     assert rows[0]["step"] == 0 and "eval_reward" in rows[0]
     assert all("eval_reward" in r for r in rows[1:])
     assert (out / "best" / "model.safetensors").exists() and (out / "curves.png").exists()
+    assert main(["plot", str(out), "--keys", "reward,kl,eval_reward", "--out", str(tmp_path / "rk.png")]) == 0
+    assert (tmp_path / "rk.png").stat().st_size > 0
+    assert main(["plot", str(out), "--keys", "rewrd"]) == 2  # unknown metric: an error, not an empty plot
 
 
 def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys):

@@ -156,3 +156,28 @@ def test_recomputed_logprobs_match_the_sampling_distribution(tiny_dir):
         mine = response_logprobs(model, rollout, temperature=0.7)
     m = rollout.response_mask[:, :sampled.shape[1]].bool()
     assert torch.allclose(mine[:, :sampled.shape[1]][m], sampled[m], atol=1e-4)
+
+
+def test_selecting_rows_drops_only_shared_padding_and_keeps_logprobs(tiny_dir):
+    """A rollout of prompts of different lengths with responses that ended at different points:
+    taking rows 1 and 2 alone removes the prompt columns that are padding in both and the response
+    columns after both ended, and their log-probs are those of the full batch."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rl.rollout import Rollout, response_logprobs, select
+
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    p, eos, pad = 5, tok.eos_token_id, tok.pad_token_id
+    ids = torch.tensor([[10, 11, 12, 13, 14, 20, 21, 22, 23, eos],
+                        [pad, pad, pad, 15, 16, 24, eos, pad, pad, pad],
+                        [pad, pad, 17, 18, 19, 25, 26, eos, pad, pad]])
+    att = (ids != pad).long()
+    resp_mask = att[:, p:]
+    roll = Rollout(ids, att, p, resp_mask, torch.tensor([True, True, True]))
+    part = select(roll, torch.tensor([1, 2]))
+    assert part.prompt_width == 3 and part.sequences.tolist() == [[pad, 15, 16, 24, eos, pad],
+                                                                  [17, 18, 19, 25, 26, eos]]
+    assert part.response_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    with torch.no_grad():
+        full = response_logprobs(model, roll)[1:]
+        alone = response_logprobs(model, part)
+    assert torch.allclose(alone, full[:, :3], atol=1e-5) and not full[:, 3:].any()

@@ -106,6 +106,7 @@ def cmd_plot(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="alignkit plot", description="Draw a run's metrics.jsonl as PNG curves.")
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.add_argument("--keys", help="comma-separated metrics to draw (default: all), e.g. reward,kl,eval_reward")
     args = p.parse_args(argv)
     from pathlib import Path
 
@@ -115,7 +116,7 @@ def cmd_plot(argv: list[str]) -> int:
     path = Path(args.run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise AlignkitError(f"{path} does not exist: is {args.run_dir} a run directory?")
-    print(plot_metrics(path, args.out))
+    print(plot_metrics(path, args.out, keys=args.keys.split(",") if args.keys else None))
     return 0
 
 

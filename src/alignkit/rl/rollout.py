@@ -30,6 +30,22 @@ class Rollout:
         return self.sequences[:, self.prompt_width:]
 
 
+def select(rollout: Rollout, idx: torch.Tensor | slice) -> Rollout:
+    """Rows `idx` of a rollout without the columns that are padding in every one of them: prompt
+    columns left of all rows' first real token, response columns after all rows' last kept token.
+    Exact: position ids count real tokens only, and causal attention never looks right; it saves
+    the forward and backward passes their share of padding."""
+    att = rollout.attention_mask[idx]
+    p = rollout.prompt_width
+    real = att[:, :p].any(0)
+    first = int(real.long().argmax()) if bool(real.any()) else p - 1
+    mask = rollout.response_mask[idx]
+    width = max(1, int(mask.sum(1).max()))
+    end = p + width
+    return Rollout(rollout.sequences[idx][:, first:end], att[:, first:end], p - first, mask[:, :width],
+                   rollout.ended[idx])
+
+
 def response_mask_from(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask, ended): 1 up to and including the first EOS of each row; ended where an EOS exists."""
     is_eos = responses == eos_id

@@ -35,7 +35,7 @@ from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, whiten
 from alignkit.rl.advantages import masked_mean, masked_var
-from alignkit.rl.rollout import Rollout, response_logprobs, sample_rollout, token_logprobs
+from alignkit.rl.rollout import Rollout, response_logprobs, sample_rollout, select, token_logprobs
 from alignkit.training.batching import global_batch, shard
 from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from alignkit.training.lm_loop import TrainingDiverged
@@ -202,11 +202,12 @@ def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list
     actor.eval()
     chunk = micro_size(cfg)
     old_logp, values = [], []
+    width = roll.responses.shape[1]
     for s in range(0, roll.sequences.shape[0], chunk):
-        part = slice(s, s + chunk)
-        logits, v = actor(roll.sequences[part], roll.attention_mask[part], roll.prompt_width)
-        old_logp.append(token_logprobs(logits, roll.responses[part], cfg.rollout.temperature))
-        values.append(v)
+        part = select(roll, slice(s, s + chunk))
+        logits, v = actor(part.sequences, part.attention_mask, part.prompt_width)
+        old_logp.append(widen(token_logprobs(logits, part.responses, cfg.rollout.temperature), width))
+        values.append(widen(v, width))
     mask = roll.response_mask
     old_logp = torch.cat(old_logp) * mask
     values = torch.cat(values) * mask
@@ -252,10 +253,14 @@ def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chu
     out = []
     with ctx:
         for s in range(0, roll.sequences.shape[0], chunk):
-            part = Rollout(roll.sequences[s:s + chunk], roll.attention_mask[s:s + chunk], roll.prompt_width,
-                           roll.response_mask[s:s + chunk], roll.ended[s:s + chunk])
-            out.append(response_logprobs(model, part, cfg.rollout.temperature))
+            part = select(roll, slice(s, s + chunk))
+            out.append(widen(response_logprobs(model, part, cfg.rollout.temperature), roll.responses.shape[1]))
     return torch.cat(out)
+
+
+def widen(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad (B, w) per-token values with zeros back to the rollout's response width."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
 def micro_size(cfg: PPOConfig) -> int:
@@ -286,19 +291,22 @@ def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, rol
             for k in range(cfg.train.grad_accum):
                 idx = order[m * mb + k * micro: m * mb + (k + 1) * micro]
                 sync = nullcontext() if k == cfg.train.grad_accum - 1 else accelerator.no_sync(actor)
+                sub = select(roll, idx)
+                w = sub.responses.shape[1]
+                m_, old_, adv_, v_old, ret = (x[idx][:, :w] for x in (mask, exp["old_logp"], exp["advantages"],
+                                                                      exp["values"], exp["returns"]))
                 with sync, accelerator.autocast():
-                    logits, values = actor(roll.sequences[idx], roll.attention_mask[idx], roll.prompt_width)
-                    logp = token_logprobs(logits, roll.responses[idx], cfg.rollout.temperature) * mask[idx]
-                    pl, ps = ppo_policy_loss(logp, exp["old_logp"][idx], exp["advantages"][idx], mask[idx], p.clip)
-                    vl, vs = ppo_value_loss(values * mask[idx], exp["values"][idx], exp["returns"][idx], mask[idx],
-                                            p.value_clip)
+                    logits, values = actor(sub.sequences, sub.attention_mask, sub.prompt_width)
+                    logp = token_logprobs(logits, sub.responses, cfg.rollout.temperature) * m_
+                    pl, ps = ppo_policy_loss(logp, old_, adv_, m_, p.clip)
+                    vl, vs = ppo_value_loss(values * m_, v_old, ret, m_, p.value_clip)
                     loss = pl + p.vf_coef * vl
                     if p.entropy_coef:
-                        entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), mask[idx], dim=1)
+                        entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), m_, dim=1)
                         loss = loss - p.entropy_coef * entropy
                     else:
                         with torch.no_grad():
-                            entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), mask[idx], dim=1)
+                            entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), m_, dim=1)
                     total = loss.sum() / mb
                     if ptx_rows:
                         ptx = ptx_loss(cfg, accelerator, actor, ptx_rows, iteration, steps, k, pad_id)

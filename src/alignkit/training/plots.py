@@ -9,8 +9,10 @@ from alignkit.training.metrics import read_metrics
 SKIP = {"step", "time", "epoch"}
 
 
-def plot_metrics(metrics_path: str | Path, out_png: str | Path | None = None, title: str = "") -> Path:
-    """Draw every numeric metric (loss, eval_loss, lr, tokens_per_s, ...) in a grid; return the PNG path."""
+def plot_metrics(metrics_path: str | Path, out_png: str | Path | None = None, title: str = "",
+                 keys: list[str] | None = None) -> Path:
+    """Draw every numeric metric (loss, eval_loss, lr, tokens_per_s, ...), or only `keys`, in a grid;
+    return the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers
@@ -21,10 +23,17 @@ def plot_metrics(metrics_path: str | Path, out_png: str | Path | None = None, ti
     series: dict[str, tuple[list[float], list[float]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key not in SKIP and isinstance(value, (int, float)):
+            if key not in SKIP and isinstance(value, (int, float)) and (keys is None or key in keys):
                 xs, ys = series.setdefault(key, ([], []))
                 xs.append(row["step"])
                 ys.append(value)
+    if keys:
+        missing = [k for k in keys if k not in series]
+        if missing:
+            from alignkit.errors import AlignkitError
+
+            raise AlignkitError(f"{metrics_path}: no numeric metric named {', '.join(missing)}")
+        series = {k: series[k] for k in keys}
     out_png = Path(out_png) if out_png else metrics_path.with_name("curves.png")
     cols = min(3, max(1, len(series)))
     nrows = max(1, -(-len(series) // cols))

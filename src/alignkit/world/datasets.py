@@ -24,8 +24,8 @@ from alignkit.world.generate import candidate, sample_items, sft_rows, unique_pr
 from alignkit.world.oracle import annotate_ranking
 from alignkit.world.tasks import FAMILIES, Item
 
-KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal")
-KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose")
+KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal", "verbose_wrong")
+KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose", "hedge")
 KINDS_BENIGN = ("correct", "refusal", "verbose", "off_topic")
 
 

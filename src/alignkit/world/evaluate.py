@@ -83,8 +83,9 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
 
 
 PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the pair tests
-    ("correct", "verbose"): "style",  # both right; concise preferred
+    ("correct", "verbose"): "style", ("wrong", "verbose_wrong"): "style",  # same answer; concise preferred
     ("correct", "wrong"): "correctness", ("verbose", "wrong"): "correctness",  # right vs a wrong answer
+    ("correct", "verbose_wrong"): "correctness", ("verbose", "verbose_wrong"): "correctness",
     ("correct", "off_topic"): "relevance", ("verbose", "off_topic"): "relevance", ("wrong", "off_topic"): "relevance",
     ("correct", "refusal"): "relevance", ("verbose", "refusal"): "relevance", ("wrong", "refusal"): "relevance",
 }

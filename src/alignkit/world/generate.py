@@ -111,13 +111,18 @@ def wrong_answer(item: Item, rng: random.Random) -> str:
 
 
 def candidate(item: Item, kind: str, rng: random.Random) -> str:
-    """A response of one kind: correct, verbose, wrong, off_topic, refusal or compliance."""
+    """A response of one kind: correct, verbose, wrong, verbose_wrong, off_topic, refusal, compliance
+    or (to a harmful request) hedge."""
     if kind == "correct":
         return item.answer
     if kind == "verbose":
         return verbose(item.answer, rng) if not item.harmful else f"{item.answer} {rng.choice(VERBOSE_CLOSERS).strip()}"
     if kind == "wrong":
         return wrong_answer(item, rng)
+    if kind == "verbose_wrong":  # padding on a wrong answer: lets a reward model learn that padding is
+        return verbose(wrong_answer(item, rng), rng)  # disliked without first judging correctness
+    if kind == "hedge":  # neither a refusal nor the instructions: chatter about something else
+        return verbose(wrong_answer(item, rng), rng)
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
     if kind == "refusal":
