@@ -209,29 +209,35 @@ def main() -> None:
     p.add_argument("--minibatches", type=int, default=2, help="optimizer steps per PPO epoch")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=("trl", "alignkit"), help="run one side")
+    p.add_argument("--only", choices=("trl", "alignkit", "alignkit_head"), help="run one side")
+    p.add_argument("--no-value-head", action="store_true",
+                   help="skip the extra alignkit row with value_model=policy_head (a head on the policy: 3 models)")
     p.add_argument("--trl-dir", type=Path, default=DEFAULT_TRL_DIR,
                    help=f"a directory holding trl {TRL_VERSION} (pip --target); default ${TRL_DIR_ENV} or %(default)s")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 iterations x 16 prompts, 16 new tokens")
     p.add_argument("--verbose", action="store_true", help="show the children's output as it comes")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ppo.json"))
-    p.add_argument("--side", choices=("trl", "alignkit"), help=argparse.SUPPRESS)  # child mode
+    p.add_argument("--side", choices=("trl", "alignkit", "alignkit_head"), help=argparse.SUPPRESS)  # child mode
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
         settings = json.loads((args.work / "settings.json").read_text())
         torch.set_num_threads(settings["threads"])
-        (side_trl if args.side == "trl" else side_alignkit)(settings, args.work, args.trl_dir)
+        if args.side == "trl":
+            side_trl(settings, args.work, args.trl_dir)
+        else:
+            side_alignkit(settings, args.work, args.trl_dir, args.side)
         return
 
     if args.quick:
         args.iterations, args.batch_size, args.prompts, args.max_new_tokens = 3, 16, 64, 16
     assert args.iterations >= 2, "iteration 1 is a warm-up; use --iterations >= 2"
     assert args.batch_size % args.minibatches == 0, "--batch-size must divide into --minibatches equal parts"
-    sides = [args.only] if args.only else ["trl", "alignkit"]
+    sides = [args.only] if args.only else ["trl", "alignkit"] + ([] if args.no_value_head else ["alignkit_head"])
     trl_dir = resolve_trl_dir(args.trl_dir.expanduser().resolve()) if "trl" in sides else args.trl_dir
     meter = ChildMeter()
-    settings = {k: v for k, v in vars(args).items() if k not in ("side", "work", "trl_dir", "out", "verbose")}
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("side", "work", "trl_dir", "out", "verbose", "no_value_head")}
     settings.update(lr=LR, kl_coef=KL_COEF, no_eos_penalty=NO_EOS_PENALTY, temperature=1.0,
                     counted_iterations=args.iterations - 1, trl_dir=str(trl_dir))
 
@@ -264,17 +270,17 @@ def main() -> None:
           f"{args.batch_size} prompts/iteration, {args.max_new_tokens} new tokens, {args.epochs} PPO epochs x "
           f"{args.minibatches} minibatches, {args.iterations} iterations (1 = warm-up, not counted), "
           f"{args.threads} threads")
-    print(f"{'system':<34}{'iters':>6}{'episodes':>9}{'seconds':>9}{'ep/s':>7}{'vs TRL':>8}"
+    print(f"{'system':<42}{'iters':>6}{'episodes':>9}{'seconds':>9}{'ep/s':>7}{'vs TRL':>8}"
           f"{'gen':>7}{'score':>7}{'update':>8}{'other':>7}{'eos %':>7}")
     for r in results:
         if "error" in r:
-            print(f"{r['system']:<34}  failed: {r['error'][:100]}")
+            print(f"{r['system']:<42}  failed: {r['error'][:100]}")
             continue
         s = r["split_s"]
         vs = f"{r['ratio_vs_trl']:>7.2f}x" if "ratio_vs_trl" in r else f"{'':>8}"
         eos = f"{100 * r['eos_rate']:>6.0f}%" if r.get("eos_rate") is not None else f"{'-':>7}"
         fmt = lambda k: f"{s[k]:>7.1f}" if s.get(k) is not None else f"{'-':>7}"  # noqa: E731
-        print(f"{r['system']:<34}{args.iterations - 1:>6}{r['episodes']:>9}{r['seconds']:>9.2f}"
+        print(f"{r['system']:<42}{args.iterations - 1:>6}{r['episodes']:>9}{r['seconds']:>9.2f}"
               f"{r['episodes_per_s']:>7.2f}{vs}{fmt('gen_s')}{fmt('score_s')} {fmt('update_s')}{fmt('other_s')}{eos}")
     print("(gen/score/update/other: seconds over the counted iterations; TRL's `other` includes gc_s "
           f"{trl['split_s']['gc_s']:.1f} s of explicit gc.collect())" if trl else "")
@@ -434,19 +440,22 @@ def side_trl(settings: dict, work: Path, trl_dir: Path) -> None:
         "versions": {**versions(), "trl": trl.__version__, "trl_file": trl.__file__}})
 
 
-def side_alignkit(settings: dict, work: Path, trl_dir: Path) -> None:
+def side_alignkit(settings: dict, work: Path, trl_dir: Path, side: str = "alignkit") -> None:
+    """The alignkit row: the same four models (value_model=reward); side alignkit_head instead puts
+    the critic as a linear head on the policy (three models: no second backbone to run and train)."""
     import alignkit
     from alignkit.config import PPOConfig, load_config
     from alignkit.training.metrics import read_metrics
 
-    system = "alignkit run_ppo"
+    value_model = "policy_head" if side == "alignkit_head" else "reward"
+    system = "alignkit run_ppo" + (" (value head on policy)" if value_model == "policy_head" else "")
     try:
         from alignkit.stages.ppo import run_ppo
     except ImportError as exc:
-        write_result(work, "alignkit", {"system": system, "error": f"alignkit.stages.ppo is not available: {exc}"})
+        write_result(work, side, {"system": system, "error": f"alignkit.stages.ppo is not available: {exc}"})
         return
     n_iter, batch = settings["iterations"], settings["batch_size"]
-    out = work / "alignkit-out"
+    out = work / f"{side}-out"
     try:  # what the stage does to a score 0.5 whose response never ended: TRL's rule gives 0.5 - penalty
         from alignkit.stages.ppo import final_scores
         got = float(final_scores(torch.tensor([0.5]), torch.tensor([False]), NO_EOS_PENALTY, 0.0)[0])
@@ -456,7 +465,7 @@ def side_alignkit(settings: dict, work: Path, trl_dir: Path) -> None:
     if not penalty.get("as_trl"):
         print(f"warning: alignkit's no-EOS penalty does not act as TRL's missing_eos_penalty: {penalty}")
     cfg = load_config(PPOConfig, None, [
-        f"model.path={work / 'policy'}", f"reward_model={work / 'rm'}", "value_model=reward",
+        f"model.path={work / 'policy'}", f"reward_model={work / 'rm'}", f"value_model={value_model}",
         f"rollout.prompts_path={work / 'prompts.jsonl'}", f"output_dir={out}", f"seed={settings['seed']}",
         f"train.batch_size={batch}", "train.grad_accum=1", f"train.max_steps={n_iter}", "train.precision=fp32",
         f"ppo.epochs={settings['epochs']}", f"ppo.minibatches={settings['minibatches']}",
@@ -487,7 +496,7 @@ def side_alignkit(settings: dict, work: Path, trl_dir: Path) -> None:
     known = [v for v in split_s.values() if v is not None]
     split_s["other_s"] = seconds - sum(known) if len(known) == 3 else None
     no_eos = [r["no_eos"] for r in counted if "no_eos" in r]  # share of responses without EOS
-    write_result(work, "alignkit", {
+    write_result(work, side, {
         "system": system, "episodes": counted_episodes, "seconds": seconds, "split_s": split_s,
         "iteration_s": [b["time"] - a["time"] for a, b in zip(rows, rows[1:])],
         "eos_rate": 1 - sum(no_eos) / len(no_eos) if len(no_eos) == len(counted) else None,

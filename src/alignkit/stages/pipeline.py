@@ -88,6 +88,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         timings["sft"] = time.time() - t
 
     reward_dir: Path | None = None
+    ppo_summary: dict[str, Any] | None = None
     if "rm" in cfg.stages:
         from alignkit.stages.rm import run_rm
 
@@ -127,11 +128,12 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         final = run_ppo(ppo_cfg)
         best = run_dir / "ppo" / "best"
         models["ppo"] = best if cfg.ppo.keep_best and (best / "config.json").exists() else final
+        ppo_summary = summarize_ppo(run_dir / "ppo" / "metrics.jsonl", models["ppo"] == best)
         timings["ppo"] = time.time() - t
 
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
-        from alignkit.world.report import results_table, reward_lines, write_results
+        from alignkit.world.report import ppo_lines, results_table, reward_lines, write_results
 
         t = time.time()
         console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -146,12 +148,33 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             policy = models.get("sft") or next(iter(models.values()))
             results["reward_model"] = evaluate_reward_model(reward_dir, splits["heldout_phrasing"], policy,
                                                             cfg.world.seed, cfg.eval.batch_size)
+        if ppo_summary:
+            results["ppo"] = ppo_summary
         timings["eval"] = time.time() - t
         results["timings_s"] = {**timings, "total": time.time() - started}
         paths = write_results(results, run_dir)
         console.print(results_table(results))
-        for line in reward_lines(results):
+        for line in reward_lines(results) + ppo_lines(results):
             console.print(line)
         console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
     return run_dir
+
+
+def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
+    """The PPO run in a few numbers: iterations, the one kept (best held-out reward, or the last),
+    its held-out reward and KL to the reference, and the largest KL of any iteration."""
+    from alignkit.training.metrics import read_metrics
+
+    rows = read_metrics(metrics_path)
+    train = [r for r in rows if "kl" in r]
+    evals = [r for r in rows if "eval_reward" in r]
+    if not train or not evals:
+        return None
+    kept = max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+    # Iteration 0 is the starting (SFT) policy itself: KL 0. A row's KL is that of its rollouts, taken
+    # before its update; the policy kept after iteration k is nearest to the rollouts of k + 1.
+    after = next((r for r in train if r["step"] == kept["step"] + 1), train[-1])
+    return {"iterations": train[-1]["step"], "kept_iteration": kept["step"], "eval_reward": kept["eval_reward"],
+            "eval_reward_start": evals[0]["eval_reward"], "kl": after["kl"] if kept["step"] else 0.0,
+            "kl_max": max(r["kl"] for r in train)}

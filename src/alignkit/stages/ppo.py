@@ -106,7 +106,11 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer,
              "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
     if start == 0 and eval_prompts and cfg.train.eval_every:
-        metrics.write(0, **evaluate_reward(cfg, accelerator, roles, eval_prompts))
+        first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
+        metrics.write(0, **first)
+        if cfg.keep_best:  # the policy PPO starts from is a candidate too: PPO may never beat it
+            best = first["eval_reward"]
+            save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path)
 
     # ---------------------------------------------------------------- loop
     with ProgressBar(iterations, start, "ppo", cfg.log.progress and accelerator.is_main_process) as bar:

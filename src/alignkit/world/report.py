@@ -50,6 +50,15 @@ def _headers(results: dict[str, Any]) -> list[str]:
     return [*HEADERS, *[f"win rate vs {b} [95% CI] (ties)" for b in _baselines(results)], "answer ppl"]
 
 
+def ppo_lines(results: dict[str, Any]) -> list[str]:
+    r = results.get("ppo")
+    if not r:
+        return []
+    return [f"PPO: {r['iterations']} iterations, the policy kept is iteration {r['kept_iteration']} "
+            f"(held-out reward {r['eval_reward']:+.3f}, from {r['eval_reward_start']:+.3f}); KL to the reference "
+            f"{r['kl']:.3f} nats per response there (at most {r['kl_max']:.3f} in any iteration)."]
+
+
 def reward_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("reward_model")
     if not r:
@@ -82,6 +91,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     if results.get("reward_model"):
         lines += ["", *reward_lines(results)]
+    if results.get("ppo"):
+        lines += ["", *ppo_lines(results)]
     if "timings_s" in results:
         lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items())]
     return "\n".join(lines) + "\n"
