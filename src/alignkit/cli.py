@@ -107,6 +107,7 @@ def cmd_plot(argv: list[str]) -> int:
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     p.add_argument("--keys", help="comma-separated metrics to draw (default: all), e.g. reward,kl,eval_reward")
+    p.add_argument("--title", default="", help="figure title (default: the run directory)")
     args = p.parse_args(argv)
     from pathlib import Path
 
@@ -116,7 +117,7 @@ def cmd_plot(argv: list[str]) -> int:
     path = Path(args.run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise AlignkitError(f"{path} does not exist: is {args.run_dir} a run directory?")
-    print(plot_metrics(path, args.out, keys=args.keys.split(",") if args.keys else None))
+    print(plot_metrics(path, args.out, title=args.title, keys=args.keys.split(",") if args.keys else None))
     return 0
 
 
