@@ -196,3 +196,24 @@ def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys)
                  f"output_dir={tmp_path / 'cli'}", "train.max_steps=1", "train.batch_size=8", "log.progress=false",
                  "rollout.max_new_tokens=4"])
     assert code == 0 and (tmp_path / "cli" / "model" / "config.json").exists()
+
+
+def test_two_processes_run_with_one_kl_controller(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """DDP on CPU (gloo) through `accelerate launch`: 2 processes x 8 prompts make 16 episodes an
+    iteration, and the adaptive KL coefficient (which every process updates from the KL summed over
+    both) is logged and checkpointed once; the run resumes from it."""
+    import subprocess
+    import sys
+
+    args = [f"model.path={tiny_dir}", f"rollout.prompts_path={prompts_file}", f"reward_model={reward_dir}",
+            f"output_dir={tmp_path / 'ddp'}", "train.batch_size=8", "train.max_steps=2", "rollout.max_new_tokens=6",
+            "kl.target=0.01", "kl.horizon=10", "optim.lr=1e-2", "checkpoint.save_every=1", "log.progress=false"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alignkit", "ppo"]
+    proc = subprocess.run(launch + args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = metrics(tmp_path / "ddp")
+    assert [r["episodes"] for r in rows] == [16, 32]
+    assert rows[0]["kl_coef"] == 0.05 and rows[1]["kl_coef"] != 0.05  # the controller moved
+    state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-000002" / "state.json").read_text())
+    assert state["extra"]["kl_coef"] != 0.05

@@ -126,14 +126,15 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             t3 = time.perf_counter()
-            kl_ctl.update(float(exp["kl_per_sequence"]), global_size)
 
-            row = iteration_metrics(accelerator, roll, exp, stats)
+            row = iteration_metrics(accelerator, roll, exp, stats)  # summed over processes, so every
+            row["kl_coef"] = kl_ctl.value                             # process's controller moves alike
+            kl_ctl.update(row["kl"], global_size)
             done = it + 1
             seconds = t3 - t0
             tokens = float(roll.response_mask.sum())
             gen_tok, train_tok = reduce_sum(accelerator, tokens, float(roll.attention_mask.sum()) * stats["passes"])
-            row.update(kl_coef=kl_ctl.value, lr=lr, episodes=done * global_size,
+            row.update(lr=lr, episodes=done * global_size,
                        episodes_per_s=global_size / seconds, gen_s=gen_s, score_s=t2 - t1, train_s=t3 - t2,
                        gen_tokens_per_s=gen_tok / max(gen_s, 1e-9), train_tokens_per_s=train_tok / max(t3 - t2, 1e-9))
             if not math.isfinite(row["policy_loss"]) or not math.isfinite(row["value_loss"]):
@@ -231,8 +232,7 @@ def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list
         advantages = whiten(advantages, mask)
     actor.train()
     return {"old_logp": old_logp, "values": values, "ref_logp": ref_logp, "raw_scores": raw, "scores": scores,
-            "rewards": rewards, "kl": kl, "advantages": advantages, "returns": returns,
-            "kl_per_sequence": kl.sum(1).mean()}
+            "rewards": rewards, "kl": kl, "advantages": advantages, "returns": returns}
 
 
 def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:

@@ -1,0 +1,102 @@
+"""PPO's levers on the demo world, one at a time, each judged by the oracle on held-out requests.
+
+    make demo                                   # first: the SFT model and reward model in runs/demo
+    python examples/ppo_levers.py runs/demo     # ~20 minutes on 2 cores; writes runs/demo/levers.md
+
+Every variant starts from the demo's SFT model and reward model with the demo's PPO settings and
+changes one thing: the KL coefficient, reward clipping, the reward offset (normalisation), the
+response length limit, and early stopping (the best policy by held-out reward against the last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from alignkit.config import PipelineConfig, PPOConfig, load_config, to_yaml
+from alignkit.stages.ppo import run_ppo
+from alignkit.training.metrics import read_metrics
+from alignkit.world.datasets import read_items
+from alignkit.world.evaluate import evaluate_models
+
+VARIANTS = {  # name -> overrides of the demo's ppo section
+    "demo (beta 0.15)": [],
+    "beta 0.05": ["kl.coef=0.05"],
+    "beta 0.4": ["kl.coef=0.4"],
+    "adaptive beta, target KL 0.2": ["kl.target=0.2", "kl.horizon=2000"],
+    "reward clipped to [-1, 1]": ["ppo.reward_clip=1.0"],
+    "no reward offset": ["reward_model=NO_OFFSET"],
+    "24 new tokens (answers cut off)": ["rollout.max_new_tokens=24"],
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a finished demo run (make demo)")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"))
+    p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    args = p.parse_args()
+    cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
+    world, out_root = args.run_dir / "world", args.run_dir / "levers"
+    sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
+    no_offset = out_root / "rm-no-offset"
+    if not (no_offset / "config.json").exists():
+        shutil.copytree(rm, no_offset, ignore=shutil.ignore_patterns("reward_normalization.json"), dirs_exist_ok=True)
+
+    policies: dict[str, Path] = {}
+    summary: dict[str, dict] = {}
+    for name, overrides in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        out = out_root / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("[", "").replace("]", "")
+        base = dataclasses.replace(cfg.ppo, output_dir=str(out), resume=True, model=dataclasses.replace(
+            cfg.ppo.model, path=str(sft)), reward_model=str(rm), rollout=dataclasses.replace(
+            cfg.ppo.rollout, prompts_path=str(world / "rl_prompts.jsonl"),
+            eval_prompts_path=str(world / "rl_eval_prompts.jsonl")))
+        out.mkdir(parents=True, exist_ok=True)
+        (out.parent / f"{out.name}.yaml").write_text(to_yaml(base))
+        ppo_cfg = load_config(PPOConfig, out.parent / f"{out.name}.yaml",
+                              ["log.progress=false", *[o.replace("NO_OFFSET", str(no_offset)) for o in overrides]])
+        print(f"== {name}", flush=True)
+        final = run_ppo(ppo_cfg)
+        rows = read_metrics(out / "metrics.jsonl")
+        evals = [r for r in rows if "eval_reward" in r]
+        best = max(evals, key=lambda r: r["eval_reward"])
+        policies[name] = out / "best"
+        summary[name] = {"kept_iteration": best["step"], "kl_max": max(r["kl"] for r in rows if "kl" in r)}
+        if name == "beta 0.05":  # early stopping: the same run's last policy against its best
+            policies["beta 0.05, last iteration (no early stop)"] = final
+            summary["beta 0.05, last iteration (no early stop)"] = {"kept_iteration": rows[-1]["step"],
+                                                                     "kl_max": summary[name]["kl_max"]}
+
+    splits = {"heldout_phrasing": read_items(world / "eval_heldout_phrasing.jsonl"),
+              "heldout_input": read_items(world / "eval_heldout_input.jsonl")}
+    results = evaluate_models({"sft": sft, **policies}, splits, "sft", cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    lines = ["| variant | accuracy, phrasings / inputs | refuses harmful, phrasings / inputs | over-refuses benign, "
+             "phrasings / inputs | win rate vs SFT, phrasings [95% CI] | kept iteration | max KL |",
+             "| --- | --- | --- | --- | --- | ---: | ---: |"]
+    for name, r in results["models"].items():
+        ph, inp = r["scores"]["heldout_phrasing"], r["scores"]["heldout_input"]
+        w = r["win_rate_vs_sft"]["heldout_phrasing"]
+        win = "-" if name == "sft" else f"{100 * w['win_rate']:.0f}% [{100 * w['win_rate_ci95'][0]:.0f}-" \
+                                        f"{100 * w['win_rate_ci95'][1]:.0f}] ({w['wins']}-{w['losses']})"
+        s = summary.get(name, {})
+        lines.append(f"| {name} | {100 * ph['accuracy']:.1f} / {100 * inp['accuracy']:.1f} | "
+                     f"{100 * ph['refusal_rate']:.0f} / {100 * inp['refusal_rate']:.0f} | "
+                     f"{100 * ph['over_refusal_rate']:.0f} / {100 * inp['over_refusal_rate']:.0f} | {win} | "
+                     f"{s.get('kept_iteration', '-')} | {s['kl_max']:.2f} |" if s else
+                     f"| {name} | {100 * ph['accuracy']:.1f} / {100 * inp['accuracy']:.1f} | "
+                     f"{100 * ph['refusal_rate']:.0f} / {100 * inp['refusal_rate']:.0f} | "
+                     f"{100 * ph['over_refusal_rate']:.0f} / {100 * inp['over_refusal_rate']:.0f} | {win} | - | - |")
+    table = "\n".join(lines) + "\n"
+    (args.run_dir / "levers.md").write_text(table)
+    (args.run_dir / "levers.json").write_text(json.dumps({"summary": summary, "results": results}, indent=2,
+                                                         default=str) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
