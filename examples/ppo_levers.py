@@ -5,7 +5,7 @@
 
 Every variant starts from the demo's SFT model and reward model with the demo's PPO settings and
 changes one thing: the KL coefficient, reward clipping, the reward offset (normalisation), the
-response length limit, and early stopping (the best policy by held-out reward against the last).
+response length limit, PPO-ptx, and early stopping (the best policy by held-out reward against the last).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ VARIANTS = {  # name -> overrides of the demo's ppo section
     "reward clipped to [-1, 1]": ["ppo.reward_clip=1.0"],
     "no reward offset": ["reward_model=NO_OFFSET"],
     "24 new tokens (answers cut off)": ["rollout.max_new_tokens=24"],
+    "PPO-ptx, 0.2 x the SFT loss": ["ppo.ptx_coef=0.2", "ppo.ptx_path=WORLD/sft.jsonl"],
 }
 
 
@@ -59,7 +60,8 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out.parent / f"{out.name}.yaml").write_text(to_yaml(base))
         ppo_cfg = load_config(PPOConfig, out.parent / f"{out.name}.yaml",
-                              ["log.progress=false", *[o.replace("NO_OFFSET", str(no_offset)) for o in overrides]])
+                              ["log.progress=false", *[o.replace("NO_OFFSET", str(no_offset)).replace("WORLD", str(world))
+                                                     for o in overrides]])
         print(f"== {name}", flush=True)
         final = run_ppo(ppo_cfg)
         rows = read_metrics(out / "metrics.jsonl")
