@@ -198,22 +198,34 @@ def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys)
     assert code == 0 and (tmp_path / "cli" / "model" / "config.json").exists()
 
 
-def test_two_processes_run_with_one_kl_controller(tiny_dir, prompts_file, reward_dir, tmp_path):
+def test_two_processes_share_one_kl_controller_and_resume_exactly(tiny_dir, prompts_file, reward_dir, tmp_path):
     """DDP on CPU (gloo) through `accelerate launch`: 2 processes x 8 prompts make 16 episodes an
-    iteration, and the adaptive KL coefficient (which every process updates from the KL summed over
-    both) is logged and checkpointed once; the run resumes from it."""
+    iteration; the adaptive KL coefficient (every process updates it from the KL summed over both)
+    is logged and checkpointed once; and a resume from iteration 1 (each process restoring its own
+    random state) reaches the same weights as the uninterrupted run."""
     import subprocess
     import sys
 
+    out = tmp_path / "ddp"
     args = [f"model.path={tiny_dir}", f"rollout.prompts_path={prompts_file}", f"reward_model={reward_dir}",
-            f"output_dir={tmp_path / 'ddp'}", "train.batch_size=8", "train.max_steps=2", "rollout.max_new_tokens=6",
-            "kl.target=0.01", "kl.horizon=10", "optim.lr=1e-2", "checkpoint.save_every=1", "log.progress=false"]
+            f"output_dir={out}", "train.batch_size=8", "train.max_steps=2", "rollout.max_new_tokens=6",
+            "kl.target=0.01", "kl.horizon=10", "optim.lr=1e-2", "checkpoint.save_every=1", "checkpoint.keep_last=3",
+            "log.progress=false"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alignkit", "ppo"]
     proc = subprocess.run(launch + args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = metrics(tmp_path / "ddp")
+    rows = metrics(out)
     assert [r["episodes"] for r in rows] == [16, 32]
     assert rows[0]["kl_coef"] == 0.05 and rows[1]["kl_coef"] != 0.05  # the controller moved
-    state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-000002" / "state.json").read_text())
-    assert state["extra"]["kl_coef"] != 0.05
+    state = json.loads((out / "checkpoints" / "step-000002" / "state.json").read_text())
+    assert state["extra"]["kl_coef"] != 0.05 and (out / "checkpoints" / "step-000002" / "rng-rank1.safetensors").exists()
+    straight = load_file(str(out / "model" / "model.safetensors"))
+    for name in ("model", "checkpoints/step-000002"):
+        shutil.rmtree(out / name)
+    proc = subprocess.run(launch + args + ["resume=true"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = load_file(str(out / "model" / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert metrics(out)[-1]["reward"] == rows[-1]["reward"]

@@ -43,7 +43,7 @@ from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
-from alignkit.training.run import begin_stage, reduce_sum, say
+from alignkit.training.run import begin_stage, gather_rng, reduce_sum, say, seed_per_process
 
 Conversation = list[dict[str, str]]
 
@@ -102,6 +102,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     kl_ctl = AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.target \
         else FixedKLController(cfg.kl.coef)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
     roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer,
              "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
@@ -149,10 +150,11 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 metrics.write(done, **row)
             bar.update(done, reward=row["reward"], kl=row["kl"], eps_s=round(row["episodes_per_s"], 1))
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0:
+                rngs = gather_rng(accelerator)  # each process resumes its own sampling
                 if accelerator.is_main_process:
                     save_checkpoint(run_dir, done, accelerator.unwrap_model(actor), optimizer, scheduler,
                                     extra={"kl_coef": kl_ctl.value, "best_eval_reward": best},
-                                    keep_last=cfg.checkpoint.keep_last)
+                                    keep_last=cfg.checkpoint.keep_last, rank_rngs=rngs)
                 accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- save
@@ -419,7 +421,7 @@ def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimize
         if cfg.resume and accelerator.is_main_process:
             truncate_metrics(metrics.path, 0)
         return 0, -math.inf
-    state = load_checkpoint(ckpt, accelerator.unwrap_model(actor), optimizer, scheduler)
+    state = load_checkpoint(ckpt, accelerator.unwrap_model(actor), optimizer, scheduler, accelerator.process_index)
     kl_ctl.value = state["extra"]["kl_coef"]
     if accelerator.is_main_process:
         truncate_metrics(metrics.path, state["step"])

@@ -53,8 +53,12 @@ def _optimizer_from_safe(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, extra: dict[str, Any] | None = None, keep_last: int = 2) -> Path:
-    """Write checkpoints/step-<step> atomically and delete all but the newest `keep_last`."""
+                    scheduler: Any, extra: dict[str, Any] | None = None, keep_last: int = 2,
+                    rank_rngs: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] | None = None) -> Path:
+    """Write checkpoints/step-<step> atomically and delete all but the newest `keep_last`.
+
+    rank_rngs: every process's random state (index = rank), from `gather_rng`, so that each process
+    of a multi-process run resumes its own sampling; None saves this process's state only."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -66,10 +70,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     save_file(params, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _optimizer_to_safe(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng_tensors, rng_meta = rng_state()
+    rng_tensors, rng_meta = rank_rngs[0] if rank_rngs else rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    for rank, (tensors, _) in enumerate(rank_rngs or []):
+        if rank:
+            save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler else None,
-             "rng": rng_meta, "extra": extra or {}}
+             "rng": rng_meta, "rng_ranks": [meta for _, meta in (rank_rngs or [])[1:]], "extra": extra or {}}
     with open(tmp / "state.json", "w") as fh:
         json.dump(state, fh)
         fh.flush()
@@ -96,8 +103,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its state.json."""
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    rank: int = 0) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG (process `rank`'s own, when the checkpoint has
+    one) from a checkpoint; return its state.json."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
     params = load_file(str(path / "model.safetensors"))
@@ -115,7 +124,11 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     optimizer.load_state_dict(_optimizer_from_safe(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    own = path / f"rng-rank{rank}.safetensors"
+    if rank and own.is_file() and len(state.get("rng_ranks", [])) >= rank:
+        set_rng_state(load_file(str(own)), state["rng_ranks"][rank - 1])
+    else:
+        set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
     return state
 
 

@@ -25,7 +25,7 @@ from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
-from alignkit.training.run import reduce_sum, say
+from alignkit.training.run import gather_rng, reduce_sum, say
 
 
 class TrainingDiverged(AlignkitError):
@@ -71,7 +71,8 @@ def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer
             if accelerator.is_main_process:
                 truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves
         return 0
-    start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)["step"]
+    start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler,
+                            accelerator.process_index)["step"]
     if accelerator.is_main_process:
         truncate_metrics(metrics.path, start)
     say(accelerator, f"resumed from {ckpt} at step {start}")
@@ -160,9 +161,10 @@ def finish(cfg: Any, *, accelerator: Any, model: Any, optimizer: Any, scheduler:
 
 def save_resumable(cfg: Any, run_dir: Path, step: int, accelerator: Any, model: Any, optimizer: Any,
                    scheduler: Any) -> None:
+    rngs = gather_rng(accelerator)
     if accelerator.is_main_process:
         save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                        keep_last=cfg.checkpoint.keep_last)
+                        keep_last=cfg.checkpoint.keep_last, rank_rngs=rngs)
     accelerator.wait_for_everyone()
 
 

@@ -79,6 +79,18 @@ def reduce_sum(accelerator: Any, *values: float | torch.Tensor) -> list[float]:
     return t.tolist()
 
 
+def gather_rng(accelerator: Any) -> list | None:
+    """Every process's random state, in rank order (None with one process): a collective, so every
+    process must call it."""
+    if accelerator.num_processes == 1:
+        return None
+    from accelerate.utils import gather_object
+
+    from alignkit.training.seed import rng_state
+
+    return gather_object([rng_state()])
+
+
 def begin_stage(cfg: Any) -> tuple[Any, Path, Path | None]:
     """What every training stage does first: quiet the libraries, make the accelerator, check and
     record the run directory, seed. Returns (accelerator, run_dir, model_dir), model_dir None when
@@ -95,3 +107,12 @@ def begin_stage(cfg: Any) -> tuple[Any, Path, Path | None]:
         return accelerator, run_dir, None
     seed_everything(cfg.seed)
     return accelerator, run_dir, model_dir
+
+
+def seed_per_process(accelerator: Any, seed: int) -> None:
+    """After identical initialisation, give each process its own random stream (sampling, dropout),
+    so several processes do not draw the same numbers. One process keeps its stream as it is."""
+    if accelerator.num_processes > 1:
+        from alignkit.training.seed import seed_everything
+
+        seed_everything(seed + 1_000_003 * accelerator.process_index)
