@@ -85,3 +85,13 @@ def test_world_data_command_writes_every_set(tmp_path, capsys):
                      "eval_heldout_input.jsonl", "manifest.json"}
     ranking = json.loads((tmp_path / "w" / "rankings.jsonl").read_text().splitlines()[0])
     assert len(ranking["responses"]) == 4 and len(ranking["kinds"]) == 4
+
+
+def test_a_changed_world_does_not_reuse_finished_stages(reduced_run, capsys):
+    """A rerun skips finished stages, so it must not skip them when their inputs changed: the run
+    directory's SFT model was made from another world, and the pipeline says so."""
+    cache = reduced_run.parent / "cache"
+    code = main(["pipeline", str(ROOT / "configs" / "demo.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
+                 *REDUCED, "world.sloppy_share=0.05"])
+    assert code == 2
+    assert "finished sft stage made with other world settings" in capsys.readouterr().err

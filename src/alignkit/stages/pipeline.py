@@ -47,11 +47,40 @@ def pretrain_key(cfg: Any) -> str:
     return digest.hexdigest()[:12]
 
 
+# What each stage's output depends on: a change to any of these sections makes it stale.
+DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
+              "ppo": ("world", "pretrain", "sft", "rm", "ppo")}
+
+
+def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
+    """Refuse to reuse a finished stage whose inputs changed since it ran (say, a new world.sloppy_share
+    with the SFT model of the old world): a rerun skips finished stages, so it would silently report
+    stale models."""
+    import yaml
+
+    from alignkit.errors import ConfigError
+
+    old_path = run_dir / "pipeline.yaml"
+    if not old_path.is_file():
+        return
+    old = yaml.safe_load(old_path.read_text()) or {}
+    new = yaml.safe_load(to_yaml(cfg))
+    for stage, sections in DEPENDS_ON.items():
+        if not (run_dir / stage / "model").is_dir():
+            continue
+        changed = [name for name in sections if old.get(name) != new.get(name)]
+        if changed:
+            raise ConfigError(f"{run_dir} holds a finished {stage} stage made with other {', '.join(changed)} settings "
+                              f"(see {old_path}); choose another run_dir, or delete {run_dir / stage} and the stages "
+                              "after it to retrain them")
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     quiet_libraries()
     started = time.time()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_finished_stages(cfg, run_dir)
     (run_dir / "pipeline.yaml").write_text(to_yaml(cfg))
     timings: dict[str, float] = {}
 
