@@ -190,6 +190,9 @@ def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys)
     with pytest.raises(ConfigError, match="must divide"):
         load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "train.batch_size=10",
                                       "ppo.minibatches=4"])
+    with pytest.raises(ConfigError, match="keep_best needs .* train.eval_every > 0"):
+        load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "keep_best=true",
+                                      "rollout.eval_prompts_path=z"])
     with pytest.raises(ConfigError, match="did you mean 'kl.coef'"):
         load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "kl.coeff=0.1"])
     code = main(["ppo", f"model.path={tiny_dir}", f"rollout.prompts_path={prompts_file}", f"reward_model={reward_dir}",
@@ -229,3 +232,17 @@ def test_two_processes_share_one_kl_controller_and_resume_exactly(tiny_dir, prom
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     assert metrics(out)[-1]["reward"] == rows[-1]["reward"]
+
+
+def test_a_critic_from_a_reward_model_with_another_tokenizer_is_refused(tiny_dir, prompts_file, tmp_path):
+    """The critic reads the policy's token ids, so starting it from a reward model with another
+    vocabulary would give silent garbage; the stage says so and names the way out."""
+    from alignkit.models import build_tiny_model, load_tokenizer
+    from alignkit.models.reward import load_reward_backbone
+
+    build_tiny_model(tmp_path / "other", ["zebra yak quokka " * 20] * 20, arch="llama", hidden=32, layers=1, heads=2)
+    rm_dir = tmp_path / "rm"
+    load_reward_backbone(tmp_path / "other").save_pretrained(rm_dir)
+    load_tokenizer(tmp_path / "other").save_pretrained(rm_dir)
+    with pytest.raises(ConfigError, match="tokenizer differs .* use value_model=policy_head"):
+        ppo(tiny_dir, prompts_file, tmp_path / "run", reward_dir=rm_dir)

@@ -181,3 +181,21 @@ def test_selecting_rows_drops_only_shared_padding_and_keeps_logprobs(tiny_dir):
         full = response_logprobs(model, roll)[1:]
         alone = response_logprobs(model, part)
     assert torch.allclose(alone, full[:, :3], atol=1e-5) and not full[:, 3:].any()
+
+
+def test_rollouts_ignore_the_models_own_generation_settings(tiny_dir):
+    """A shipped repetition penalty or n-gram ban would move sampling away from softmax(logits / T),
+    which the ratio and the KL assume: rollouts use a generation config of their own, so the same
+    seed gives the same tokens with or without those settings on the model."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.rl.rollout import sample_rollout
+
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    convs = [[{"role": "user", "content": "Reverse the word apple."}]] * 4
+    torch.manual_seed(0)
+    plain = sample_rollout(model, tok, convs, max_new_tokens=10)
+    model.generation_config.repetition_penalty = 3.0
+    model.generation_config.no_repeat_ngram_size = 1
+    torch.manual_seed(0)
+    shipped = sample_rollout(model, tok, convs, max_new_tokens=10)
+    assert torch.equal(plain.sequences, shipped.sequences)

@@ -374,7 +374,8 @@ class PPOConfig:
     keep_best: bool = False
     """Save the policy with the best held-out reward to output_dir/best (needs rollout.eval_prompts_path)."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=0))
-    """Optimizer and learning-rate schedule (over optimizer steps: iterations x epochs x minibatches)."""
+    """Optimizer and learning-rate schedule; the schedule (warmup_steps included) counts iterations, so
+    every minibatch of an iteration uses the same rate."""
     peft: PeftConfig = field(default_factory=PeftConfig)
     """Which policy weights train. With LoRA the reference is the policy with its adapters disabled."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, eval_batch_size=128))
@@ -411,8 +412,9 @@ class PPOConfig:
                               f"({p.minibatches}) x train.grad_accum ({self.train.grad_accum}) equal parts")
         if p.ptx_coef > 0 and not p.ptx_path:
             raise ConfigError(f"{where}: ppo.ptx_coef > 0 needs ppo.ptx_path (SFT data)")
-        if self.keep_best and not r.eval_prompts_path:
-            raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts)")
+        if self.keep_best and not (r.eval_prompts_path and self.train.eval_every):
+            raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts) and "
+                              "train.eval_every > 0 (how often they are scored)")
         if self.peft.method == "prefix":
             raise ConfigError(f"{where}: peft.method=prefix is not supported for PPO; use full or lora")
         if self.peft.freeze_layers and self.peft.method != "full":

@@ -54,7 +54,8 @@ class PolicyAndValue(nn.Module):
                           logits_to_keep=input_ids.shape[1] - prompt_width + 1)
         logits = out.logits[:, :-1]
         if need_hidden:
-            values = self.value_head(response_slice(out.hidden_states[-1], prompt_width)).squeeze(-1)
+            hidden = response_slice(out.hidden_states[-1], prompt_width)  # the head stays fp32 with bf16 weights
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         else:
             backbone = getattr(self.critic, self.critic.base_model_prefix)
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

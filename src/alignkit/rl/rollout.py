@@ -61,10 +61,16 @@ def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    from transformers import GenerationConfig
+
+    # A config of our own, not the model's generation_config: a shipped repetition penalty or n-gram
+    # ban would change the sampling distribution away from softmax(logits / T), which the PPO
+    # ratio and the KL assume.
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
+                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, repetition_penalty=1.0, no_repeat_ngram_size=0)
     out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                         do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None,
-                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+                         generation_config=config)
     model.train(was_training)
     width = enc["input_ids"].shape[1]
     responses = out[:, width:]

@@ -85,6 +85,10 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         reward, offset = load_reward_model(cfg.reward_model)
         reward.requires_grad_(False).eval().to(device)
         reward_tokenizer = load_tokenizer(cfg.reward_model)
+    if cfg.value_model == "reward" and reward_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(f"value_model=reward starts the critic from {cfg.reward_model}, whose tokenizer differs from "
+                          f"the policy's ({cfg.model.path}); the critic reads the policy's tokens: use "
+                          "value_model=policy_head")
     critic = critic_from_reward_model(reward.unwrapped()) if cfg.value_model == "reward" else None
     actor = PolicyAndValue(policy, critic, hidden_size(policy), value_offset=offset)
     disable_dropout(actor)  # the PPO ratio starts at exactly 1 only without dropout
@@ -104,7 +108,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
-    roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer,
+    roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer, "autocast": accelerator.autocast,
              "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
     if start == 0 and eval_prompts and cfg.train.eval_every:
         first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
@@ -257,7 +261,7 @@ def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chu
     ctx = policy.disable_adapter() if roles["reference"] is None else nullcontext()
     model = policy if roles["reference"] is None else roles["reference"]
     out = []
-    with ctx:
+    with ctx, roles["autocast"]():  # the same precision as the policy's forward, so KL is 0 at the start
         for s in range(0, roll.sequences.shape[0], chunk):
             part = select(roll, slice(s, s + chunk))
             out.append(widen(response_logprobs(model, part, cfg.rollout.temperature), roll.responses.shape[1]))
