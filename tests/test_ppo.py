@@ -176,6 +176,8 @@ def test_held_out_reward_and_best_policy(tiny_dir, prompts_file, reward_dir, tmp
     assert rows[0]["step"] == 0 and "eval_reward" in rows[0]
     assert all("eval_reward" in r for r in rows[1:])
     assert (out / "best" / "model.safetensors").exists() and (out / "curves.png").exists()
+    record = json.loads((out / "best" / "best_eval_reward.json").read_text())
+    assert record["eval_reward"] == max(r["eval_reward"] for r in rows)
     assert main(["plot", str(out), "--keys", "reward,kl,eval_reward", "--out", str(tmp_path / "rk.png")]) == 0
     assert (tmp_path / "rk.png").stat().st_size > 0
     assert main(["plot", str(out), "--keys", "rewrd"]) == 2  # unknown metric: an error, not an empty plot

@@ -338,8 +338,8 @@ class PPOAlgoConfig:
     reward_clip: float = 0.0
     """Clip reward-model scores to [-c, c] after the offset (0 disables)."""
     target_approx_kl: float = 0.0
-    """Stop an iteration's remaining minibatches when the approx-KL to the rollout policy exceeds
-    this (0 disables)."""
+    """Stop an iteration's remaining minibatches when a minibatch's approx-KL to the rollout policy
+    exceeds this, measured in its forward pass (the step it was measured in is still taken); 0 disables."""
     ptx_coef: float = 0.0
     """Weight of the SFT loss on ptx_path mixed into each minibatch (PPO-ptx, Ouyang et al. 2022)."""
     ptx_path: str = ""

@@ -115,7 +115,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         metrics.write(0, **first)
         if cfg.keep_best:  # the policy PPO starts from is a candidate too: PPO may never beat it
             best = first["eval_reward"]
-            save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path)
+            save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path,
+                        {"eval_reward": best, "iteration": 0})
 
     # ---------------------------------------------------------------- loop
     with ProgressBar(iterations, start, "ppo", cfg.log.progress and accelerator.is_main_process) as bar:
@@ -148,7 +149,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 row.update(evaluate_reward(cfg, accelerator, roles, eval_prompts))
                 if cfg.keep_best and row["eval_reward"] > best:
                     best = row["eval_reward"]
-                    save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path)
+                    save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path,
+                                {"eval_reward": best, "iteration": done})
                     row["best_eval_reward"] = best
             if done % cfg.log.every == 0 or done == iterations:
                 metrics.write(done, **row)
@@ -370,7 +372,9 @@ def ptx_loss(cfg: PPOConfig, accelerator: Any, actor: Any, rows: list, iteration
     from alignkit.data import collate
 
     position = (iteration * cfg.ppo.epochs * cfg.ppo.minibatches + step) * cfg.train.grad_accum + micro
-    idx = global_batch(len(rows), position, cfg.ppo.ptx_batch_size, cfg.seed + 1)
+    world = accelerator.num_processes  # each process takes its own share of a global SFT batch
+    idx = shard(global_batch(len(rows), position, cfg.ppo.ptx_batch_size * world, cfg.seed + 1),
+                accelerator.process_index, world)
     batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], pad_id).items()}
     labels = batch.pop("labels")
     policy = getattr(actor, "module", actor).policy
@@ -427,18 +431,32 @@ def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimize
         return 0, -math.inf
     state = load_checkpoint(ckpt, accelerator.unwrap_model(actor), optimizer, scheduler, accelerator.process_index)
     kl_ctl.value = state["extra"]["kl_coef"]
+    best = float(state["extra"]["best_eval_reward"])
+    saved = run_dir / "best" / BEST_FILE  # a best policy saved after the checkpoint, by the interrupted run
+    if saved.is_file():
+        import json
+
+        best = max(best, float(json.loads(saved.read_text())["eval_reward"]))
     if accelerator.is_main_process:
         truncate_metrics(metrics.path, state["step"])
     say(accelerator, f"resumed from {ckpt} at iteration {state['step']}")
-    return state["step"], float(state["extra"]["best_eval_reward"])
+    return state["step"], best
 
 
-def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_path: str) -> None:
+BEST_FILE = "best_eval_reward.json"
+
+
+def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_path: str,
+                record: dict[str, float] | None = None) -> None:
     """The policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
-    the merged model when the SFT model was itself an adapter (an adapter's base must be a directory)."""
+    the merged model when the SFT model was itself an adapter (an adapter's base must be a directory).
+    `record` (the best policy's held-out reward and iteration) is written beside it."""
+    import json
+
     if accelerator.is_main_process:
         policy = accelerator.unwrap_model(actor).policy
         if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
             policy = copy.deepcopy(policy).merge_and_unload()
-        save_final_model(policy, tokenizer, out, model_path)
+        extra = {BEST_FILE: json.dumps(record) + "\n"} if record else None
+        save_final_model(policy, tokenizer, out, model_path, extra_files=extra)
     accelerator.wait_for_everyone()
