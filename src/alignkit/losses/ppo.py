@@ -37,5 +37,9 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Per-token entropy of the categorical distribution of each position: (B, T, V) -> (B, T)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """The same from log-probs already computed: (B, T, V) -> (B, T)."""
     return -(logp.exp() * logp).sum(-1)

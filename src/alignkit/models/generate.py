@@ -9,6 +9,13 @@ import torch
 from alignkit.data.templates import render
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only, as generate's do: a left-padded sequence is seen
+    exactly as it is alone (models with learned absolute positions, like GPT-2, do not derive them
+    from the mask)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def encode_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> dict[str, torch.Tensor]:
     """Generation prompts (chat template with the generation prompt, as in training), left-padded so
     new tokens follow every prompt directly."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from alignkit.errors import ModelError
+from alignkit.models.generate import position_ids_from_mask
 from alignkit.models.loading import DTYPES, resolve
 
 
@@ -52,9 +53,7 @@ class RewardModel(nn.Module):
         if ends is not None:
             hidden = backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
             return model.score(hidden[ends[:, 0], ends[:, 1]]).squeeze(-1).float()
-        # Positions count real tokens only, so a left-padded sequence is seen exactly as it is alone
-        # (models with learned absolute positions, like GPT-2, do not derive them from the mask).
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        position_ids = position_ids_from_mask(attention_mask)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False).last_hidden_state
         index = last_real_index(attention_mask)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignkit.models.generate import position_ids_from_mask
+
 
 def disable_dropout(model: nn.Module) -> None:
     """PPO's ratio must start at exactly 1: the rollout's log-probs and the update's must come from
@@ -45,8 +47,7 @@ class PolicyAndValue(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Positions count real tokens only, as generate's do, so a left-padded prompt is seen as alone.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        position_ids = position_ids_from_mask(attention_mask)
         need_hidden = self.critic is None
         # logits_to_keep: the LM head runs on the R + 1 last positions only, not the prompt's.
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,

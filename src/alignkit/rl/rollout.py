@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from alignkit.models.generate import encode_prompts
+from alignkit.models.generate import encode_prompts, position_ids_from_mask
 
 
 
@@ -84,18 +84,21 @@ def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str
     return Rollout(sequences, attention, width, mask, ended)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0,
+                   with_all: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """(B, T) log-probs of `tokens` under logits (B, T, V) divided by the sampling temperature, as
-    generate samples them."""
+    generate samples them; with_all: also the (B, T, V) log-probs of every token (for the entropy,
+    without a second log-softmax)."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    taken = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return (taken, logp) if with_all else taken
 
 
 def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
     """(B, R) log-probs of the sampled response tokens under `model` at the sampling temperature;
     0 where the response mask is 0. Position ids count real tokens only, as generate's do, so the
     numbers match what was sampled."""
-    position_ids = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = position_ids_from_mask(rollout.attention_mask)
     width = rollout.responses.shape[1]
     logits = model(input_ids=rollout.sequences, attention_mask=rollout.attention_mask, position_ids=position_ids,
                    use_cache=False, logits_to_keep=width + 1).logits[:, :-1]  # position t predicts token t + 1

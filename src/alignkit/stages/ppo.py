@@ -17,6 +17,7 @@ save    the policy as a standard HF directory in output_dir/model, curves
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -28,7 +29,7 @@ import torch
 from alignkit.config import PPOConfig
 from alignkit.data.records import read_records
 from alignkit.errors import ConfigError, DataError
-from alignkit.losses import entropy_from_logits, ppo_policy_loss, ppo_value_loss, sequence_nll
+from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
 from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import load_reward_model, score_conversations
@@ -108,7 +109,9 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
-    roles = {"actor": actor, "reference": reference, "tokenizer": tokenizer, "autocast": accelerator.autocast,
+    # "module": the actor without its DDP wrapper, for passes that need no gradient synchronisation.
+    roles = {"module": accelerator.unwrap_model(actor), "reference": reference, "tokenizer": tokenizer,
+             "autocast": accelerator.autocast,
              "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
     if start == 0 and eval_prompts and cfg.train.eval_every:
         first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
@@ -199,7 +202,7 @@ def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], batch
                   ) -> tuple[Rollout, float]:
     """One sampled response per prompt, with the KV cache (generate); seconds it took."""
     t = time.perf_counter()
-    policy = accelerator.unwrap_model(roles["actor"]).policy
+    policy = roles["module"].policy
     r = cfg.rollout
     roll = sample_rollout(policy, roles["tokenizer"], batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     return roll, time.perf_counter() - t
@@ -210,8 +213,7 @@ def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list
                kl_coef: float) -> dict[str, torch.Tensor]:
     """Everything the update needs, without gradients: old log-probs and values, reference log-probs,
     scores, KL-penalised rewards, advantages and returns."""
-    actor = roles["actor"]
-    actor = getattr(actor, "module", actor)
+    actor = roles["module"]
     actor.eval()
     chunk = micro_size(cfg)
     old_logp, values = [], []
@@ -258,8 +260,7 @@ def final_scores(raw: torch.Tensor, ended: torch.Tensor, no_eos_penalty: float, 
 
 
 def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chunk: int) -> torch.Tensor:
-    actor = roles["actor"]
-    policy = getattr(actor, "module", actor).policy
+    policy = roles["module"].policy
     ctx = policy.disable_adapter() if roles["reference"] is None else nullcontext()
     model = policy if roles["reference"] is None else roles["reference"]
     out = []
@@ -309,29 +310,27 @@ def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, rol
                                                                       exp["values"], exp["returns"]))
                 with sync, accelerator.autocast():
                     logits, values = actor(sub.sequences, sub.attention_mask, sub.prompt_width)
-                    logp = token_logprobs(logits, sub.responses, cfg.rollout.temperature) * m_
+                    logp, logp_all = token_logprobs(logits, sub.responses, cfg.rollout.temperature, with_all=True)
+                    logp = logp * m_
                     pl, ps = ppo_policy_loss(logp, old_, adv_, m_, p.clip)
                     vl, vs = ppo_value_loss(values * m_, v_old, ret, m_, p.value_clip)
-                    loss = pl + p.vf_coef * vl
-                    if p.entropy_coef:
-                        entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), m_, dim=1)
-                        loss = loss - p.entropy_coef * entropy
-                    else:
-                        with torch.no_grad():
-                            entropy = masked_mean(entropy_from_logits(logits / cfg.rollout.temperature), m_, dim=1)
+                    # The entropy is only logged unless it is in the loss: then it needs no graph.
+                    with nullcontext() if p.entropy_coef else torch.no_grad():
+                        entropy = masked_mean(entropy_from_logprobs(logp_all), m_, dim=1)
+                    loss = pl + p.vf_coef * vl - p.entropy_coef * entropy
                     total = loss.sum() / mb
                     if ptx_rows:
                         ptx = ptx_loss(cfg, accelerator, actor, ptx_rows, iteration, steps, k, pad_id)
                         total = total + p.ptx_coef * ptx / cfg.train.grad_accum
                         sums["ptx_loss"] += float(ptx.detach()) / cfg.train.grad_accum
                     accelerator.backward(total)
-                w = len(idx) / mb
-                sums["policy_loss"] += float(pl.detach().mean()) * w
-                sums["value_loss"] += float(vl.detach().mean()) * w
-                sums["entropy"] += float(entropy.detach().mean()) * w
-                sums["clip_fraction"] += float(ps["clip_fraction"]) * w
-                sums["value_clip_fraction"] += float(vs["value_clip_fraction"]) * w
-                step_kl += float(ps["approx_kl"]) * w
+                share = len(idx) / mb
+                sums["policy_loss"] += float(pl.detach().mean()) * share
+                sums["value_loss"] += float(vl.detach().mean()) * share
+                sums["entropy"] += float(entropy.detach().mean()) * share
+                sums["clip_fraction"] += float(ps["clip_fraction"]) * share
+                sums["value_clip_fraction"] += float(vs["value_clip_fraction"]) * share
+                step_kl += float(ps["approx_kl"]) * share
             if cfg.optim.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(actor.parameters(), cfg.optim.max_grad_norm)
             optimizer.step()
@@ -377,7 +376,7 @@ def ptx_loss(cfg: PPOConfig, accelerator: Any, actor: Any, rows: list, iteration
                 accelerator.process_index, world)
     batch = {k: v.to(accelerator.device) for k, v in collate([rows[i] for i in idx], pad_id).items()}
     labels = batch.pop("labels")
-    policy = getattr(actor, "module", actor).policy
+    policy = accelerator.unwrap_model(actor).policy
     nll, tokens = sequence_nll(policy(**batch, use_cache=False).logits, labels)
     return nll.sum() / tokens.sum().clamp(min=1)
 
@@ -412,7 +411,7 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], pro
     from alignkit.models.generate import generate_responses
 
     mine = shard(prompts, accelerator.process_index, accelerator.num_processes)
-    policy = accelerator.unwrap_model(roles["actor"]).policy
+    policy = roles["module"].policy
     texts = generate_responses(policy, roles["tokenizer"], mine, cfg.rollout.max_new_tokens,
                                batch_size=cfg.train.eval_batch_size)
     scores = roles["score"](mine, texts).float()
@@ -434,8 +433,6 @@ def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimize
     best = float(state["extra"]["best_eval_reward"])
     saved = run_dir / "best" / BEST_FILE  # a best policy saved after the checkpoint, by the interrupted run
     if saved.is_file():
-        import json
-
         best = max(best, float(json.loads(saved.read_text())["eval_reward"]))
     if accelerator.is_main_process:
         truncate_metrics(metrics.path, state["step"])
@@ -451,8 +448,6 @@ def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_p
     """The policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
     the merged model when the SFT model was itself an adapter (an adapter's base must be a directory).
     `record` (the best policy's held-out reward and iteration) is written beside it."""
-    import json
-
     if accelerator.is_main_process:
         policy = accelerator.unwrap_model(actor).policy
         if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
