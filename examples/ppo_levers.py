@@ -11,24 +11,25 @@ response length limit, PPO-ptx, and early stopping (the best policy by held-out 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
-from alignkit.config import PipelineConfig, PPOConfig, load_config, to_yaml
+from alignkit.config import PipelineConfig, load_config
+from alignkit.stages.pipeline import ppo_config
 from alignkit.stages.ppo import run_ppo
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import read_items
 from alignkit.world.evaluate import evaluate_models
 
+NO_OFFSET = "reward model without its offset"  # a variant that swaps the reward model directory
 VARIANTS = {  # name -> overrides of the demo's ppo section
     "demo (beta 0.15)": [],
     "beta 0.05": ["kl.coef=0.05"],
     "beta 0.4": ["kl.coef=0.4"],
     "adaptive beta, target KL 0.2": ["kl.target=0.2", "kl.horizon=2000"],
     "reward clipped to [-1, 1]": ["ppo.reward_clip=1.0"],
-    "no reward offset": ["reward_model=NO_OFFSET"],
+    "no reward offset": [NO_OFFSET],
     "24 new tokens (answers cut off)": ["rollout.max_new_tokens=24"],
     "PPO-ptx, 0.2 x the SFT loss": ["ppo.ptx_coef=0.2", "ppo.ptx_path=WORLD/sft.jsonl"],
 }
@@ -42,6 +43,7 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "levers"
+    world_files = {name: world / f"{name}.jsonl" for name in ("rl_prompts", "rl_eval_prompts")}
     sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
     no_offset = out_root / "rm-no-offset"
     if not (no_offset / "config.json").exists():
@@ -53,15 +55,12 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         out = out_root / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("[", "").replace("]", "")
-        base = dataclasses.replace(cfg.ppo, output_dir=str(out), resume=True, model=dataclasses.replace(
-            cfg.ppo.model, path=str(sft)), reward_model=str(rm), rollout=dataclasses.replace(
-            cfg.ppo.rollout, prompts_path=str(world / "rl_prompts.jsonl"),
-            eval_prompts_path=str(world / "rl_eval_prompts.jsonl")))
-        out.mkdir(parents=True, exist_ok=True)
-        (out.parent / f"{out.name}.yaml").write_text(to_yaml(base))
-        ppo_cfg = load_config(PPOConfig, out.parent / f"{out.name}.yaml",
-                              ["log.progress=false", *[o.replace("NO_OFFSET", str(no_offset)).replace("WORLD", str(world))
-                                                     for o in overrides]])
+        # The demo's PPO settings with this variant's changes, placed exactly as the pipeline places them.
+        variant = load_config(PipelineConfig, args.config, [
+            f"run_dir={args.run_dir}", "ppo.log.progress=false",
+            *(f"ppo.{o}".replace("WORLD", str(world)) for o in overrides if o != NO_OFFSET)])
+        ppo_cfg = ppo_config(variant.ppo, out, sft, no_offset if NO_OFFSET in overrides else rm, world_files)
+        ppo_cfg.validate(name)
         print(f"== {name}", flush=True)
         final = run_ppo(ppo_cfg)
         rows = read_metrics(out / "metrics.jsonl")

@@ -147,11 +147,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         t = time.time()
         policy = models.get("sft") or Path(cfg.ppo.model.path)
         reward = reward_dir or Path(cfg.ppo.reward_model)
-        ppo_cfg = dataclasses.replace(
-            cfg.ppo, output_dir=str(run_dir / "ppo"), resume=True,
-            model=dataclasses.replace(cfg.ppo.model, path=str(policy)), reward_model=str(reward),
-            rollout=dataclasses.replace(cfg.ppo.rollout, prompts_path=str(world["rl_prompts"]),
-                                        eval_prompts_path=str(world["rl_eval_prompts"])))
+        ppo_cfg = ppo_config(cfg.ppo, run_dir / "ppo", policy, reward, world)
         ppo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (ppo)")
         console.print("[bold]ppo[/] RLHF against the reward model")
         final = run_ppo(ppo_cfg)
@@ -188,6 +184,15 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
     return run_dir
+
+
+def ppo_config(ppo: Any, output_dir: Path, policy: Path, reward: Path, world: dict[str, Path]) -> Any:
+    """The pipeline's PPO stage config: `ppo` with the SFT policy, the reward model and the world's
+    RL prompts (held-out reward on its other training-split prompts) filled in."""
+    return dataclasses.replace(
+        ppo, output_dir=str(output_dir), resume=True, model=dataclasses.replace(ppo.model, path=str(policy)),
+        reward_model=str(reward), rollout=dataclasses.replace(ppo.rollout, prompts_path=str(world["rl_prompts"]),
+                                                              eval_prompts_path=str(world["rl_eval_prompts"])))
 
 
 def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
