@@ -89,7 +89,7 @@ from pathlib import Path
 
 import torch
 
-from text import TEMPLATES, WORDS  # benchmarks/text.py
+from common import TEMPLATES, WORDS, bench_llama  # benchmarks/common.py
 from contention import ContentionMeter, cpu_used  # benchmarks/contention.py, beside this script
 
 TRL_VERSION = "1.12.0"
@@ -119,12 +119,9 @@ def build_models(work: Path, prompts: list[str], seed: int) -> dict[str, int]:
     """work/policy (causal LM + tokenizer) and work/rm (sequence classification, num_labels=1, + tokenizer)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alignkit.models import build_tiny_model
-
     rng = random.Random(seed + 1)
     corpus = prompts[:1000] + [" ".join(rng.choices(WORDS, k=40)) for _ in range(500)]
-    policy, tokenizer = build_tiny_model(work / "policy", corpus=corpus, arch="llama", vocab_size=512, hidden=256,
-                                         layers=4, heads=4, max_positions=512, seed=seed)
+    policy, tokenizer = bench_llama(work / "policy", corpus, seed)
     torch.manual_seed(seed + 2)  # the fresh scalar head
     rm = AutoModelForSequenceClassification.from_pretrained(str(work / "policy"), num_labels=1, dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from text import TEMPLATES, WORDS  # benchmarks/text.py
+from common import TEMPLATES, WORDS, bench_llama  # benchmarks/common.py
 from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
 GOOD, BAD = WORDS[: len(WORDS) // 2], WORDS[len(WORDS) // 2:]
@@ -170,16 +170,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     meter = ContentionMeter()
 
-    from alignkit.models import build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="bench_rm_") as tmp:
         work = Path(tmp)
         rows = make_rows(args.rows, seed=0)
         jsonl = work / "train.jsonl"
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
         corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in rows[:1000]]
-        model, _ = build_tiny_model(work / "model", corpus=corpus, arch="llama", vocab_size=512, hidden=256,
-                                    layers=4, heads=4, max_positions=512)
+        model, _ = bench_llama(work / "model", corpus)
         n_params = sum(p.numel() for p in model.parameters())
         del model
         results = [run_trl(work / "model", rows, work, args), run_alignkit(work / "model", jsonl, work, args),

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from text import WORDS  # benchmarks/text.py
+from common import WORDS, bench_llama  # benchmarks/common.py
 from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
 TEMPLATES = ("Describe the {a} near the {b}.", "Explain why a {a} needs a {b}.",
@@ -150,16 +150,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     meter = ContentionMeter()
 
-    from alignkit.models import build_tiny_model
-
     with tempfile.TemporaryDirectory(prefix="bench_sft_") as tmp:
         work = Path(tmp)
         rows = make_rows(args.rows, seed=0)
         jsonl = work / "train.jsonl"
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
         corpus = [f"{r['instruction']} {r['input']} {r['output']}" for r in rows[:1000]]
-        model, _ = build_tiny_model(work / "model", corpus=corpus, arch="llama", vocab_size=512, hidden=256,
-                                    layers=4, heads=4, max_positions=512)
+        model, _ = bench_llama(work / "model", corpus)
         n_params = sum(p.numel() for p in model.parameters())
         del model
 
