@@ -112,6 +112,17 @@ class PeftConfig:
     prefix_tokens: int = 16
     """Number of virtual tokens for prefix tuning."""
 
+    def validate(self, where: str, prefix_unsupported_in: str = "") -> None:
+        """prefix_unsupported_in: the stage that cannot use prefix tuning (its name goes in the error)."""
+        if prefix_unsupported_in and self.method == "prefix":
+            raise ConfigError(f"{where}: peft.method=prefix is not supported for {prefix_unsupported_in}; "
+                              "use full or lora")
+        if self.freeze_layers and self.method != "full":
+            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+        _check_non_negative(where, "peft.freeze_layers", self.freeze_layers)
+        _check_positive(where, "peft.lora_r", self.lora_r)
+        _check_positive(where, "peft.prefix_tokens", self.prefix_tokens)
+
 
 @dataclass
 class TrainConfig:
@@ -190,11 +201,7 @@ class SFTConfig:
         if not 0.0 <= self.data.eval_fraction < 1.0:
             raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         check_training_parts(where, self)
-        if self.peft.freeze_layers and self.peft.method != "full":
-            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
-        _check_non_negative(where, "peft.freeze_layers", self.peft.freeze_layers)
-        _check_positive(where, "peft.lora_r", self.peft.lora_r)
-        _check_positive(where, "peft.prefix_tokens", self.peft.prefix_tokens)
+        self.peft.validate(where)
         if self.model.dtype == "float16" and self.peft.method == "full":
             raise ConfigError(f"{where}: model.dtype=float16 with full training diverges without loss scaling; "
                               "use float32 weights with train.precision=bf16, or peft.method=lora")
@@ -272,10 +279,7 @@ class RMConfig:
             raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         check_training_parts(where, self)
         _check_non_negative(where, "center_coef", self.center_coef)
-        if self.peft.method == "prefix":
-            raise ConfigError(f"{where}: peft.method=prefix is not supported for reward models; use full or lora")
-        if self.peft.freeze_layers and self.peft.method != "full":
-            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+        self.peft.validate(where, prefix_unsupported_in="reward models")
         _check_positive(where, "normalize.samples", self.normalize.samples)
 
 
@@ -415,10 +419,7 @@ class PPOConfig:
         if self.keep_best and not (r.eval_prompts_path and self.train.eval_every):
             raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts) and "
                               "train.eval_every > 0 (how often they are scored)")
-        if self.peft.method == "prefix":
-            raise ConfigError(f"{where}: peft.method=prefix is not supported for PPO; use full or lora")
-        if self.peft.freeze_layers and self.peft.method != "full":
-            raise ConfigError(f"{where}: peft.freeze_layers applies to peft.method=full only")
+        self.peft.validate(where, prefix_unsupported_in="PPO")
 
 
 @dataclass
