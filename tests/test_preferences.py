@@ -103,3 +103,15 @@ def test_long_prompt_is_cut_from_the_left_and_long_response_dropped(tokenizer):
     assert len(ids) == 16 and ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids).endswith("<|assistant|>\nfig<|eos|>")  # the prompt's start was cut, not the end
     assert conversation_ids(tokenizer, ({"role": "user", "content": "q"},), "plum " * 40, max_length=16) is None
+
+
+def test_response_start_marks_the_first_response_token(tokenizer):
+    """DPO scores only the response: `start` indexes its first token, also after a left cut."""
+    from alignkit.data.reward import conversation_with_start
+
+    prompt = ({"role": "user", "content": "apple pear"},)
+    ids, start = conversation_with_start(tokenizer, prompt, "fig", max_length=64)
+    assert tokenizer.decode(ids[start:]) == "fig<|eos|>"
+    long_prompt = ({"role": "user", "content": "apple pear " * 30},)
+    ids, start = conversation_with_start(tokenizer, long_prompt, "fig", max_length=16)
+    assert len(ids) == 16 and tokenizer.decode(ids[start:]) == "fig<|eos|>"

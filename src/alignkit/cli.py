@@ -230,6 +230,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
            "train a reward model on pairwise or ranked preference data"),
     "ppo": (_stage_command("ppo", "alignkit.config.PPOConfig", "alignkit.stages.ppo.run_ppo"),
             "RLHF: PPO on a policy with a reward model and a KL penalty to the reference"),
+    "dpo": (_stage_command("dpo", "alignkit.config.DPOConfig", "alignkit.stages.dpo.run_dpo"),
+            "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
     "data": (cmd_data, "collect rankings: sample responses, export a sheet, import the orders"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),

@@ -423,6 +423,71 @@ class PPOConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Offline preference optimisation (DPO and its kin) from the same preference data as the reward model."""
+
+    output_dir: str = "runs/dpo"
+    """Run directory: config.yaml, metrics.jsonl, data_report.json, checkpoints/, model/."""
+    seed: int = 0
+    """Seed for the split, data order and dropout."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir/checkpoints."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy to train, usually the SFT model (a full model or a LoRA adapter directory, merged first)."""
+    reference_path: str = ""
+    """The reference model. Empty: the policy's own starting weights (their log-probs are computed once,
+    before training, so no second copy is kept). Unused by the reference-free losses (simpo, orpo)."""
+    data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    """Preference data, turned into pairs exactly as for the reward model."""
+    loss: Literal["sigmoid", "cdpo", "ipo", "hinge", "simpo", "orpo"] = "sigmoid"
+    """sigmoid: DPO; cdpo: DPO with label_smoothing as the label-noise rate; ipo: squared loss to a gap of
+    1/(2 beta); hinge: max(0, 1 - beta h); simpo: reference-free, length-normalised, margin simpo_gamma;
+    orpo: chosen NLL + beta x odds-ratio term, reference-free."""
+    beta: float = 0.1
+    """DPO's beta (the KL strength: larger stays closer to the reference); IPO's tau; SimPO's beta (the
+    paper uses 2-2.5); ORPO's lambda (weight of the odds-ratio term)."""
+    label_smoothing: float = 0.0
+    """cdpo: the assumed share of flipped labels, in (0, 0.5)."""
+    simpo_gamma: float = 0.5
+    """simpo: the target reward margin gamma."""
+    nll_coef: float = 0.0
+    """Weight of the chosen response's length-normalised NLL added to the loss (RPO, Pang et al. 2024);
+    it keeps plain DPO from lowering the chosen response's likelihood along with the rejected one's.
+    orpo always includes that NLL (weight 1) and needs this at 0."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))
+    """Optimizer and learning-rate schedule."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Which weights train: full, frozen lower layers, LoRA or prefix tuning."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Pairs per micro-batch (batch_size; each pair is two sequences), accumulation, length, eval interval."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint interval and retention."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics, progress bar and TensorBoard."""
+
+    def validate(self, where: str) -> None:
+        self.model.validate(where)
+        if not self.data.train_path:
+            raise ConfigError(f"{where}: data.train_path is required")
+        _check_positive(where, "data.max_length", self.data.max_length)
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        check_training_parts(where, self)
+        _check_positive(where, "beta", self.beta)
+        _check_non_negative(where, "nll_coef", self.nll_coef)
+        if self.loss == "cdpo" and not 0.0 < self.label_smoothing < 0.5:
+            raise ConfigError(f"{where}: loss=cdpo needs label_smoothing in (0, 0.5), got {self.label_smoothing}")
+        if self.loss != "cdpo" and self.label_smoothing:
+            raise ConfigError(f"{where}: label_smoothing applies to loss=cdpo only (loss is {self.loss})")
+        if self.loss == "orpo" and self.nll_coef:
+            raise ConfigError(f"{where}: loss=orpo already includes the chosen NLL; set nll_coef=0 "
+                              "(beta weights the odds-ratio term against it)")
+        if self.loss in ("simpo", "orpo") and self.reference_path:
+            raise ConfigError(f"{where}: loss={self.loss} uses no reference model; remove reference_path")
+        self.peft.validate(where)
+
+
+@dataclass
 class CorpusConfig:
     path: str = ""
     """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the
@@ -792,7 +857,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _yaml_key_lines(text: str) -> dict[str, int]:
+def yaml_key_lines(text: str) -> dict[str, int]:
     """Map each dotted key in a YAML document to its 1-based line, for error messages."""
     lines: dict[str, int] = {}
 
@@ -835,7 +900,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
         data = loaded
-        lines = _yaml_key_lines(text)
+        lines = yaml_key_lines(text)
     cfg = from_dict(cls, data, where, lines=lines)
     for text in overrides:
         keys, value = parse_override(text)

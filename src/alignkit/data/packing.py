@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from alignkit.data.tokenize import IGNORE_INDEX, Example
+from alignkit.errors import ConfigError
 
 
 @dataclass
@@ -89,3 +91,19 @@ def packing_is_exact(model: torch.nn.Module, vocab_size: int, atol: float = 1e-4
     if torch.allclose(packed, torch.cat(sep, dim=1), atol=atol, rtol=1e-3):
         return True, ""
     return False, "lets packed samples attend to each other"
+
+
+def resolve_packing(cfg: Any, model: torch.nn.Module, vocab_size: int) -> bool:
+    """Pack when asked or when auto and a numerical check shows packed samples are masked apart.
+    cfg: a stage config with data.packing, peft.method and model.attn_implementation (SFT, DPO)."""
+    if cfg.data.packing == "off":
+        return False
+    if cfg.peft.method == "prefix":
+        if cfg.data.packing == "on":
+            raise ConfigError("data.packing=on cannot be used with prefix tuning (the prefix is one per row)")
+        return False
+    exact, problem = packing_is_exact(model, vocab_size)
+    if cfg.data.packing == "on" and not exact:
+        raise ConfigError(f"data.packing=on, but {type(model).__name__} with attn_implementation="
+                          f"{cfg.model.attn_implementation} {problem}; use packing=off or auto")
+    return exact

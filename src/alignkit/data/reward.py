@@ -27,22 +27,41 @@ class RewardPair:
     margin: float | None
     source: str
     where: str
+    chosen_start: int = 0
+    """Index of the chosen response's first token in chosen_ids (the prompt comes before it)."""
+    rejected_start: int = 0
+    """Index of the rejected response's first token in rejected_ids."""
 
 
 def conversation_ids(tokenizer: Any, prompt: tuple, response: str, max_length: int) -> list[int] | None:
     """Token ids of prompt + response with EOS last, cut from the left to max_length; None when the
     response alone does not fit."""
+    found = conversation_with_start(tokenizer, prompt, response, max_length)
+    return None if found is None else found[0]
+
+
+def conversation_with_start(tokenizer: Any, prompt: tuple, response: str, max_length: int
+                            ) -> tuple[list[int], int] | None:
+    """(ids, start): conversation_ids and the index of the response's first token in them.
+
+    The start is the length of the token prefix shared with the prompt rendered with its generation
+    prompt, so a tokenizer that merges across the boundary still gives a start inside the text's own
+    tokens (the merged token counts as response)."""
     text = render(tokenizer, [*prompt, {"role": "assistant", "content": response}])
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if needs_eos(tokenizer, text, ids):
         ids.append(tokenizer.eos_token_id)
+    prompt_ids = tokenizer(render(tokenizer, list(prompt), add_generation_prompt=True),
+                           add_special_tokens=False)["input_ids"]
+    start = 0
+    while start < min(len(prompt_ids), len(ids) - 1) and prompt_ids[start] == ids[start]:
+        start += 1
     if len(ids) <= max_length:
-        return ids
-    prompt_len = len(tokenizer(render(tokenizer, list(prompt), add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"])
-    if len(ids) - prompt_len > max_length:
+        return ids, start
+    if len(ids) - start > max_length:
         return None
-    return ids[len(ids) - max_length:]
+    cut = len(ids) - max_length
+    return ids[cut:], start - cut
 
 
 def split_rankings(rankings: list[Ranking], eval_fraction: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
@@ -62,12 +81,12 @@ def load_rankings(path: str, split: str = "train") -> list[Ranking]:
 def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str, report: DataReport) -> list[RewardPair]:
     out = []
     for p in pairs:
-        chosen = conversation_ids(tokenizer, p.prompt, p.chosen, max_length)
-        rejected = conversation_ids(tokenizer, p.prompt, p.rejected, max_length)
+        chosen = conversation_with_start(tokenizer, p.prompt, p.chosen, max_length)
+        rejected = conversation_with_start(tokenizer, p.prompt, p.rejected, max_length)
         if chosen is None or rejected is None:
             report.drop(split, "response longer than data.max_length", p.where)
             continue
-        out.append(RewardPair(chosen, rejected, p.margin, p.source, p.where))
+        out.append(RewardPair(chosen[0], rejected[0], p.margin, p.source, p.where, chosen[1], rejected[1]))
     report.kept[split] = len(out)
     return out
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from alignkit.config import SFTConfig
-from alignkit.data import build_sft_data, pack_examples, packing_is_exact
-from alignkit.errors import ConfigError, DataError
+from alignkit.data import build_sft_data, pack_examples
+from alignkit.data.packing import resolve_packing
+from alignkit.errors import DataError
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
 from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import begin_stage, say
@@ -57,18 +56,3 @@ def run_sft(cfg: SFTConfig) -> Path:
     # ---------------------------------------------------------------- loop and save
     return train_and_save(cfg, name="sft", accelerator=accelerator, model=model, tokenizer=tokenizer,
                           train_rows=train_rows, eval_rows=eval_rows, run_dir=run_dir, base_model_path=cfg.model.path)
-
-
-def resolve_packing(cfg: SFTConfig, model: torch.nn.Module, vocab_size: int) -> bool:
-    """Pack when asked or when auto and a numerical check shows packed samples are masked apart."""
-    if cfg.data.packing == "off":
-        return False
-    if cfg.peft.method == "prefix":
-        if cfg.data.packing == "on":
-            raise ConfigError("data.packing=on cannot be used with prefix tuning (the prefix is one per row)")
-        return False
-    exact, problem = packing_is_exact(model, vocab_size)
-    if cfg.data.packing == "on" and not exact:
-        raise ConfigError(f"data.packing=on, but {type(model).__name__} with attn_implementation="
-                          f"{cfg.model.attn_implementation} {problem}; use packing=off or auto")
-    return exact

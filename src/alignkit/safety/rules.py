@@ -1,0 +1,175 @@
+r"""Safety rules: named categories of regexes, loaded from YAML and validated strictly.
+
+Format::
+
+    refusal_message: "Sorry, I can't help with that."   # optional; the reply to a blocked item
+    categories:                                          # required, at least one
+      weapons:
+        patterns: ['\b(?:build|make)\s+(?:a|an)\s+bomb\b']   # required: regexes, case-insensitive
+        allow: ['\bbath bombs?\b']       # optional: benign look-alikes that excuse a match
+        applies_to: [input, output]      # optional, default both
+        message: "..."                   # optional: this category's reply instead of refusal_message
+
+Write regexes in single quotes so YAML keeps backslashes as they are (an apostrophe inside single
+quotes is written ''). A category blocks a text when one of its patterns matches and no allow
+pattern overlaps that match: an allow entry excuses only the words it covers, so "make a bath bomb,
+then build a bomb" is still blocked. Curly apostrophes are read as straight ones before matching.
+
+Loading is strict: an unknown key names the file, the line and the closest valid key; a bad regex
+names the category, the pattern and the regex error. Every problem raises ConfigError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.config import yaml_key_lines  # the same key -> line map the stage configs use
+from alignkit.errors import ConfigError
+
+SIDES = ("input", "output")
+TOP_KEYS = ("refusal_message", "categories")
+CATEGORY_KEYS = ("patterns", "allow", "applies_to", "message")
+DEFAULT_REFUSAL = "Sorry, I can't help with that."
+DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A pattern that matched, and the allow pattern that excuses it (None: it blocks)."""
+
+    pattern: str
+    excused_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+    allow: tuple[re.Pattern[str], ...] = ()
+    applies_to: frozenset[str] = frozenset(SIDES)
+    message: str | None = None
+
+    def find(self, text: str) -> Hit | None:
+        """The first blocking hit in `text`; else the first excused one; else None."""
+        allowed = [(a.pattern, m.span()) for a in self.allow for m in a.finditer(text)]
+        excused = None
+        for p in self.patterns:
+            for m in p.finditer(text):
+                cover = next((a for a, (s, e) in allowed if s < m.end() and m.start() < e), None)
+                if cover is None:
+                    return Hit(p.pattern)
+                excused = excused or Hit(p.pattern, cover)
+        return excused
+
+
+@dataclass(frozen=True)
+class Rules:
+    categories: tuple[Category, ...]
+    refusal_message: str = DEFAULT_REFUSAL
+    source: str = "<rules>"
+
+    def message_for(self, category: str | None) -> str:
+        """The reply for a block in `category`: its own message, else the refusal message."""
+        own = next((c.message for c in self.categories if c.name == category), None)
+        return own or self.refusal_message
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """Rules from a YAML file; the shipped default rules when `path` is None."""
+    path = Path(path) if path is not None else DEFAULT_RULES_PATH
+    if not path.is_file():
+        raise ConfigError(f"rules file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_rules(data, str(path), yaml_key_lines(text))
+
+
+def parse_rules(data: Any, where: str = "<rules>", lines: dict[str, int] | None = None) -> Rules:
+    """Rules from already-parsed YAML; `lines` maps dotted keys to lines for error messages."""
+    lines = lines or {}
+    if data is None:
+        raise ConfigError(f"{where}: the rules file is empty; it needs a 'categories' mapping")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping with 'categories', got {type(data).__name__}")
+    _check_keys(data, TOP_KEYS, where, "", lines)
+    cats = data.get("categories")
+    if not isinstance(cats, dict) or not cats:
+        raise ConfigError(f"{_at(where, lines, 'categories')}: 'categories' must be a non-empty mapping of "
+                          f"category name -> {{patterns: [...]}}, got {cats!r}")
+    refusal = data.get("refusal_message", DEFAULT_REFUSAL)
+    if not isinstance(refusal, str) or not refusal.strip():
+        raise ConfigError(f"{_at(where, lines, 'refusal_message')}: 'refusal_message' must be non-empty text")
+    categories = tuple(_category(str(name), spec, where, lines) for name, spec in cats.items())
+    return Rules(categories, refusal, where)
+
+
+def _category(name: str, spec: Any, where: str, lines: dict[str, int]) -> Category:
+    key = f"categories.{name}"
+    at = _at(where, lines, key)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{at}: category '{name}' must be a mapping with 'patterns', got {spec!r}")
+    _check_keys(spec, CATEGORY_KEYS, where, f"{key}.", lines)
+    if not spec.get("patterns"):
+        raise ConfigError(f"{at}: category '{name}' needs a non-empty 'patterns' list")
+    patterns = _compile(spec["patterns"], "patterns", name, where, lines)
+    allow = _compile(spec.get("allow") or [], "allow", name, where, lines)
+    sides = spec.get("applies_to", list(SIDES))
+    if isinstance(sides, str):
+        sides = [sides]
+    if not isinstance(sides, list) or not sides:
+        raise ConfigError(f"{_at(where, lines, key + '.applies_to')}: category '{name}': 'applies_to' must be "
+                          f"a non-empty list of {' and/or '.join(SIDES)}")
+    for side in sides:
+        if side not in SIDES:
+            raise ConfigError(f"{_at(where, lines, key + '.applies_to')}: category '{name}': unknown side "
+                              f"'{side}' in applies_to{_suggest(str(side), SIDES)}")
+    message = spec.get("message")
+    if message is not None and (not isinstance(message, str) or not message.strip()):
+        raise ConfigError(f"{_at(where, lines, key + '.message')}: category '{name}': 'message' must be non-empty text")
+    return Category(name, patterns, allow, frozenset(sides), message)
+
+
+def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int]) -> tuple[re.Pattern[str], ...]:
+    at = _at(where, lines, f"categories.{name}.{field}")
+    if not isinstance(raw, list):
+        raise ConfigError(f"{at}: category '{name}': '{field}' must be a list of regexes, got {raw!r}")
+    out = []
+    for pattern in raw:
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ConfigError(f"{at}: category '{name}': {field} entry {pattern!r} must be a non-empty regex string")
+        try:
+            rx = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' is not a valid regex "
+                              f"({exc})") from None
+        if rx.match(""):  # it would match at every position of every text
+            raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' matches empty text")
+        out.append(rx)
+    return tuple(out)
+
+
+def _check_keys(data: dict, valid: tuple[str, ...], where: str, prefix: str, lines: dict[str, int]) -> None:
+    for key in data:
+        if key not in valid:
+            full = f"{prefix}{key}"
+            raise ConfigError(f"{_at(where, lines, full)}: unknown key '{full}'{_suggest(str(key), valid, prefix)}")
+
+
+def _suggest(key: str, valid: tuple[str, ...], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of {', '.join(valid)}"
+
+
+def _at(where: str, lines: dict[str, int], key: str) -> str:
+    return f"{where}, line {lines[key]}" if key in lines else where

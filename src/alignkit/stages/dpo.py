@@ -1,0 +1,258 @@
+"""Offline preference optimisation: DPO and its kin, from the reward model's preference data.
+
+setup   accelerator, run dir, tokenizer, preference data (rankings -> pairs exactly as for the reward
+        model, split by ranking), the policy (an adapter is merged first) + PEFT, dropout off, and the
+        reference log-probs of every pair, computed once from the starting weights
+loop    one optimizer step per global batch of pairs: chosen and rejected responses in one forward
+        pass (packed into shared rows when exact), the named loss (losses/dpo.py) plus an optional NLL
+        term on the chosen response, averaged over the global batch; held-out pairs at intervals
+save    final evaluation, the model (or adapter) as a standard HF directory in output_dir/model
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.config import DPOConfig
+from alignkit.data.collate import collate_responses
+from alignkit.data.packing import resolve_packing
+from alignkit.data.reward import RewardPair, build_reward_data
+from alignkit.errors import DataError
+from alignkit.losses import pairwise_accuracy
+from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
+from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models.value import disable_dropout
+from alignkit.training.batching import global_batch, micro_batches, shard
+from alignkit.training.checkpoint import save_final_model
+from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable
+from alignkit.training.metrics import MetricsWriter
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
+from alignkit.training.progress import ProgressBar
+from alignkit.training.run import begin_stage, reduce_sum, say
+
+# Per-pair quantities summed into each metrics row (divided by the pair count when written).
+STATS = ("loss", "pref_loss", "nll", "accuracy", "reward_chosen", "reward_rejected", "margin", "kl_proxy",
+         "logp_chosen", "logp_rejected")
+
+
+def run_dpo(cfg: DPOConfig) -> Path:
+    """Train a policy on preference pairs; return the saved model directory."""
+    # ---------------------------------------------------------------- setup
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
+
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    d = cfg.data
+    train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
+                                            cfg.seed, d.adjacent_only, rating_margin=False)
+    for line in report.lines():
+        say(accelerator, f"data {line}")
+    if accelerator.is_main_process:
+        report.write(run_dir / "data_report.json")
+    if not train:
+        raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
+
+    model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
+    if hasattr(model, "merge_and_unload"):  # an adapter directory: start from base + adapter folded together
+        say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
+        model = model.merge_and_unload().requires_grad_(True)
+    model.to(accelerator.device)
+    rows = d.max_length if resolve_packing(cfg, model, len(tokenizer)) else 0
+    model = apply_peft(model, cfg.peft)
+    # Dropout (LoRA's included) would make the policy differ from the reference at step 0 (the first
+    # loss would not be ln 2) and adds noise to a loss that compares two log-probabilities.
+    disable_dropout(model)
+    pad_id = tokenizer.pad_token_id
+    ref_train = ref_held = None
+    if cfg.loss not in REFERENCE_FREE:
+        # The reference log-probs of every pair, once, before any update: the starting weights are the
+        # reference (or reference_path's), so no second model stays in memory during training.
+        reference = load_causal_lm(cfg.reference_path).to(accelerator.device) if cfg.reference_path else model
+        ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+        ref_held = reference_logprobs(reference, held, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+        del reference
+    trainable, total = count_parameters(model)
+    say(accelerator, f"policy {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); loss {cfg.loss}, "
+                     f"beta {cfg.beta}; {len(train)} training pairs, {len(held)} held-out pairs; "
+                     f"packing {'on' if rows else 'off'}")
+
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
+    evaluate = lambda: evaluate_pairs(cfg, model, held, ref_held, pad_id, accelerator, rows)  # noqa: E731
+    if start == 0 and cfg.train.eval_every and held:
+        metrics.write(0, **evaluate())
+
+    # ---------------------------------------------------------------- loop
+    window = new_window()
+    with ProgressBar(total_steps, start, "dpo", cfg.log.progress and accelerator.is_main_process) as bar:
+        for step in range(start, total_steps):
+            model.train()
+            indices = global_batch(len(train), step, global_size, cfg.seed)
+            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
+            for k, mb in enumerate(mine):
+                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    ref = None if ref_train is None else ref_train[mb].to(accelerator.device)
+                    loss, stats = pair_losses(cfg, model, [train[i] for i in mb], ref, pad_id, accelerator.device, rows)
+                    # Mean over the global batch of pairs, whatever its split (DDP averages, hence x world).
+                    accelerator.backward(loss.sum() * world / global_size)
+                for key, value in stats.items():
+                    window[key] += float(value.sum())
+                    window["seen"].add(key)
+                window["pairs"] += len(mb)
+            if not math.isfinite(window["loss"]):
+                raise TrainingDiverged(f"dpo: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
+            grad_norm = None
+            if cfg.optim.max_grad_norm > 0:
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            if done % cfg.log.every == 0 or done == total_steps:
+                sums = dict(zip(STATS, reduce_sum(accelerator, *[window[k] for k in STATS])))
+                (pairs,) = reduce_sum(accelerator, window["pairs"])
+                row = {k: v / pairs for k, v in sums.items() if k in window["seen"]}
+                row.update(lr=lr, pairs_per_s=pairs / (time.perf_counter() - window["t0"]), pairs=int(pairs),
+                           epoch=done * global_size / len(train))
+                if grad_norm is not None:
+                    row["grad_norm"] = grad_norm
+                metrics.write(done, **row)
+                bar.update(done, loss=row["loss"], acc=row["accuracy"], pairs_s=round(row["pairs_per_s"], 1))
+                window = new_window()
+            else:
+                bar.update(done)
+            paused = time.perf_counter()
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
+                metrics.write(done, **evaluate())
+            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
+                save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
+            window["t0"] += time.perf_counter() - paused
+
+    # ---------------------------------------------------------------- save
+    if held:
+        result = evaluate()
+        metrics.write(total_steps, **result)
+        say(accelerator, f"held-out preference accuracy {result['eval_accuracy']:.3f}, "
+                         f"margin {result['eval_margin']:.3f}, loss {result['eval_loss']:.4f}")
+    if cfg.checkpoint.save_every:
+        save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, cfg.model.path)
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='dpo')}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
+
+
+def new_window() -> dict[str, Any]:
+    """Running sums between two metrics rows; `seen` names the statistics this loss produces."""
+    return {**{k: 0.0 for k in STATS}, "pairs": 0.0, "seen": set(), "t0": time.perf_counter()}
+
+
+def forward_pairs(model: Any, pairs: list[RewardPair], pad_id: int, device: Any, pack_rows: int
+                  ) -> tuple[torch.Tensor, ...]:
+    """Summed log-probs and token counts of the chosen and rejected responses: (logp_c, logp_r, n_c,
+    n_r), each (P,), from one forward pass over all 2P sequences."""
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    starts = [p.chosen_start for p in pairs] + [p.rejected_start for p in pairs]
+    batch = {k: v.to(device) for k, v in collate_responses(seqs, starts, pad_id, pack_rows).items()}
+    labels, sequence = batch.pop("labels"), batch.pop("sequence")
+    logits = model(**batch, use_cache=False).logits  # a cache would disable packed masking
+    logp, count = sequence_logprobs(logits, labels, sequence, len(seqs))
+    n = len(pairs)
+    return logp[:n], logp[n:], count[:n], count[n:]
+
+
+def pair_losses(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: torch.Tensor | None, pad_id: int,
+                device: Any, pack_rows: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss (P,), per-pair statistics) for one micro-batch. ref: (P, 2) reference log-probs of the
+    chosen and rejected responses, or None for the reference-free losses."""
+    logp_c, logp_r, n_c, n_r = forward_pairs(model, pairs, pad_id, device, pack_rows)
+    ref_c, ref_r = (None, None) if ref is None else (ref[:, 0], ref[:, 1])
+    pref = preference_loss(cfg.loss, logp_c, logp_r, n_c, n_r, ref_c, ref_r, beta=cfg.beta,
+                           label_smoothing=cfg.label_smoothing, simpo_gamma=cfg.simpo_gamma)
+    nll = -logp_c / n_c.clamp(min=1)
+    nll_weight = 1.0 if cfg.loss == "orpo" else cfg.nll_coef  # ORPO's loss is NLL + lambda x odds ratio (eq. 6)
+    loss = pref + nll_weight * nll if nll_weight else pref
+    with torch.no_grad():
+        if ref is None:  # reference-free: SimPO's implicit reward is beta x the average log-prob
+            r_c, r_r = cfg.beta * logp_c / n_c.clamp(min=1), cfg.beta * logp_r / n_r.clamp(min=1)
+        else:
+            r_c, r_r = implicit_rewards(logp_c, ref_c, cfg.beta), implicit_rewards(logp_r, ref_r, cfg.beta)
+        stats = {"loss": loss, "pref_loss": pref, "nll": nll, "accuracy": pairwise_accuracy(r_c, r_r),
+                 "reward_chosen": r_c, "reward_rejected": r_r, "margin": r_c - r_r,
+                 "logp_chosen": logp_c / n_c.clamp(min=1), "logp_rejected": logp_r / n_r.clamp(min=1)}
+        if ref is not None:
+            # KL proxy: mean per-token log pi_ref - log pi over both responses (the k1 estimate of
+            # KL(ref || pi) if the data came from the reference); 0 at the start.
+            stats["kl_proxy"] = 0.5 * ((ref_c - logp_c) / n_c.clamp(min=1) + (ref_r - logp_r) / n_r.clamp(min=1))
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+@torch.no_grad()
+def reference_logprobs(model: Any, pairs: list[RewardPair], batch_size: int, pad_id: int, accelerator: Any,
+                       pack_rows: int) -> torch.Tensor:
+    """(N, 2) summed log-probs of every pair's chosen and rejected response under `model`, each process
+    computing its shard and an all-reduce assembling the table."""
+    was_training = model.training
+    model.eval()
+    table = torch.zeros(len(pairs), 2, device=accelerator.device)
+    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
+    for i in range(0, len(mine), batch_size):
+        idx = mine[i:i + batch_size]
+        with accelerator.autocast():
+            logp_c, logp_r, _, _ = forward_pairs(model, [pairs[j] for j in idx], pad_id, accelerator.device, pack_rows)
+        table[idx, 0], table[idx, 1] = logp_c.float(), logp_r.float()
+    if accelerator.num_processes > 1:
+        table = accelerator.reduce(table, reduction="sum")
+    model.train(was_training)
+    return table.cpu()
+
+
+@torch.no_grad()
+def evaluate_pairs(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: torch.Tensor | None, pad_id: int,
+                   accelerator: Any, pack_rows: int) -> dict[str, float]:
+    """Held-out loss, preference accuracy (implicit reward of chosen > rejected) and margin, overall
+    and per source, over all processes."""
+    model.eval()
+    sources = sorted({p.source for p in pairs})
+    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
+    loss = margin = 0.0
+    acc = {s: 0.0 for s in sources}
+    n = {s: 0.0 for s in sources}
+    for i in range(0, len(mine), cfg.train.eval_batch_size):
+        idx = mine[i:i + cfg.train.eval_batch_size]
+        chunk = [pairs[j] for j in idx]
+        with accelerator.autocast():
+            _, stats = pair_losses(cfg, model, chunk, None if ref is None else ref[idx].to(accelerator.device),
+                                   pad_id, accelerator.device, pack_rows)
+        loss += float(stats["loss"].sum())
+        margin += float(stats["margin"].sum())
+        for p, a in zip(chunk, stats["accuracy"].tolist()):
+            acc[p.source] += a
+            n[p.source] += 1
+    totals = reduce_sum(accelerator, loss, margin, *[acc[s] for s in sources], *[n[s] for s in sources])
+    loss, margin, accs, counts = totals[0], totals[1], totals[2:2 + len(sources)], totals[2 + len(sources):]
+    model.train()
+    total = max(sum(counts), 1.0)
+    out = {"eval_loss": loss / total, "eval_accuracy": sum(accs) / total, "eval_margin": margin / total}
+    if len(sources) > 1:
+        out.update({f"eval_accuracy/{s}": a / c for s, a, c in zip(sources, accs, counts) if c})
+    return out
