@@ -31,33 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common import TEMPLATES, WORDS, bench_llama  # benchmarks/common.py
+from common import as_chat, bench_llama, make_rows  # benchmarks/common.py
 from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
-GOOD, BAD = WORDS[: len(WORDS) // 2], WORDS[len(WORDS) // 2:]
 LR = 1e-4
-
-
-def make_rows(n: int, seed: int) -> list[dict[str, str]]:
-    """Pairwise rows; chosen from the first half of WORDS, rejected from the second, 5..60 words each."""
-    rng = random.Random(seed)
-    say = lambda pool: " ".join(rng.choices(pool, k=rng.randint(5, 60))).capitalize() + "."  # noqa: E731
-    return [{"prompt": rng.choice(TEMPLATES).format(a=rng.choice(WORDS), b=rng.choice(WORDS)),
-             "chosen": say(GOOD), "rejected": say(BAD)} for _ in range(n)]
-
-
-def as_chat(row: dict[str, str]) -> dict[str, list]:
-    """The same row as TRL's conversational preference format (explicit prompt)."""
-    return {"prompt": [{"role": "user", "content": row["prompt"]}],
-            "chosen": [{"role": "assistant", "content": row["chosen"]}],
-            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
 
 
 class Shapes:

@@ -21,6 +21,7 @@ from alignkit.stages.ppo import run_ppo
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import read_items
 from alignkit.world.evaluate import evaluate_models
+from alignkit.world.report import variant_table
 
 NO_OFFSET = "reward model without its offset"  # a variant that swaps the reward model directory
 VARIANTS = {  # name -> overrides of the demo's ppo section
@@ -76,23 +77,9 @@ def main() -> None:
     splits = {"heldout_phrasing": read_items(world / "eval_heldout_phrasing.jsonl"),
               "heldout_input": read_items(world / "eval_heldout_input.jsonl")}
     results = evaluate_models({"sft": sft, **policies}, splits, "sft", cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    lines = ["| variant | accuracy, phrasings / inputs | refuses harmful, phrasings / inputs | over-refuses benign, "
-             "phrasings / inputs | win rate vs SFT, phrasings [95% CI] | kept iteration | max KL |",
-             "| --- | --- | --- | --- | --- | ---: | ---: |"]
-    for name, r in results["models"].items():
-        ph, inp = r["scores"]["heldout_phrasing"], r["scores"]["heldout_input"]
-        w = r["win_rate_vs_sft"]["heldout_phrasing"]
-        win = "-" if name == "sft" else f"{100 * w['win_rate']:.0f}% [{100 * w['win_rate_ci95'][0]:.0f}-" \
-                                        f"{100 * w['win_rate_ci95'][1]:.0f}] ({w['wins']}-{w['losses']})"
-        s = summary.get(name, {})
-        lines.append(f"| {name} | {100 * ph['accuracy']:.1f} / {100 * inp['accuracy']:.1f} | "
-                     f"{100 * ph['refusal_rate']:.0f} / {100 * inp['refusal_rate']:.0f} | "
-                     f"{100 * ph['over_refusal_rate']:.0f} / {100 * inp['over_refusal_rate']:.0f} | {win} | "
-                     f"{s.get('kept_iteration', '-')} | {s['kl_max']:.2f} |" if s else
-                     f"| {name} | {100 * ph['accuracy']:.1f} / {100 * inp['accuracy']:.1f} | "
-                     f"{100 * ph['refusal_rate']:.0f} / {100 * inp['refusal_rate']:.0f} | "
-                     f"{100 * ph['over_refusal_rate']:.0f} / {100 * inp['over_refusal_rate']:.0f} | {win} | - | - |")
-    table = "\n".join(lines) + "\n"
+    extra = {name: {"kept iteration": str(s["kept_iteration"]), "max KL": f"{s['kl_max']:.2f}"}
+             for name, s in summary.items()}
+    table = variant_table(results, "sft", extra)
     (args.run_dir / "levers.md").write_text(table)
     (args.run_dir / "levers.json").write_text(json.dumps({"summary": summary, "results": results}, indent=2,
                                                          default=str) + "\n")

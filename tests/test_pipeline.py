@@ -18,7 +18,8 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "sft.log.progress=false", "eval.max_new_tokens=12", "rm.train.max_steps=30", "rm.train.batch_size=16",
            "rm.normalize.samples=16", "rm.normalize.max_new_tokens=8", "rm.log.progress=false",
            "ppo.train.max_steps=2", "ppo.train.batch_size=16", "ppo.train.eval_every=1", "ppo.rollout.max_new_tokens=8",
-           "ppo.rollout.eval_samples=16", "ppo.log.progress=false"]
+           "ppo.rollout.eval_samples=16", "ppo.log.progress=false", "dpo.train.max_steps=3", "dpo.train.batch_size=8",
+           "dpo.train.eval_every=0", "dpo.log.progress=false"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
     """The reduced PPO stage (2 iterations) runs from the SFT model and the reward model, keeps its
     best policy by held-out reward on training-split prompts, and the table compares it with SFT."""
     results = json.loads((reduced_run / "results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", "ppo"]
+    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "dpo"]
     assert results["models"]["ppo"]["path"].endswith("ppo/best")
     assert "heldout_phrasing" in results["models"]["ppo"]["win_rate_vs_sft"]
     assert "win_rate_vs_sft" not in results["models"]["sft"]
@@ -95,3 +96,19 @@ def test_a_changed_world_does_not_reuse_finished_stages(reduced_run, capsys):
                  *REDUCED, "world.sloppy_share=0.05"])
     assert code == 2
     assert "finished sft stage made with other world settings" in capsys.readouterr().err
+
+
+def test_dpo_and_the_filtered_sft_model_join_the_table(reduced_run):
+    """DPO runs from the SFT model on the same rankings; "sft+filter" is SFT behind the rule-based
+    filter, which refuses every held-out harmful request (the rules catch them before the model)."""
+    results = json.loads((reduced_run / "results.json").read_text())
+    assert results["models"]["dpo"]["path"].endswith("dpo/model")
+    assert "heldout_input" in results["models"]["dpo"]["win_rate_vs_sft"]
+    filtered = results["models"]["sft+filter"]
+    assert filtered["path"] == results["models"]["sft"]["path"]
+    for split in ("heldout_phrasing", "heldout_input"):
+        assert filtered["scores"][split]["refusal_rate"] == 1.0
+        assert filtered["scores"][split]["over_refusal_rate"] <= results["models"]["sft"]["scores"][split]["over_refusal_rate"]
+    assert "| sft+filter |" in (reduced_run / "results.md").read_text()
+    rows = [json.loads(line) for line in (reduced_run / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [3]  # log.every 10: the last step is always logged

@@ -57,6 +57,8 @@ def cmd_chat(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--filter", nargs="?", const="default", metavar="RULES.yaml",
+                   help="screen requests and replies with the rule-based safety filter (the shipped rules, or RULES.yaml)")
     args = p.parse_args(argv)
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
@@ -64,6 +66,11 @@ def cmd_chat(argv: list[str]) -> int:
 
     quiet_libraries()
     tokenizer, model = load_tokenizer(args.model_dir), load_causal_lm(args.model_dir)
+    safety = None
+    if args.filter:
+        from alignkit.safety import load_filter
+
+        safety = load_filter(None if args.filter == "default" else args.filter)
     history = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     while True:
@@ -77,7 +84,17 @@ def cmd_chat(argv: list[str]) -> int:
             history = history[:1] if args.system else []
             continue
         history.append({"role": "user", "content": line})
-        (reply,) = generate_responses(model, tokenizer, [history], args.max_new_tokens, args.temperature, args.top_p)
+        generate = lambda chats: generate_responses(model, tokenizer, chats, args.max_new_tokens,  # noqa: E731
+                                                    args.temperature, args.top_p)
+        if safety is None:
+            (reply,) = generate([history])
+        else:
+            from alignkit.safety import filtered_responses
+
+            screened = filtered_responses([history], generate, safety)
+            reply, verdict = screened.responses[0], screened.verdicts[0]
+            if verdict.blocked:
+                print(f"[filter: {verdict.reason}]", file=sys.stderr, flush=True)
         history.append({"role": "assistant", "content": reply})
         print(f"model> {reply}" if interactive else reply, flush=True)
 
@@ -141,8 +158,25 @@ def cmd_data(argv: list[str]) -> int:
     i.add_argument("sheet_csv")
     i.add_argument("key_json")
     i.add_argument("out")
+    f = sub.add_parser("filter", help="drop unsafe or low-quality training rows (rule-based), with counts by reason")
+    f.add_argument("data", help="any data file SFT reads (.jsonl, .json, .parquet, a saved dataset)")
+    f.add_argument("out", help="JSONL of the kept rows, unchanged")
+    f.add_argument("--rules", help="safety rules YAML (default: the shipped rules)")
+    f.add_argument("--report", help="also write every drop (where, reason) to this JSON file")
     args = p.parse_args(argv)
     import json
+
+    if args.verb == "filter":
+        from alignkit.safety.data_filter import filter_file
+
+        report = filter_file(args.data, args.out, args.rules)
+        for line in report.lines():
+            print(line)
+        print(f"{args.out}: kept rows written")
+        if args.report:
+            with open(args.report, "w") as fh:
+                json.dump({"counts": report.counts(), "drops": [vars(d) for d in report.drops]}, fh, indent=2)
+        return 0
 
     if args.verb == "sample":
         import torch
@@ -232,7 +266,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
             "RLHF: PPO on a policy with a reward model and a KL penalty to the reference"),
     "dpo": (_stage_command("dpo", "alignkit.config.DPOConfig", "alignkit.stages.dpo.run_dpo"),
             "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
-    "data": (cmd_data, "collect rankings: sample responses, export a sheet, import the orders"),
+    "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),

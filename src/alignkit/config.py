@@ -488,6 +488,68 @@ class DPOConfig:
 
 
 @dataclass
+class SamplingConfig:
+    max_new_tokens: int = 64
+    """Longest response sampled (a response that reaches it without EOS has not ended)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens with this much probability (1 disables)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 disables)."""
+
+    def validate(self, where: str) -> None:
+        _check_positive(where, "sampling.max_new_tokens", self.max_new_tokens)
+        _check_positive(where, "sampling.temperature", self.temperature)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{where}: sampling.top_p must be in (0, 1], got {self.top_p}")
+        _check_non_negative(where, "sampling.top_k", self.top_k)
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-n: sample n responses per prompt, score them with a reward model, keep the best."""
+
+    output_dir: str = "runs/best-of-n"
+    """Run directory: data.jsonl (the best response per prompt, SFT format), samples.jsonl (all n with
+    their scores), report.json and reward_vs_n.png (the reward best-of-k reaches, k = 1..n)."""
+    seed: int = 0
+    """Seed for sampling."""
+    resume: bool = False
+    """Reuse a finished run in output_dir (its data.jsonl) instead of refusing to overwrite it."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy that samples (a full model or a LoRA adapter directory)."""
+    reward_model: str = ""
+    """The reward model directory from `alignkit rm` (its offset is subtracted from the scores)."""
+    prompts_path: str = ""
+    """Prompts: rows with a string "prompt", or "messages" ending with a user turn."""
+    limit: int = 0
+    """Use only the first N prompts (0: all)."""
+    n: int = 8
+    """Responses sampled per prompt."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How responses are sampled."""
+    require_eos: bool = True
+    """Never pick a response that hit sampling.max_new_tokens without EOS (unless none of a prompt's n ended)."""
+    batch_size: int = 32
+    """Prompts per generation batch (each gives n sequences)."""
+    score_batch_size: int = 64
+    """Responses per reward-model batch."""
+
+    def validate(self, where: str) -> None:
+        self.model.validate(where)
+        if not self.reward_model:
+            raise ConfigError(f"{where}: reward_model is required (a directory from alignkit rm)")
+        if not self.prompts_path:
+            raise ConfigError(f"{where}: prompts_path is required")
+        _check_positive(where, "n", self.n)
+        _check_non_negative(where, "limit", self.limit)
+        _check_positive(where, "batch_size", self.batch_size)
+        _check_positive(where, "score_batch_size", self.score_batch_size)
+        self.sampling.validate(where)
+
+
+@dataclass
 class CorpusConfig:
     path: str = ""
     """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the
@@ -602,9 +664,13 @@ class WorldEvalConfig:
     """Model the others' win rates are measured against."""
     also_vs: list[str] = field(default_factory=lambda: ["sft"])
     """Further baselines for win rates (e.g. PPO against SFT), where those models were trained."""
+    safety_filter: bool = True
+    """Also evaluate the SFT model behind the rule-based safety filter, as the row "sft+filter"."""
+    filter_rules: str = ""
+    """Rules YAML for that filter (empty: the rules alignkit ships)."""
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "eval")
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "eval")
 
 
 @dataclass
@@ -614,7 +680,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, ppo, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, dpo, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -628,6 +694,8 @@ class PipelineConfig:
     """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """DPO (or a kin) from the SFT model on the reward model's rankings (paths set by the pipeline)."""
     eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
     """Evaluation of every model on the held-out requests."""
 

@@ -46,6 +46,12 @@ def select(rollout: Rollout, idx: torch.Tensor | slice) -> Rollout:
                    rollout.ended[idx])
 
 
+def decode_responses(tokenizer: Any, rollout: Rollout) -> list[str]:
+    """The rollout's responses as text: the kept tokens (EOS and after dropped), stripped."""
+    return [tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()
+            for row, m in zip(rollout.responses.cpu(), rollout.response_mask.cpu())]
+
+
 def response_mask_from(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask, ended): 1 up to and including the first EOS of each row; ended where an EOS exists."""
     is_eos = responses == eos_id

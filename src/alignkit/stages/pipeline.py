@@ -7,7 +7,9 @@ sft       supervised fine-tuning of the base on the world's demonstrations -> ru
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
-eval      every policy so far on held-out requests, and the reward model's accuracy by kind of pair
+dpo       DPO (or the loss dpo.loss names) from the SFT model on the same rankings -> run_dir/dpo
+eval      every policy so far on held-out requests (and the SFT model behind the rule-based safety
+          filter, "sft+filter"), and the reward model's accuracy by kind of pair
           -> run_dir/results.json, results.md, a table
 
 Each stage reads the previous one's output directory; a finished stage is skipped on rerun, an
@@ -49,7 +51,7 @@ def pretrain_key(cfg: Any) -> str:
 
 # What each stage's output depends on: a change to any of these sections makes it stale.
 DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
-              "ppo": ("world", "pretrain", "sft", "rm", "ppo")}
+              "ppo": ("world", "pretrain", "sft", "rm", "ppo"), "dpo": ("world", "pretrain", "sft", "dpo")}
 
 
 def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
@@ -156,6 +158,19 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         ppo_summary = summarize_ppo(run_dir / "ppo" / "metrics.jsonl", models["ppo"] == best)
         timings["ppo"] = time.time() - t
 
+    if "dpo" in cfg.stages:
+        from alignkit.stages.dpo import run_dpo
+
+        t = time.time()
+        policy = models.get("sft") or Path(cfg.dpo.model.path)
+        dpo_cfg = dataclasses.replace(
+            cfg.dpo, output_dir=str(run_dir / "dpo"), resume=True, model=dataclasses.replace(cfg.dpo.model, path=str(policy)),
+            data=dataclasses.replace(cfg.dpo.data, train_path=str(world["rankings"])))
+        dpo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (dpo)")
+        console.print(f"[bold]dpo[/] offline preference optimisation ({cfg.dpo.loss}) on the annotator's rankings")
+        models["dpo"] = run_dpo(dpo_cfg)
+        timings["dpo"] = time.time() - t
+
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
         from alignkit.world.report import ppo_lines, results_table, reward_lines, write_results
@@ -165,8 +180,18 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         splits = {"heldout_phrasing": read_items(world["eval_heldout_phrasing"]),
                   "heldout_input": read_items(world["eval_heldout_input"])}
         baseline = cfg.eval.baseline if cfg.eval.baseline in models else next(iter(models))
+        filters = {}
+        if cfg.eval.safety_filter and "sft" in models:
+            from alignkit.safety import load_filter
+
+            # The lightweight path: the SFT model with the rule-based filter around its generation,
+            # listed right after SFT.
+            at = list(models).index("sft") + 1
+            items = list(models.items())
+            models = dict(items[:at] + [("sft+filter", models["sft"])] + items[at:])
+            filters["sft+filter"] = load_filter(cfg.eval.filter_rules or None)
         results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                                  tuple(cfg.eval.also_vs))
+                                  tuple(cfg.eval.also_vs), filters)
         if reward_dir is not None:
             from alignkit.world.evaluate import evaluate_reward_model
 

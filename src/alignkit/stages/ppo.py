@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from alignkit.config import PPOConfig
-from alignkit.data.records import read_records
+from alignkit.data.prompts import read_prompts
 from alignkit.errors import ConfigError, DataError
 from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
@@ -36,7 +36,7 @@ from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, whiten
 from alignkit.rl.advantages import masked_mean, masked_var
-from alignkit.rl.rollout import Rollout, response_logprobs, sample_rollout, select, token_logprobs
+from alignkit.rl.rollout import Rollout, decode_responses, response_logprobs, sample_rollout, select, token_logprobs
 from alignkit.training.batching import global_batch, shard
 from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
 from alignkit.training.lm_loop import TrainingDiverged
@@ -181,23 +181,6 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 # -------------------------------------------------------------------- rollout and experience
 
 
-def read_prompts(path: str) -> list[Conversation]:
-    """Rows with a string 'prompt', or 'messages' ending with a user turn."""
-    out: list[Conversation] = []
-    for r in read_records(path):
-        row = r.row
-        if isinstance(row.get("prompt"), str) and row["prompt"].strip():
-            out.append([{"role": "user", "content": row["prompt"]}])
-        elif isinstance(row.get("messages"), list) and row["messages"] and isinstance(row["messages"][-1], dict) \
-                and row["messages"][-1].get("role") == "user":
-            out.append(row["messages"])
-        else:
-            raise DataError(f"{r.where}: expected a non-empty string 'prompt', or 'messages' ending with a user turn")
-    if not out:
-        raise DataError(f"{path}: no prompts")
-    return out
-
-
 def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], batch: list[Conversation],
                   ) -> tuple[Rollout, float]:
     """One sampled response per prompt, with the KV cache (generate); seconds it took."""
@@ -228,9 +211,7 @@ def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list
     values = torch.cat(values) * mask
     ref_logp = reference_logprobs(cfg, roles, roll, chunk)
 
-    tok = roles["tokenizer"]
-    texts = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()
-             for row, m in zip(roll.responses.cpu(), mask.cpu())]
+    texts = decode_responses(roles["tokenizer"], roll)
     raw = roles["score"](batch, texts).to(values.device).float()
     scores = final_scores(raw, roll.ended, cfg.rollout.no_eos_penalty, cfg.ppo.reward_clip)
 

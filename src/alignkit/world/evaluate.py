@@ -46,9 +46,12 @@ def answer_perplexity(model: Any, tokenizer: Any, items: list[Item], batch_size:
 
 
 def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]], baseline: str,
-                    max_new_tokens: int = 24, batch_size: int = 128, also_vs: tuple[str, ...] = ()) -> dict[str, Any]:
+                    max_new_tokens: int = 24, batch_size: int = 128, also_vs: tuple[str, ...] = (),
+                    filters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores of every model on every split, and win rates against `baseline` on each split (and
-    against each model of `also_vs` that was evaluated, for the models after it)."""
+    against each model of `also_vs` that was evaluated, for the models after it). `filters` names
+    models whose generation runs behind a safety filter (alignkit.safety): blocked requests never
+    reach the model and blocked answers are replaced by the refusal message."""
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
 
@@ -56,9 +59,15 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
     results: dict[str, Any] = {"models": {}, "splits": {name: len(items) for name, items in splits.items()}}
     for name, path in models.items():
         model, tokenizer = load_causal_lm(path), load_tokenizer(path)
-        answers[name] = {split: generate_responses(model, tokenizer, conversations(items), max_new_tokens,
-                                                   batch_size=batch_size)
-                         for split, items in splits.items()}
+        generate = lambda chats: generate_responses(model, tokenizer, chats, max_new_tokens,  # noqa: E731
+                                                    batch_size=batch_size)
+        if filters and name in filters:
+            from alignkit.safety import filtered_responses
+
+            answers[name] = {split: filtered_responses(conversations(items), generate, filters[name]).responses
+                             for split, items in splits.items()}
+        else:
+            answers[name] = {split: generate(conversations(items)) for split, items in splits.items()}
         first = next(iter(splits))
         results["models"][name] = {
             "path": str(path),

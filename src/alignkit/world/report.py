@@ -98,6 +98,29 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def variant_table(results: dict[str, Any], baseline: str, extra: dict[str, dict[str, str]] | None = None) -> str:
+    """A Markdown table comparing variants of one stage (examples/ppo_levers.py, dpo_variants.py):
+    accuracy, refusal and over-refusal on both held-out splits, the win rate against `baseline` on
+    new phrasings, and any `extra` columns per model ({model: {column: text}}; "-" where missing)."""
+    extra = extra or {}
+    columns = list(dict.fromkeys(c for cols in extra.values() for c in cols))
+    lines = ["| variant | accuracy, phrasings / inputs | refuses harmful, phrasings / inputs | over-refuses benign, "
+             f"phrasings / inputs | win rate vs {baseline}, phrasings [95% CI] (wins-losses) | " + " | ".join(columns)
+             + (" |" if columns else "|"),
+             "| --- | --- | --- | --- | --- |" + " ---: |" * len(columns)]
+    for name, r in results["models"].items():
+        ph, inp = r["scores"]["heldout_phrasing"], r["scores"]["heldout_input"]
+        w = r.get(f"win_rate_vs_{baseline}", {}).get("heldout_phrasing")
+        win = "-" if name == baseline or not w else (f"{100 * w['win_rate']:.0f}% [{100 * w['win_rate_ci95'][0]:.0f}-"
+                                                     f"{100 * w['win_rate_ci95'][1]:.0f}] ({w['wins']}-{w['losses']})")
+        cells = [extra.get(name, {}).get(c, "-") for c in columns]
+        lines.append(f"| {name} | {100 * ph['accuracy']:.1f} / {100 * inp['accuracy']:.1f} | "
+                     f"{100 * ph['refusal_rate']:.0f} / {100 * inp['refusal_rate']:.0f} | "
+                     f"{100 * ph['over_refusal_rate']:.0f} / {100 * inp['over_refusal_rate']:.0f} | {win} |"
+                     + "".join(f" {c} |" for c in cells))
+    return "\n".join(lines) + "\n"
+
+
 def write_results(results: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "results.json", "md": run_dir / "results.md"}

@@ -1,0 +1,26 @@
+"""Prompt files for the stages that generate (PPO, best-of-n, distillation): one conversation per row."""
+
+from __future__ import annotations
+
+from alignkit.data.records import read_records
+from alignkit.errors import DataError
+
+Conversation = list[dict[str, str]]
+
+
+def read_prompts(path: str) -> list[Conversation]:
+    """Rows with a string 'prompt', or 'messages' ending with a user turn."""
+    out: list[Conversation] = []
+    for r in read_records(path):
+        row = r.row
+        if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+            out.append([{"role": "user", "content": row["prompt"]}])
+        elif isinstance(row.get("messages"), list) and row["messages"] and isinstance(row["messages"][-1], dict) \
+                and row["messages"][-1].get("role") == "user":
+            out.append(row["messages"])
+        else:
+            raise DataError(f"{r.where}: expected a non-empty string 'prompt', or 'messages' ending with a user turn")
+    if not out:
+        raise DataError(f"{path}: no prompts")
+    return out
+
