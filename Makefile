@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo demo-full test test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/alignkit pipeline configs/demo.yaml
+
+demo-full: $(STAMP)
+	$(BIN)/alignkit pipeline configs/demo-full.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

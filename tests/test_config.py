@@ -111,7 +111,8 @@ def test_unknown_command_suggests(capsys):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_loads_and_validates(path):
     stage = path.relative_to(ROOT / "configs").parts[0]
-    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig, "demo.yaml": C.PipelineConfig}[stage]
+    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig, "demo.yaml": C.PipelineConfig,
+           "demo-full.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 
@@ -158,3 +159,25 @@ def test_string_fields_keep_the_text_as_typed(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  path: 2024-01-01\ndata:\n  train_path: d.jsonl\n")
     assert C.load_config(C.SFTConfig, path).model.path == "2024-01-01"
+
+
+def test_a_config_can_start_from_a_base_file(tmp_path):
+    """`base:` loads another file first; this file's keys win, key by key, nested ones included."""
+    (tmp_path / "a.yaml").write_text("output_dir: runs/a\noptim:\n  lr: 0.5\n  warmup_steps: 7\nmodel:\n  path: m\n"
+                                     "data:\n  train_path: d.jsonl\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\noptim:\n  lr: 0.25\n")
+    cfg = C.load_config(C.SFTConfig, tmp_path / "b.yaml", ["train.max_steps=3"])
+    assert (cfg.output_dir, cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.max_steps) == ("runs/a", 0.25, 7, 3)
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        C.load_config(C.SFTConfig, tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="does not exist \\(the base of"):
+        C.load_config(C.SFTConfig, tmp_path / "d.yaml")
+
+
+def test_demo_full_extends_the_demo():
+    demo = C.load_config(C.PipelineConfig, ROOT / "configs" / "demo.yaml")
+    full = C.load_config(C.PipelineConfig, ROOT / "configs" / "demo-full.yaml")
+    assert full.sft == demo.sft and full.dpo == demo.dpo and full.run_dir == "runs/demo-full"
+    assert full.stages[-3:] == ["best-of-n", "distill", "eval"]

@@ -20,13 +20,17 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "ppo.train.max_steps=2", "ppo.train.batch_size=16", "ppo.train.eval_every=1", "ppo.rollout.max_new_tokens=8",
            "ppo.rollout.eval_samples=16", "ppo.log.progress=false", "dpo.train.max_steps=3", "dpo.train.batch_size=8",
            "dpo.train.eval_every=0", "dpo.log.progress=false"]
+FULL = ["stages=[pretrain,sft,rm,ppo,dpo,best-of-n,distill,eval]", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
+        "rft.train.max_steps=3", "rft.log.progress=false", "student.hidden=32", "student.layers=1",
+        "distill.train.max_steps=3", "distill.train.batch_size=8", "distill.sampling.max_new_tokens=8",
+        "distill.log.progress=false", "eval.also_vs=[sft,student-sft]"]
 
 
 @pytest.fixture(scope="module")
 def reduced_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(PipelineConfig, ROOT / "configs" / "demo.yaml",
-                      [f"run_dir={root / 'run'}", f"cache_dir={root / 'cache'}", *REDUCED])
+    cfg = load_config(PipelineConfig, ROOT / "configs" / "demo-full.yaml",
+                      [f"run_dir={root / 'run'}", f"cache_dir={root / 'cache'}", *REDUCED, *FULL])
     return run_pipeline(cfg)
 
 
@@ -52,7 +56,8 @@ def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
     """The reduced PPO stage (2 iterations) runs from the SFT model and the reward model, keeps its
     best policy by held-out reward on training-split prompts, and the table compares it with SFT."""
     results = json.loads((reduced_run / "results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "dpo"]
+    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "dpo", "best-of-n", "student-sft",
+                                       "student-distill"]
     assert results["models"]["ppo"]["path"].endswith("ppo/best")
     assert "heldout_phrasing" in results["models"]["ppo"]["win_rate_vs_sft"]
     assert "win_rate_vs_sft" not in results["models"]["sft"]
@@ -64,8 +69,8 @@ def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
 def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):
     before = (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime
     cache = reduced_run.parent / "cache"
-    assert main(["pipeline", str(ROOT / "configs" / "demo.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
-                 *REDUCED, "stages=[pretrain,sft,rm]"]) == 0
+    assert main(["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
+                 *REDUCED, *FULL, "stages=[pretrain,sft,rm]"]) == 0
     err = capsys.readouterr().err
     assert "pretrain cached" in err and err.count("nothing to resume") == 3  # base, SFT and RM reused
     assert (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime == before
@@ -112,3 +117,16 @@ def test_dpo_and_the_filtered_sft_model_join_the_table(reduced_run):
     assert "| sft+filter |" in (reduced_run / "results.md").read_text()
     rows = [json.loads(line) for line in (reduced_run / "dpo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [3]  # log.every 10: the last step is always logged
+
+
+def test_best_of_n_and_distillation_join_the_table(reduced_run):
+    """The full demo's extra stages: best-of-n data and the SFT model fine-tuned on it; a smaller
+    student (its own base and SFT) distilled from DPO, compared with its SFT baseline."""
+    results = json.loads((reduced_run / "results.json").read_text())
+    assert results["models"]["best-of-n"]["path"].endswith("best-of-n/sft/model")
+    report = json.loads((reduced_run / "best-of-n" / "report.json").read_text())
+    assert report["n"] == 2 and report["prompts"] == len((reduced_run / "world" / "rl_prompts.jsonl").read_text().splitlines())
+    d = results["distill"]
+    assert d["teacher"] == "dpo" and d["student_params"] < d["teacher_params"] / 2
+    assert "win_rate_vs_student-sft" in results["models"]["student-distill"]
+    assert "Distillation: the student" in (reduced_run / "results.md").read_text()

@@ -550,6 +550,75 @@ class BestOfNConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Distillation: an aligned teacher into a (smaller) student, by sequences or by token distributions."""
+
+    output_dir: str = "runs/distill"
+    """Run directory: config.yaml, teacher_data.jsonl, metrics.jsonl, checkpoints/, model/."""
+    seed: int = 0
+    """Seed for the prompt split, data order, sampling and dropout."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir/checkpoints."""
+    teacher: str = ""
+    """The teacher model directory (e.g. the DPO or PPO policy)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The student to train: usually its own SFT model, at most half the teacher's size."""
+    prompts_path: str = ""
+    """Prompts the teacher answers (and, on-policy, the student samples): rows with "prompt" or "messages"."""
+    eval_fraction: float = 0.05
+    """Share of prompts held out: the divergence (token mode) or loss (sequence mode) on them is logged."""
+    mode: Literal["token", "sequence"] = "token"
+    """sequence: the teacher writes a response to every prompt and the student is fine-tuned on them (SFT
+    loss; works across tokenizers). token: the student matches the teacher's next-token distribution at
+    every response position (needs the teacher's tokenizer)."""
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    """token mode: forward_kl = KL(teacher || student), mode-covering; reverse_kl = KL(student ||
+    teacher), mode-seeking; jsd = the generalised Jensen-Shannon divergence with jsd_beta."""
+    jsd_beta: float = 0.5
+    """jsd: 0 is exactly forward_kl, 1 exactly reverse_kl (scaled as in losses/distill.py)."""
+    temperature: float = 1.0
+    """Softmax temperature of both distributions (the loss is multiplied by its square; Hinton et al. 2015)."""
+    on_policy: bool = False
+    """token mode: the responses are the student's own samples, drawn at every step (GKD, Agarwal et al.
+    2024), instead of the teacher's responses."""
+    teacher_decoding: Literal["greedy", "sample"] = "greedy"
+    """How the teacher writes its responses: its most likely answer, or samples with sampling.*."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Response length for teacher and student; temperature, top-p, top-k for sampled responses."""
+    max_length: int = 256
+    """Most tokens of prompt + response; a longer prompt loses its start."""
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
+    """Optimizer and learning-rate schedule."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Which student weights train."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16))
+    """Prompts (responses) per micro-batch, accumulation, length of training, eval interval."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint interval and retention."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Metrics, progress bar and TensorBoard."""
+
+    def validate(self, where: str) -> None:
+        self.model.validate(where)
+        if not self.teacher:
+            raise ConfigError(f"{where}: teacher is required (the aligned model directory)")
+        if not self.prompts_path:
+            raise ConfigError(f"{where}: prompts_path is required")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"{where}: eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ConfigError(f"{where}: jsd_beta must be in [0, 1], got {self.jsd_beta}")
+        _check_positive(where, "temperature", self.temperature)
+        _check_positive(where, "max_length", self.max_length)
+        if self.mode == "sequence" and (self.on_policy or self.divergence != "forward_kl"):
+            raise ConfigError(f"{where}: mode=sequence fine-tunes on the teacher's responses; on_policy and divergence "
+                              "apply to mode=token")
+        check_training_parts(where, self)
+        self.sampling.validate(where)
+        self.peft.validate(where, prefix_unsupported_in="distillation")
+
+
+@dataclass
 class CorpusConfig:
     path: str = ""
     """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the
@@ -670,7 +739,7 @@ class WorldEvalConfig:
     """Rules YAML for that filter (empty: the rules alignkit ships)."""
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "eval")
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "best-of-n", "distill", "eval")
 
 
 @dataclass
@@ -680,7 +749,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, ppo, dpo, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, dpo, best-of-n, distill, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -696,6 +765,20 @@ class PipelineConfig:
     """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """DPO (or a kin) from the SFT model on the reward model's rankings (paths set by the pipeline)."""
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """best-of-n: the SFT model's n samples per RL prompt, the reward model's favourite kept (paths set by
+    the pipeline); then `rft` fine-tunes the SFT model on them."""
+    rft: SFTConfig = field(default_factory=lambda: SFTConfig(optim=OptimConfig(lr=1e-4), train=TrainConfig(
+        batch_size=32, max_steps=100)))
+    """Rejection-sampling fine-tuning: SFT from the SFT model on the best-of-n data (the "best-of-n" row)."""
+    student: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(hidden=80))
+    """distill: the student's architecture (hidden 80: 44% of the demo base's parameters). It is
+    pretrained like the base (same corpus, hence the same tokenizer) and fine-tuned with the sft
+    settings ("student-sft") before distillation."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """distill: the teacher (distill_teacher) into the student's SFT model, on the RL prompts."""
+    distill_teacher: str = "dpo"
+    """distill: which model of this run teaches: dpo, ppo, best-of-n or sft."""
     eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
     """Evaluation of every model on the held-out requests."""
 
@@ -947,29 +1030,12 @@ def yaml_key_lines(text: str) -> dict[str, int]:
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """Load a stage config from an optional YAML file plus key=value overrides, then validate it."""
-    data: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        text = path.read_text()
-        try:
-            loaded = yaml.load(text, Loader=_Loader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f", line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded
-        lines = yaml_key_lines(text)
-    cfg = from_dict(cls, data, where, lines=lines)
+    """Load a stage config from an optional YAML file plus key=value overrides, then validate it.
+
+    A file may start from another: `base: other.yaml` (relative to the file) loads that one first and
+    applies this file's keys on top, so a variant (configs/demo-full.yaml) repeats nothing."""
+    where = str(path) if path is not None else "defaults"
+    cfg = _load_file(cls, Path(path)) if path is not None else from_dict(cls, {}, where)
     for text in overrides:
         keys, value = parse_override(text)
         if _field_type(cls, keys) is str:  # a name or path: keep it exactly as typed (010, 1_000, no)
@@ -984,6 +1050,34 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     if hasattr(cfg, "validate"):
         cfg.validate(where if not overrides else f"{where} with overrides {' '.join(overrides)}")
     return cfg
+
+
+def _load_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """The config a YAML file describes (its `base` first, if it names one), not yet validated."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (f" (the base of {chain[-1]})" if chain else ""))
+    text = path.read_text()
+    try:
+        loaded = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+    lines = yaml_key_lines(text)
+    base = loaded.pop("base", None)
+    if base is None:
+        return from_dict(cls, loaded, str(path), lines=lines)
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}, line {lines.get('base', '?')}: base must be a path to another YAML file")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: base {base} leads back to itself")
+    return _merge(_load_file(cls, base_path, (*chain, path.resolve())), from_dict(cls, loaded, str(path), lines=lines),
+                  loaded)
 
 
 def _merge(base: Any, patch: Any, present: dict[str, Any]) -> Any:

@@ -8,6 +8,10 @@ rm        a reward model from the SFT model on the annotator's rankings -> run_d
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
 dpo       DPO (or the loss dpo.loss names) from the SFT model on the same rankings -> run_dir/dpo
+best-of-n the SFT model's n samples per RL prompt, the reward model's favourite kept, and the SFT
+          model fine-tuned on them (rejection sampling) -> run_dir/best-of-n, best-of-n/sft
+distill   a smaller student pretrained like the base (cached), fine-tuned like SFT (run_dir/student-sft),
+          then distilled from the teacher (distill_teacher) -> run_dir/distill
 eval      every policy so far on held-out requests (and the SFT model behind the rule-based safety
           filter, "sft+filter"), and the reward model's accuracy by kind of pair
           -> run_dir/results.json, results.md, a table
@@ -51,7 +55,11 @@ def pretrain_key(cfg: Any) -> str:
 
 # What each stage's output depends on: a change to any of these sections makes it stale.
 DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
-              "ppo": ("world", "pretrain", "sft", "rm", "ppo"), "dpo": ("world", "pretrain", "sft", "dpo")}
+              "ppo": ("world", "pretrain", "sft", "rm", "ppo"), "dpo": ("world", "pretrain", "sft", "dpo"),
+              "best-of-n/sft": ("world", "pretrain", "sft", "rm", "best_of_n", "rft"),
+              "student-sft": ("world", "pretrain", "student", "sft"),
+              "distill": ("world", "pretrain", "student", "sft", "rm", "ppo", "dpo", "distill", "distill_teacher")}
+PIPELINE_STAGE_OF = {"best-of-n/sft": "best-of-n", "student-sft": "distill"}  # directory -> the stage that makes it
 
 
 def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
@@ -68,8 +76,8 @@ def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
     old = yaml.safe_load(old_path.read_text()) or {}
     new = yaml.safe_load(to_yaml(cfg))
     for stage, sections in DEPENDS_ON.items():
-        if not (run_dir / stage / "model").is_dir():
-            continue
+        if PIPELINE_STAGE_OF.get(stage, stage) not in cfg.stages or not (run_dir / stage / "model").is_dir():
+            continue  # only a stage this run would reuse matters
         changed = [name for name in sections if old.get(name) != new.get(name)]
         if changed:
             raise ConfigError(f"{run_dir} holds a finished {stage} stage made with other {', '.join(changed)} settings "
@@ -171,9 +179,58 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         models["dpo"] = run_dpo(dpo_cfg)
         timings["dpo"] = time.time() - t
 
+    if "best-of-n" in cfg.stages:
+        from alignkit.stages.best_of_n import run_best_of_n
+        from alignkit.stages.sft import run_sft
+
+        t = time.time()
+        policy = models.get("sft") or Path(cfg.best_of_n.model.path)
+        reward = reward_dir or Path(cfg.best_of_n.reward_model)
+        bon_cfg = dataclasses.replace(
+            cfg.best_of_n, output_dir=str(run_dir / "best-of-n"), resume=True,
+            model=dataclasses.replace(cfg.best_of_n.model, path=str(policy)), reward_model=str(reward),
+            prompts_path=str(world["rl_prompts"]))
+        bon_cfg.validate(f"{run_dir / 'pipeline.yaml'} (best_of_n)")
+        console.print(f"[bold]best-of-n[/] {cfg.best_of_n.n} samples per RL prompt, the reward model picks")
+        data = run_best_of_n(bon_cfg)
+        rft_cfg = dataclasses.replace(
+            cfg.rft, output_dir=str(run_dir / "best-of-n" / "sft"), resume=True,
+            model=dataclasses.replace(cfg.rft.model, path=str(policy)),
+            data=dataclasses.replace(cfg.rft.data, train_path=str(data)))
+        rft_cfg.validate(f"{run_dir / 'pipeline.yaml'} (rft)")
+        console.print("[bold]best-of-n[/] fine-tuning the SFT model on the best responses")
+        models["best-of-n"] = run_sft(rft_cfg)
+        timings["best-of-n"] = time.time() - t
+
+    if "distill" in cfg.stages:
+        from alignkit.stages.distill import run_distill
+        from alignkit.stages.pretrain import run_pretrain
+        from alignkit.stages.sft import run_sft
+
+        t = time.time()
+        student_pretrain = dataclasses.replace(cfg.pretrain, model=cfg.student)
+        out = cache_root(cfg) / f"pretrain-{pretrain_key(student_pretrain)}"
+        console.print(f"[bold]distill[/] student base ({'cached' if (out / 'model' / 'config.json').exists() else 'training'}): {out}")
+        student_base = run_pretrain(dataclasses.replace(student_pretrain, output_dir=str(out), resume=True))
+        student_sft = dataclasses.replace(
+            cfg.sft, output_dir=str(run_dir / "student-sft"), resume=True,
+            model=dataclasses.replace(cfg.sft.model, path=str(student_base)),
+            data=dataclasses.replace(cfg.sft.data, train_path=str(world["sft"])))
+        console.print("[bold]distill[/] the student's own SFT baseline")
+        models["student-sft"] = run_sft(student_sft)
+        teacher = models.get(cfg.distill_teacher) or Path(cfg.distill.teacher)
+        distill_cfg = dataclasses.replace(
+            cfg.distill, output_dir=str(run_dir / "distill"), resume=True, teacher=str(teacher),
+            model=dataclasses.replace(cfg.distill.model, path=str(models["student-sft"])),
+            prompts_path=str(world["rl_prompts"]))
+        distill_cfg.validate(f"{run_dir / 'pipeline.yaml'} (distill)")
+        console.print(f"[bold]distill[/] {cfg.distill_teacher} -> the student ({cfg.distill.mode}-level)")
+        models["student-distill"] = run_distill(distill_cfg)
+        timings["distill"] = time.time() - t
+
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
-        from alignkit.world.report import ppo_lines, results_table, reward_lines, write_results
+        from alignkit.world.report import distill_lines, ppo_lines, results_table, reward_lines, write_results
 
         t = time.time()
         console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -200,11 +257,13 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                                                             cfg.world.seed, cfg.eval.batch_size)
         if ppo_summary:
             results["ppo"] = ppo_summary
+        if "student-distill" in models and cfg.distill_teacher in models:
+            results["distill"] = summarize_distill(results, cfg.distill_teacher, models)
         timings["eval"] = time.time() - t
         results["timings_s"] = {**timings, "total": time.time() - started}
         paths = write_results(results, run_dir)
         console.print(results_table(results))
-        for line in reward_lines(results) + ppo_lines(results):
+        for line in reward_lines(results) + ppo_lines(results) + distill_lines(results):
             console.print(line)
         console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
@@ -218,6 +277,21 @@ def ppo_config(ppo: Any, output_dir: Path, policy: Path, reward: Path, world: di
         ppo, output_dir=str(output_dir), resume=True, model=dataclasses.replace(ppo.model, path=str(policy)),
         reward_model=str(reward), rollout=dataclasses.replace(ppo.rollout, prompts_path=str(world["rl_prompts"]),
                                                               eval_prompts_path=str(world["rl_eval_prompts"])))
+
+
+def summarize_distill(results: dict[str, Any], teacher: str, models: dict[str, Path]) -> dict[str, Any]:
+    """How much of the teacher's accuracy gain over the student's own SFT model the distilled student
+    recovers, per split: (distilled - student SFT) / (teacher - student SFT); and the two sizes."""
+    from alignkit.models import load_causal_lm
+
+    acc = lambda name, split: results["models"][name]["scores"][split]["accuracy"]  # noqa: E731
+    size = lambda name: sum(p.numel() for p in load_causal_lm(models[name]).parameters())  # noqa: E731
+    recovered = {}
+    for split in results["splits"]:
+        gap = acc(teacher, split) - acc("student-sft", split)
+        recovered[split] = (acc("student-distill", split) - acc("student-sft", split)) / gap if gap > 0 else None
+    return {"teacher": teacher, "teacher_params": size(teacher), "student_params": size("student-distill"),
+            "recovered": recovered}
 
 
 def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:

@@ -59,6 +59,17 @@ def ppo_lines(results: dict[str, Any]) -> list[str]:
             f"{r['kl']:.3f} nats per response there (at most {r['kl_max']:.3f} in any iteration)."]
 
 
+def distill_lines(results: dict[str, Any]) -> list[str]:
+    r = results.get("distill")
+    if not r:
+        return []
+    rec = ", ".join(f"{split.replace('heldout_', 'new ')} {_pct(v) if v is not None else '-'}"
+                    for split, v in r["recovered"].items())
+    return [f"Distillation: the student ({r['student_params']:,} parameters, "
+            f"{100 * r['student_params'] / r['teacher_params']:.0f}% of the teacher {r['teacher']}) recovers of the "
+            f"teacher's accuracy gain over the student's own SFT model: {rec}."]
+
+
 def reward_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("reward_model")
     if not r:
@@ -93,6 +104,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *reward_lines(results)]
     if results.get("ppo"):
         lines += ["", *ppo_lines(results)]
+    if results.get("distill"):
+        lines += ["", *distill_lines(results)]
     if "timings_s" in results:
         lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_s"].items())]
     return "\n".join(lines) + "\n"

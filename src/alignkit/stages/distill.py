@@ -1,0 +1,273 @@
+"""Distillation: an aligned teacher into a student, by sequences or by token distributions.
+
+setup   accelerator, run dir, prompts (split into training and held-out), the teacher's responses to
+        every prompt (written once to teacher_data.jsonl; reused on resume), the student + PEFT
+loop    mode=sequence: the shared causal-LM loop on the teacher's responses (SFT loss; any tokenizers).
+        mode=token: per step, responses (the teacher's, or the student's own samples when on_policy),
+        one forward pass of each model over them, and the chosen divergence between the two
+        next-token distributions at every response position (losses/distill.py), averaged per
+        response and over the global batch; held-out divergence at intervals
+save    final evaluation, the student as a standard HF directory in output_dir/model
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignkit.config import DataConfig, DistillConfig
+from alignkit.data.collate import collate_responses
+from alignkit.data.prompts import Conversation, read_prompts
+from alignkit.data.reward import conversation_with_start
+from alignkit.errors import ConfigError, DataError
+from alignkit.losses.distill import token_forward_kl, token_generalized_jsd, token_reverse_kl
+from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models.generate import generate_responses
+from alignkit.models.value import disable_dropout
+from alignkit.rl.rollout import decode_responses, sample_rollout
+from alignkit.training.batching import global_batch, micro_batches, shard
+from alignkit.training.checkpoint import save_final_model
+from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable, train_and_save
+from alignkit.training.metrics import MetricsWriter
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.plots import plot_metrics
+from alignkit.training.progress import ProgressBar
+from alignkit.training.run import begin_stage, reduce_sum, say, seed_per_process
+
+TEACHER_FILE = "teacher_data.jsonl"
+
+
+def run_distill(cfg: DistillConfig) -> Path:
+    """Train the student; return the saved model directory."""
+    # ---------------------------------------------------------------- setup
+    accelerator, run_dir, model_dir = begin_stage(cfg)
+    if model_dir is None:
+        return run_dir / "model"
+    prompts = read_prompts(cfg.prompts_path)
+    order = list(range(len(prompts)))
+    random.Random(cfg.seed).shuffle(order)
+    n_held = round(cfg.eval_fraction * len(prompts)) if len(prompts) > 1 else 0
+    held_idx, train_idx = sorted(order[:n_held]), sorted(order[n_held:])
+    teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
+    teacher_tokenizer = load_tokenizer(cfg.teacher)
+    answers = teacher_responses(cfg, accelerator, teacher, teacher_tokenizer, prompts, run_dir)
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    if cfg.mode == "token":
+        check_same_tokenizer(teacher_tokenizer, tokenizer, cfg)
+    student = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
+    if hasattr(student, "merge_and_unload"):  # an adapter directory: start from base + adapter folded together
+        student = student.merge_and_unload().requires_grad_(True)
+    student = apply_peft(student.to(accelerator.device), cfg.peft)
+    trainable, total = count_parameters(student)
+    say(accelerator, f"student {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); teacher "
+                     f"{sum(p.numel() for p in teacher.parameters()):,}; mode {cfg.mode}"
+                     + (f", {cfg.divergence}{', on-policy' if cfg.on_policy else ''}" if cfg.mode == "token" else "")
+                     + f"; {len(train_idx)} training prompts, {len(held_idx)} held out")
+
+    if cfg.mode == "sequence":  # fine-tuning on the teacher's responses: the SFT loop as it is
+        del teacher
+        return sequence_distill(cfg, accelerator, student, tokenizer, run_dir)
+
+    teacher.eval()
+    disable_dropout(student)  # the divergence compares two deterministic distributions
+    train = [(prompts[i], answers[i]) for i in train_idx]
+    held = [(prompts[i], answers[i]) for i in held_idx]
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
+    optimizer = build_optimizer(student, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    student, optimizer = accelerator.prepare(student, optimizer)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    start = resume_step(cfg, run_dir, accelerator, student, optimizer, scheduler, metrics)
+    if start == 0:
+        seed_per_process(accelerator, cfg.seed)  # on-policy samples differ across processes
+    evaluate = lambda: {"eval_loss": mean_divergence(cfg, accelerator, student, teacher, tokenizer, held)}  # noqa: E731
+    if start == 0 and cfg.train.eval_every and held:
+        metrics.write(0, **evaluate())
+
+    # ---------------------------------------------------------------- loop
+    window = {"loss": 0.0, "tokens": 0.0, "responses": 0.0, "t0": time.perf_counter()}
+    with ProgressBar(total_steps, start, "distill", cfg.log.progress and accelerator.is_main_process) as bar:
+        for step in range(start, total_steps):
+            student.train()
+            indices = global_batch(len(train), step, global_size, cfg.seed)
+            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
+            for k, mb in enumerate(mine):
+                convs = [train[i][0] for i in mb]
+                texts = student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else \
+                    [train[i][1] for i in mb]
+                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(student)
+                with sync, accelerator.autocast():
+                    per_response, tokens = divergences(cfg, student, teacher, tokenizer, convs, texts, accelerator.device)
+                    # Mean over the global batch of responses (DDP averages, hence x world).
+                    accelerator.backward(per_response.sum() * world / global_size)
+                window["loss"] += float(per_response.detach().sum())
+                window["tokens"] += float(tokens.sum())
+                window["responses"] += len(mb)
+            if not math.isfinite(window["loss"]):
+                raise TrainingDiverged(f"distill: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
+            grad_norm = None
+            if cfg.optim.max_grad_norm > 0:
+                grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), cfg.optim.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            done = step + 1
+            if done % cfg.log.every == 0 or done == total_steps:
+                loss, tokens, responses = reduce_sum(accelerator, window["loss"], window["tokens"], window["responses"])
+                row = {"loss": loss / responses, "response_tokens": tokens / responses, "lr": lr,
+                       "responses_per_s": responses / (time.perf_counter() - window["t0"]),
+                       "epoch": done * global_size / len(train)}
+                if grad_norm is not None:
+                    row["grad_norm"] = grad_norm
+                metrics.write(done, **row)
+                bar.update(done, loss=row["loss"], resp_s=round(row["responses_per_s"], 1))
+                window = {"loss": 0.0, "tokens": 0.0, "responses": 0.0, "t0": time.perf_counter()}
+            else:
+                bar.update(done)
+            paused = time.perf_counter()
+            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
+                metrics.write(done, **evaluate())
+            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
+                save_resumable(cfg, run_dir, done, accelerator, student, optimizer, scheduler)
+            window["t0"] += time.perf_counter() - paused
+
+    # ---------------------------------------------------------------- save
+    if held:
+        result = evaluate()
+        metrics.write(total_steps, **result)
+        say(accelerator, f"held-out {cfg.divergence} {result['eval_loss']:.4f} per response token")
+    if cfg.checkpoint.save_every:
+        save_resumable(cfg, run_dir, total_steps, accelerator, student, optimizer, scheduler)
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(student), tokenizer, model_dir, cfg.model.path)
+        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='distill')}")
+    accelerator.wait_for_everyone()
+    metrics.close()
+    return model_dir
+
+
+def teacher_responses(cfg: DistillConfig, accelerator: Any, teacher: Any, tokenizer: Any,
+                      prompts: list[Conversation], run_dir: Path) -> list[str]:
+    """The teacher's response to every prompt, generated once (sharded over processes) and kept in
+    run_dir/teacher_data.jsonl as SFT rows; a resumed run reads them back."""
+    path = run_dir / TEACHER_FILE
+    if cfg.resume and path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        if len(rows) == len(prompts):
+            return [r["messages"][-1]["content"] for r in rows]
+    s = cfg.sampling
+    greedy = cfg.teacher_decoding == "greedy"
+    mine = shard(list(range(len(prompts))), accelerator.process_index, accelerator.num_processes)
+    texts = generate_responses(teacher, tokenizer, [prompts[i] for i in mine], s.max_new_tokens,
+                               0.0 if greedy else s.temperature, s.top_p, batch_size=64)
+    pairs = list(zip(mine, texts))
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        pairs = gather_object(pairs)
+    answers = [text for _, text in sorted(pairs)]
+    if accelerator.is_main_process:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"messages": [*p, {"role": "assistant", "content": a}]}) + "\n"
+                               for p, a in zip(prompts, answers)))
+        tmp.replace(path)
+    accelerator.wait_for_everyone()
+    return answers
+
+
+def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any, cfg: DistillConfig) -> None:
+    """Token-level distillation compares distributions over one vocabulary: refuse two tokenizers."""
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(f"mode=token needs the teacher's tokenizer, but {cfg.teacher} and {cfg.model.path} have "
+                          f"different vocabularies ({len(teacher_tokenizer)} and {len(student_tokenizer)} tokens); "
+                          "use mode=sequence, which fine-tunes on the teacher's text and works across tokenizers")
+
+
+def sequence_distill(cfg: DistillConfig, accelerator: Any, student: Any, tokenizer: Any, run_dir: Path) -> Path:
+    """Sequence-level distillation: the causal-LM loop on the teacher's responses (response tokens only)."""
+    from alignkit.data import build_sft_data, pack_examples, packing_is_exact
+
+    data_cfg = DataConfig(train_path=str(run_dir / TEACHER_FILE), eval_fraction=cfg.eval_fraction,
+                          max_length=cfg.max_length, dedupe=False)
+    data = build_sft_data(data_cfg, tokenizer, cfg.seed)
+    for line in data.report.lines():
+        say(accelerator, f"data {line}")
+    if not data.train:
+        raise DataError(f"{run_dir / TEACHER_FILE}: no teacher responses left to train on")
+    packing = cfg.peft.method != "prefix" and packing_is_exact(student, len(tokenizer))[0]
+    train_rows = pack_examples(data.train, cfg.max_length) if packing else data.train
+    eval_rows = pack_examples(data.eval, cfg.max_length) if packing else data.eval
+    return train_and_save(cfg, name="distill", accelerator=accelerator, model=student, tokenizer=tokenizer,
+                          train_rows=train_rows, eval_rows=eval_rows, run_dir=run_dir, base_model_path=cfg.model.path)
+
+
+@torch.no_grad()
+def student_samples(cfg: DistillConfig, accelerator: Any, student: Any, tokenizer: Any, convs: list[Conversation]
+                    ) -> list[str]:
+    """On-policy responses: the student's own samples at this step."""
+    s = cfg.sampling
+    model = accelerator.unwrap_model(student)
+    return decode_responses(tokenizer, sample_rollout(model, tokenizer, convs, s.max_new_tokens, s.temperature,
+                                                      s.top_p, s.top_k))
+
+
+def token_divergence(cfg: DistillConfig, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """(1, K) divergence at K positions: logits (1, K, V) of the student and the teacher."""
+    if cfg.divergence == "forward_kl":
+        return token_forward_kl(student_logits, teacher_logits, cfg.temperature)
+    if cfg.divergence == "reverse_kl":
+        return token_reverse_kl(student_logits, teacher_logits, cfg.temperature)
+    return token_generalized_jsd(student_logits, teacher_logits, cfg.jsd_beta, cfg.temperature)
+
+
+def divergences(cfg: DistillConfig, student: Any, teacher: Any, tokenizer: Any, convs: list[Conversation],
+                texts: list[str], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-response mean divergence (B,), response tokens (B,)) for one micro-batch: both models run
+    over the same padded conversations; only response positions enter the divergence."""
+    found = [conversation_with_start(tokenizer, tuple(c), t, cfg.max_length) for c, t in zip(convs, texts)]
+    found = [f if f is not None else conversation_with_start(tokenizer, tuple(c), "", cfg.max_length)
+             for f, c in zip(found, convs)]  # a response longer than max_length: scored as empty (EOS only)
+    batch = collate_responses([f[0] for f in found], [f[1] for f in found], tokenizer.pad_token_id)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    sequence = batch.pop("sequence")
+    batch.pop("labels")
+    owner = sequence[:, 1:]
+    keep = owner >= 0
+    vocab = len(tokenizer)  # embedding matrices may be padded past the tokenizer: compare real tokens only
+    s_logits = student(**batch, use_cache=False).logits[:, :-1][keep][None, :, :vocab]
+    with torch.no_grad():
+        t_logits = teacher(**batch, use_cache=False).logits[:, :-1][keep][None, :, :vocab]
+    per_token = token_divergence(cfg, s_logits, t_logits.to(s_logits.dtype))[0]
+    n = len(convs)
+    sums = per_token.new_zeros(n).index_add(0, owner[keep], per_token)
+    counts = torch.zeros(n, device=device).index_add(0, owner[keep], torch.ones_like(per_token))
+    return sums / counts.clamp(min=1), counts
+
+
+@torch.no_grad()
+def mean_divergence(cfg: DistillConfig, accelerator: Any, student: Any, teacher: Any, tokenizer: Any,
+                    pairs: list[tuple[Conversation, str]]) -> float:
+    """Mean per-response divergence on held-out prompts with the teacher's responses, all processes."""
+    student.eval()
+    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
+    total = 0.0
+    for i in range(0, len(mine), cfg.train.eval_batch_size):
+        chunk = [pairs[j] for j in mine[i:i + cfg.train.eval_batch_size]]
+        with accelerator.autocast():
+            per, _ = divergences(cfg, student, teacher, tokenizer, [c for c, _ in chunk], [t for _, t in chunk],
+                                 accelerator.device)
+        total += float(per.sum())
+    total, count = reduce_sum(accelerator, total, len(mine))
+    student.train()
+    return total / max(count, 1.0)

@@ -1,0 +1,109 @@
+"""Distillation on tiny models: token-level divergences fall and the student moves toward the
+teacher; on-policy and sequence-level modes run; resume is exact; two tokenizers are refused for
+token-level distillation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignkit.config import DistillConfig, load_config
+from alignkit.errors import ConfigError
+from alignkit.stages.distill import run_distill
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    WORDS = "apple pear plum grape melon lemon mango peach cherry berry kiwi lime fig date olive bean corn rice wheat oat"
+
+    path = tmp_path_factory.mktemp("distill") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Reverse the word {w}."}) + "\n" for w in WORDS.split()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_dir, tmp_path_factory) -> Path:
+    """A teacher that differs from the student: the tiny model with perturbed weights."""
+    out = tmp_path_factory.mktemp("teacher") / "model"
+    shutil.copytree(tiny_dir, out)
+    state = load_file(str(out / "model.safetensors"))
+    gen = torch.Generator().manual_seed(1)
+    from safetensors.torch import save_file
+
+    save_file({k: v + 0.2 * torch.randn(v.shape, generator=gen) * v.std() for k, v in state.items()},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def distill(student, teacher, prompts, out, *overrides) -> Path:
+    cfg = load_config(DistillConfig, None, [f"model.path={student}", f"teacher={teacher}", f"prompts_path={prompts}",
+                                            f"output_dir={out}", "log.progress=false", "log.every=1",
+                                            "train.batch_size=4", "optim.lr=3e-3", "optim.warmup_ratio=0",
+                                            "sampling.max_new_tokens=8", "eval_fraction=0.2", *overrides])
+    return run_distill(cfg)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+def test_token_level_divergence_falls(tiny_dir, teacher, prompts, tmp_path, divergence):
+    out = tmp_path / divergence
+    distill(tiny_dir, teacher, prompts, out, "train.max_steps=20", "train.eval_every=20", f"divergence={divergence}")
+    evals = [r["eval_loss"] for r in rows(out) if "eval_loss" in r]
+    assert len(evals) == 2 and evals[-1] < 0.7 * evals[0]
+    teacher_rows = (out / "teacher_data.jsonl").read_text().splitlines()
+    assert len(teacher_rows) == 20 and json.loads(teacher_rows[0])["messages"][-1]["role"] == "assistant"
+
+
+def test_the_student_starts_where_the_teacher_is_itself(tiny_dir, prompts, tmp_path):
+    """Teacher == student: every divergence is 0 at step 0."""
+    out = tmp_path / "same"
+    distill(tiny_dir, tiny_dir, prompts, out, "train.max_steps=1", "train.eval_every=1")
+    assert rows(out)[0]["eval_loss"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_on_policy_and_sequence_modes_run(tiny_dir, teacher, prompts, tmp_path):
+    on = tmp_path / "on"
+    distill(tiny_dir, teacher, prompts, on, "train.max_steps=4", "on_policy=true")
+    assert [r["step"] for r in rows(on) if "loss" in r] == [1, 2, 3, 4]
+    seq = tmp_path / "seq"
+    model_dir = distill(tiny_dir, teacher, prompts, seq, "train.max_steps=4", "mode=sequence")
+    assert (model_dir / "model.safetensors").exists() and any("loss" in r for r in rows(seq))
+
+
+def test_resume_equals_uninterrupted_on_policy(tiny_dir, teacher, prompts, tmp_path):
+    """On-policy sampling draws from the RNG, which the checkpoint restores."""
+    args = ["train.max_steps=4", "checkpoint.save_every=2", "checkpoint.keep_last=5", "on_policy=true"]
+    out = tmp_path / "r"
+    straight = load_file(str(distill(tiny_dir, teacher, prompts, out, *args) / "model.safetensors"))
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    resumed = load_file(str(distill(tiny_dir, teacher, prompts, out, *args, "resume=true") / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_token_level_refuses_another_tokenizer(tiny_dir, prompts, tmp_path):
+    from alignkit.models import build_tiny_model
+
+    other = tmp_path / "other"
+    build_tiny_model(other, ["zebra yak walrus vole"] * 50, arch="llama", vocab_size=300, hidden=32, layers=1, heads=2)
+    with pytest.raises(ConfigError, match="mode=token needs the teacher's tokenizer"):
+        distill(tiny_dir, other, prompts, tmp_path / "x", "train.max_steps=1")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["mode=sequence", "on_policy=true"], "on_policy and divergence apply to mode=token"),
+    (["jsd_beta=2"], "jsd_beta must be in"),
+    (["teacher="], "teacher is required"),
+])
+def test_bad_settings(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(DistillConfig, None, ["model.path=s", "teacher=t", "prompts_path=p", *overrides])
