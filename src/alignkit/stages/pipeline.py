@@ -286,12 +286,13 @@ def summarize_distill(results: dict[str, Any], teacher: str, models: dict[str, P
 
     acc = lambda name, split: results["models"][name]["scores"][split]["accuracy"]  # noqa: E731
     size = lambda name: sum(p.numel() for p in load_causal_lm(models[name]).parameters())  # noqa: E731
-    recovered = {}
+    recovered, gains = {}, {}
     for split in results["splits"]:
         gap = acc(teacher, split) - acc("student-sft", split)
-        recovered[split] = (acc("student-distill", split) - acc("student-sft", split)) / gap if gap > 0 else None
+        gains[split] = {"teacher": gap, "student": acc("student-distill", split) - acc("student-sft", split)}
+        recovered[split] = gains[split]["student"] / gap if gap > 0 else None
     return {"teacher": teacher, "teacher_params": size(teacher), "student_params": size("student-distill"),
-            "recovered": recovered}
+            "recovered": recovered, "gains": gains}
 
 
 def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:

@@ -63,11 +63,14 @@ def distill_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("distill")
     if not r:
         return []
-    rec = ", ".join(f"{split.replace('heldout_', 'new ')} {_pct(v) if v is not None else '-'}"
-                    for split, v in r["recovered"].items())
+    parts = []
+    for split, v in r["recovered"].items():
+        g = r["gains"][split]
+        parts.append(f"new {split.removeprefix('heldout_')}s {100 * g['student']:+.1f} points of the teacher's "
+                     f"{100 * g['teacher']:+.1f}" + (f" ({_pct(v)})" if v is not None else ""))
     return [f"Distillation: the student ({r['student_params']:,} parameters, "
-            f"{100 * r['student_params'] / r['teacher_params']:.0f}% of the teacher {r['teacher']}) recovers of the "
-            f"teacher's accuracy gain over the student's own SFT model: {rec}."]
+            f"{100 * r['student_params'] / r['teacher_params']:.0f}% of the teacher, {r['teacher']}) against its own SFT "
+            f"model gains {'; '.join(parts)}."]
 
 
 def reward_lines(results: dict[str, Any]) -> list[str]:
