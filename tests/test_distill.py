@@ -107,3 +107,16 @@ def test_token_level_refuses_another_tokenizer(tiny_dir, prompts, tmp_path):
 def test_bad_settings(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(DistillConfig, None, ["model.path=s", "teacher=t", "prompts_path=p", *overrides])
+
+
+def test_sequence_level_works_across_tokenizers(tiny_dir, prompts, tmp_path):
+    """mode=sequence only needs the teacher's text: a teacher with another tokenizer is fine."""
+    from alignkit.models import build_tiny_model
+
+    other = tmp_path / "other"
+    build_tiny_model(other, ["Reverse the word apple. elppa"] * 50, arch="gpt2", vocab_size=300, hidden=32,
+                     layers=1, heads=2)
+    out = tmp_path / "seq"
+    model_dir = distill(tiny_dir, other, prompts, out, "train.max_steps=2", "mode=sequence", "teacher_decoding=sample")
+    assert (model_dir / "model.safetensors").exists()
+    assert len((out / "teacher_data.jsonl").read_text().splitlines()) == 20
