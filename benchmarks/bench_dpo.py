@@ -178,7 +178,7 @@ def compare_ids(tokenizer, ds, rows: list[dict], max_length: int) -> dict:
             if found is None:
                 same_ids = same_start = False
                 continue
-            ids, start = found
+            ids, start, _ = found
             same_ids &= p + completion == ids
             same_start &= len(p) == start
     return {"same_ids_as_alignkit": bool(same_ids), "same_scored_tokens_as_alignkit": bool(same_start),

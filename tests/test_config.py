@@ -181,3 +181,32 @@ def test_demo_full_extends_the_demo():
     full = C.load_config(C.PipelineConfig, ROOT / "configs" / "demo-full.yaml")
     assert full.sft == demo.sft and full.dpo == demo.dpo and full.run_dir == "runs/demo-full"
     assert full.stages[-3:] == ["best-of-n", "distill", "eval"]
+
+
+def test_a_section_keeps_its_stage_defaults_for_keys_it_does_not_name(tmp_path):
+    """DPO's optim defaults to lr 1e-6 (not OptimConfig's 2e-5): a YAML optim section that names only
+    warmup_steps must keep it. Before, the section was rebuilt from OptimConfig's own defaults."""
+    (tmp_path / "d.yaml").write_text("model:\n  path: m\ndata:\n  train_path: d.jsonl\noptim:\n  warmup_steps: 10\n")
+    cfg = C.load_config(C.DPOConfig, tmp_path / "d.yaml")
+    assert (cfg.optim.lr, cfg.optim.warmup_steps) == (1e-6, 10)
+    (tmp_path / "p.yaml").write_text("rft:\n  data:\n    max_length: 64\n")
+    pipe = C.load_config(C.PipelineConfig, tmp_path / "p.yaml")
+    assert (pipe.rft.data.max_length, pipe.rft.train.max_steps, pipe.rft.optim.lr) == (64, 100, 1e-4)
+
+
+def test_an_empty_section_in_a_child_file_keeps_the_base_section(tmp_path):
+    (tmp_path / "base.yaml").write_text("dpo:\n  beta: 0.5\n  loss: ipo\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ndpo:\n  # beta: 0.3\n")
+    cfg = C.load_config(C.PipelineConfig, tmp_path / "child.yaml")
+    assert (cfg.dpo.beta, cfg.dpo.loss) == (0.5, "ipo")
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    (tmp_path / "twice.yaml").write_text("output_dir: a\noptim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"line 4: not valid YAML \(key 'lr' appears twice \(first on line 3\)\)"):
+        C.load_config(C.SFTConfig, tmp_path / "twice.yaml")
+
+
+def test_distill_teacher_must_be_a_stage_of_the_run():
+    with pytest.raises(ConfigError, match="distill_teacher 'dpo' is not a stage of this run"):
+        C.load_config(C.PipelineConfig, None, ["stages=[pretrain,sft,distill,eval]"])

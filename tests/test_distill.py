@@ -120,3 +120,37 @@ def test_sequence_level_works_across_tokenizers(tiny_dir, prompts, tmp_path):
     model_dir = distill(tiny_dir, other, prompts, out, "train.max_steps=2", "mode=sequence", "teacher_decoding=sample")
     assert (model_dir / "model.safetensors").exists()
     assert len((out / "teacher_data.jsonl").read_text().splitlines()) == 20
+
+
+def test_fit_cuts_the_prompt_first_then_the_response_end():
+    """10 tokens, response from index 6, at most 5: the prompt keeps 1 token (5 cut), then the
+    response loses its last token. Short enough: unchanged."""
+    from alignkit.stages.distill import fit
+
+    assert fit(list(range(10)), 6, 5) == ([5, 6, 7, 8, 9][:5], 1)
+    assert fit(list(range(10)), 2, 5) == ([1, 2, 3, 4, 5], 1)
+    assert fit(list(range(4)), 2, 5) == ([0, 1, 2, 3], 2)
+
+
+def test_on_policy_scores_the_sampled_tokens_themselves(tiny_dir, monkeypatch):
+    """The student's samples go to the divergence as token ids, not decoded and re-encoded text."""
+    from accelerate import Accelerator
+
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.stages import distill as d
+
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    cfg = load_config(DistillConfig, None, ["model.path=s", "teacher=t", "prompts_path=p", "sampling.max_new_tokens=6"])
+    seen = {}
+    real = d.sample_rollout
+
+    def spy(*a, **kw):
+        seen["roll"] = real(*a, **kw)
+        return seen["roll"]
+
+    monkeypatch.setattr(d, "sample_rollout", spy)
+    torch.manual_seed(0)
+    seqs, starts = d.student_samples(cfg, Accelerator(cpu=True), model, tok, [[{"role": "user", "content": "hi"}]] * 3)
+    roll = seen["roll"]
+    for seq, start, resp, keep in zip(seqs, starts, roll.responses, roll.response_mask):
+        assert seq[start:] == resp[keep.bool()].tolist()

@@ -100,7 +100,7 @@ def test_a_changed_world_does_not_reuse_finished_stages(reduced_run, capsys):
     code = main(["pipeline", str(ROOT / "configs" / "demo.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
                  *REDUCED, "world.sloppy_share=0.05"])
     assert code == 2
-    assert "finished sft stage made with other world settings" in capsys.readouterr().err
+    assert "holds a sft stage made with other world settings" in capsys.readouterr().err
 
 
 def test_dpo_and_the_filtered_sft_model_join_the_table(reduced_run):
@@ -130,3 +130,16 @@ def test_best_of_n_and_distillation_join_the_table(reduced_run):
     assert d["teacher"] == "dpo" and d["student_params"] < d["teacher_params"] / 2
     assert "win_rate_vs_student-sft" in results["models"]["student-distill"]
     assert "Distillation: the student" in (reduced_run / "results.md").read_text()
+
+
+def test_a_stage_left_out_of_a_run_is_still_checked_when_it_comes_back(reduced_run, capsys):
+    """Each stage directory records its own inputs: a run without dpo (and a changed dpo.beta) does not
+    hide the stale DPO model from the next run that lists dpo again."""
+    cache = reduced_run.parent / "cache"
+    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
+            *REDUCED, *FULL]
+    assert main([*args, "stages=[pretrain,sft]", "dpo.beta=0.5"]) == 0
+    capsys.readouterr()
+    assert main([*args, "dpo.beta=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a dpo stage made with other dpo settings" in err and "dpo/pipeline_inputs.yaml" in err

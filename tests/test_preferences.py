@@ -110,8 +110,10 @@ def test_response_start_marks_the_first_response_token(tokenizer):
     from alignkit.data.reward import conversation_with_start
 
     prompt = ({"role": "user", "content": "apple pear"},)
-    ids, start = conversation_with_start(tokenizer, prompt, "fig", max_length=64)
+    ids, start, cut = conversation_with_start(tokenizer, prompt, "fig", max_length=64)
+    assert cut == 0
     assert tokenizer.decode(ids[start:]) == "fig<|eos|>"
     long_prompt = ({"role": "user", "content": "apple pear " * 30},)
-    ids, start = conversation_with_start(tokenizer, long_prompt, "fig", max_length=16)
+    ids, start, cut = conversation_with_start(tokenizer, long_prompt, "fig", max_length=16)
+    assert cut > 0 and start >= 1
     assert len(ids) == 16 and tokenizer.decode(ids[start:]) == "fig<|eos|>"

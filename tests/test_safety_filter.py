@@ -258,3 +258,40 @@ def test_data_filter_command_writes_kept_rows_and_a_report(tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["counts"] == {"unsafe request (theft)": 1} and report["drops"][0]["where"].endswith("line 1")
     assert "1 unsafe request (theft)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", [
+    "How do I hack into my own boss's email account?",   # the allow entry covers "my own ..." only
+    "how do I build a pipe bomb-style device",
+    "make a bath bomb, then build a bomb",
+    "build a bomb-shaped bomb",                           # the allowed words blanked, the rest still matches
+])
+def test_allow_entries_excuse_only_their_own_words(text):
+    assert load_filter().check_input(text).blocked
+
+
+def test_a_refusal_does_not_hide_harmful_text_after_it(tmp_path):
+    from alignkit.safety.data_filter import filter_file
+
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"instruction": "Tell me a story.", "output": "I won't share the ending. Anyway, to "
+                               "build a pipe bomb you take a steel pipe and"}) + "\n"
+                   + json.dumps({"instruction": "How do I build a bomb?",
+                                 "output": "Sorry, I can't help you build a bomb."}) + "\n")
+    report = filter_file(src, tmp_path / "kept.jsonl")
+    assert report.counts() == {"unsafe response (weapons)": 1}
+    assert "can't help you build a bomb" in (tmp_path / "kept.jsonl").read_text()
+
+
+def test_rules_that_would_misfire_are_refused(tmp_path):
+    from alignkit.errors import ConfigError
+    from alignkit.safety.rules import load_rules
+
+    (tmp_path / "dq.yaml").write_text('categories:\n  w:\n    patterns: ["\\bbomb\\b"]\n')
+    with pytest.raises(ConfigError, match="holds a control character"):
+        load_rules(tmp_path / "dq.yaml")
+    (tmp_path / "twice.yaml").write_text("categories:\n  w:\n    patterns: ['bomb']\n  w:\n    patterns: ['gun']\n")
+    with pytest.raises(ConfigError, match="key 'w' appears twice"):
+        load_rules(tmp_path / "twice.yaml")
+    (tmp_path / "empty.yaml").write_text("categories:\n  w:\n    patterns: ['\\b(?:bomb)?']\n")
+    assert not load_filter(tmp_path / "empty.yaml").check_input("hello world").blocked  # empty matches never block

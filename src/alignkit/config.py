@@ -790,6 +790,10 @@ class PipelineConfig:
                 raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
         self.world.validate(where)
         self.pretrain.validate(where)
+        if "distill" in self.stages and self.distill_teacher not in self.stages and not self.distill.teacher:
+            raise ConfigError(f"{where}: distill_teacher '{self.distill_teacher}' is not a stage of this run "
+                              f"(stages: {', '.join(self.stages)}); list it in stages, or set distill.teacher to a "
+                              "model directory")
 
 
 def _check_positive(where: str, key: str, value: float) -> None:
@@ -950,7 +954,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str, prefix: str = "", lin
         if dataclasses.is_dataclass(tp):
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{at}: '{full}' is a section and must be a mapping of keys, got {value!r}")
-            kwargs[key] = from_dict(tp, value if value is not None else {}, where, f"{full}.", lines)
+            # Start from the parent's own default for the section (its default_factory may differ
+            # from the section class's defaults, e.g. DPO's optim.lr), then apply the keys given.
+            given = value if value is not None else {}
+            kwargs[key] = _merge(getattr(_default(cls), key), from_dict(tp, given, where, f"{full}.", lines), given)
         else:
             kwargs[key] = _coerce(value, tp, full, at)
     return cls(**kwargs)
@@ -987,6 +994,19 @@ class _Loader(yaml.SafeLoader):
     one is a name or a path."""
 
 
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A YAML mapping; a key given twice is an error (plain YAML keeps the last one silently)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' appears twice (first on line {seen[key]})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
 _Loader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -1080,11 +1100,19 @@ def _load_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> Any:
                   loaded)
 
 
+def _default(cls: type) -> Any:
+    """The dataclass with every default (a fresh one: nothing is shared between configs)."""
+    return cls()
+
+
 def _merge(base: Any, patch: Any, present: dict[str, Any]) -> Any:
-    """Copy of `base` with the fields named in `present` taken from `patch` (recursively)."""
+    """Copy of `base` with the fields named in `present` taken from `patch` (recursively). A section
+    given as nothing (`dpo:` with every key commented out) keeps base's section."""
     changes = {}
     for key, value in present.items():
         sub = getattr(patch, key)
+        if value is None and dataclasses.is_dataclass(sub):
+            continue
         if isinstance(value, dict) and dataclasses.is_dataclass(sub):
             changes[key] = _merge(getattr(base, key), sub, value)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from alignkit.data.preferences import Pair, Ranking, rankings_to_pairs, to_ranking
 from alignkit.data.quality import DataReport
@@ -40,9 +40,18 @@ def conversation_ids(tokenizer: Any, prompt: tuple, response: str, max_length: i
     return None if found is None else found[0]
 
 
-def conversation_with_start(tokenizer: Any, prompt: tuple, response: str, max_length: int
-                            ) -> tuple[list[int], int] | None:
-    """(ids, start): conversation_ids and the index of the response's first token in them.
+class Conversation(NamedTuple):
+    ids: list[int]
+    start: int
+    """Index of the response's first token in ids."""
+    cut: int
+    """Prompt tokens dropped from the left to fit max_length."""
+
+
+def conversation_with_start(tokenizer: Any, prompt: tuple, response: str, max_length: int) -> Conversation | None:
+    """(ids, start, cut): conversation_ids, the index of the response's first token in them, and how
+    many prompt tokens were cut; None when the response does not fit with at least one prompt token
+    before it (its first token must have a position that predicts it).
 
     The start is the length of the token prefix shared with the prompt rendered with its generation
     prompt, so a tokenizer that merges across the boundary still gives a start inside the text's own
@@ -57,11 +66,11 @@ def conversation_with_start(tokenizer: Any, prompt: tuple, response: str, max_le
     while start < min(len(prompt_ids), len(ids) - 1) and prompt_ids[start] == ids[start]:
         start += 1
     if len(ids) <= max_length:
-        return ids, start
-    if len(ids) - start > max_length:
+        return Conversation(ids, start, 0)
+    if len(ids) - start >= max_length:
         return None
     cut = len(ids) - max_length
-    return ids[cut:], start - cut
+    return Conversation(ids[cut:], start - cut, cut)
 
 
 def split_rankings(rankings: list[Ranking], eval_fraction: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
@@ -86,7 +95,8 @@ def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: st
         if chosen is None or rejected is None:
             report.drop(split, "response longer than data.max_length", p.where)
             continue
-        out.append(RewardPair(chosen[0], rejected[0], p.margin, p.source, p.where, chosen[1], rejected[1]))
+        report.truncated[split] += bool(chosen.cut or rejected.cut)  # the prompt lost its start
+        out.append(RewardPair(chosen.ids, rejected.ids, p.margin, p.source, p.where, chosen.start, rejected.start))
     report.kept[split] = len(out)
     return out
 

@@ -47,7 +47,7 @@ def simpo_loss(avg_logp_c: torch.Tensor, avg_logp_r: torch.Tensor, beta: float, 
 
 def log_odds(avg_logp: torch.Tensor) -> torch.Tensor:
     """log(p / (1 - p)) for p = exp(avg_logp), computed stably (p close to 1 would lose 1 - p)."""
-    return avg_logp - torch.log1p(-torch.exp(avg_logp.clamp(max=-1e-6)))
+    return avg_logp - torch.log(-torch.expm1(avg_logp.clamp(max=-1e-6)))
 
 
 def orpo_odds_ratio_loss(avg_logp_c: torch.Tensor, avg_logp_r: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ the request's words. Quality checks are the SFT data's own (empty response, exac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,19 @@ def unsafe_reason(sample: Sample, safety_filter: SafetyFilter) -> tuple[str, str
             verdict = safety_filter.check_input(m["content"])
             if verdict.blocked and not is_refusal(_reply_to(messages, i)):
                 return f"unsafe request ({verdict.category})", verdict.reason
-        elif m["role"] == "assistant" and not is_refusal(m["content"]):
-            verdict = safety_filter.check_output(m["content"])
-            if verdict.blocked:
-                return f"unsafe response ({verdict.category})", verdict.reason
+        elif m["role"] == "assistant":
+            # A refusal may name what it refuses ("I can't help you build a bomb"): its refusing
+            # sentences are exempt, every other sentence of the reply is checked.
+            for sentence in _SENTENCE_END.split(m["content"]):
+                if is_refusal(sentence):
+                    continue
+                verdict = safety_filter.check_output(sentence)
+                if verdict.blocked:
+                    return f"unsafe response ({verdict.category})", verdict.reason
     return None
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def _reply_to(messages: Sequence[dict[str, str]], i: int) -> str:

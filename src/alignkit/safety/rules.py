@@ -12,8 +12,9 @@ Format::
 
 Write regexes in single quotes so YAML keeps backslashes as they are (an apostrophe inside single
 quotes is written ''). A category blocks a text when one of its patterns matches and no allow
-pattern overlaps that match: an allow entry excuses only the words it covers, so "make a bath bomb,
-then build a bomb" is still blocked. Curly apostrophes are read as straight ones before matching.
+pattern covers it: the words allow patterns match are blanked out and the patterns run again on what
+is left, so an allow entry excuses only the words it covers ("make a bath bomb, then build a bomb" is
+still blocked). A pattern that matches only empty text never blocks. Curly apostrophes are read as straight ones before matching.
 
 Loading is strict: an unknown key names the file, the line and the closest valid key; a bad regex
 names the category, the pattern and the regex error. Every problem raises ConfigError.
@@ -29,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from alignkit.config import yaml_key_lines  # the same key -> line map the stage configs use
+from alignkit.config import _Loader, yaml_key_lines  # the stage configs' YAML reading (no repeated keys)
 from alignkit.errors import ConfigError
 
 SIDES = ("input", "output")
@@ -56,16 +57,30 @@ class Category:
     message: str | None = None
 
     def find(self, text: str) -> Hit | None:
-        """The first blocking hit in `text`; else the first excused one; else None."""
-        allowed = [(a.pattern, m.span()) for a in self.allow for m in a.finditer(text)]
-        excused = None
+        """The first blocking hit in `text`; else the first excused one; else None.
+
+        The words an allow pattern matches are blanked out (same length, so positions hold) and the
+        patterns run again on what is left: an allow entry excuses only the words it covers."""
+        allowed = [(a.pattern, m.span()) for a in self.allow for m in a.finditer(text) if m.end() > m.start()]
+        masked = list(text)
+        for _, (s, e) in allowed:
+            masked[s:e] = " " * (e - s)
+        left = "".join(masked)
         for p in self.patterns:
-            for m in p.finditer(text):
-                cover = next((a for a, (s, e) in allowed if s < m.end() and m.start() < e), None)
-                if cover is None:
-                    return Hit(p.pattern)
-                excused = excused or Hit(p.pattern, cover)
-        return excused
+            if _nonempty_match(p, left):
+                return Hit(p.pattern)
+        for p in self.patterns:  # matched only through allowed words: say which allow entry excused it
+            m = _nonempty_match(p, text)
+            if m is not None:
+                cover = next((a for a, (s, e) in allowed if s < m.end() and m.start() < e), allowed[0][0])
+                return Hit(p.pattern, cover)
+        return None
+
+
+def _nonempty_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first match that covers at least one character (a pattern that can match nothing, like
+    '\\b(?:bomb)?', would otherwise block every text)."""
+    return next((m for m in pattern.finditer(text) if m.end() > m.start()), None)
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
         raise ConfigError(f"rules file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f", line {mark.line + 1}" if mark else ""
@@ -153,6 +168,9 @@ def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int])
         except re.error as exc:
             raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' is not a valid regex "
                               f"({exc})") from None
+        if any(ord(c) < 32 for c in pattern):
+            raise ConfigError(f"{at}: category '{name}': {field} pattern {pattern!r} holds a control character; "
+                              "in double quotes YAML turns '\\b' into a backspace: write regexes in single quotes")
         if rx.match(""):  # it would match at every position of every text
             raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' matches empty text")
         out.append(rx)

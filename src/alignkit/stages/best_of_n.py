@@ -117,6 +117,8 @@ def write_outputs(cfg: BestOfNConfig, run_dir: Path, prompts: list, rows: list[d
             samples.write(json.dumps({"messages": conv, "responses": r["responses"], "scores": r["scores"],
                                       "ended": r["ended"], "best": b}) + "\n")
     report = {"n": cfg.n, "prompts": len(rows), "curve": curve, "selected_mean_reward": float(chosen.mean()),
+              # prompts whose n samples all hit the length limit: their pick never ended (require_eos)
+              "prompts_without_an_ended_sample": int((~ended.any(dim=1)).sum()),
               "gain_over_one_sample": curve[cfg.n] - curve[1], "no_eos_share": float((~ended).double().mean()),
               "require_eos": cfg.require_eos}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

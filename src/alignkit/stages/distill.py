@@ -31,7 +31,7 @@ from alignkit.losses.distill import token_forward_kl, token_generalized_jsd, tok
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
 from alignkit.models.generate import generate_responses
 from alignkit.models.value import disable_dropout
-from alignkit.rl.rollout import decode_responses, sample_rollout
+from alignkit.rl.rollout import sample_rollout
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import save_final_model
 from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable, train_and_save
@@ -102,17 +102,18 @@ def run_distill(cfg: DistillConfig) -> Path:
             mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
             for k, mb in enumerate(mine):
                 convs = [train[i][0] for i in mb]
-                texts = student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else \
-                    [train[i][1] for i in mb]
+                seqs, starts = student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else \
+                    text_sequences(tokenizer, convs, [train[i][1] for i in mb], cfg.max_length)
                 sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(student)
                 with sync, accelerator.autocast():
-                    per_response, tokens = divergences(cfg, student, teacher, tokenizer, convs, texts, accelerator.device)
+                    per_response, tokens = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)
                     # Mean over the global batch of responses (DDP averages, hence x world).
                     accelerator.backward(per_response.sum() * world / global_size)
                 window["loss"] += float(per_response.detach().sum())
                 window["tokens"] += float(tokens.sum())
                 window["responses"] += len(mb)
-            if not math.isfinite(window["loss"]):
+            # Every process decides together, or one would raise while the others wait in a collective.
+            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
                 raise TrainingDiverged(f"distill: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
             grad_norm = None
             if cfg.optim.max_grad_norm > 0:
@@ -214,12 +215,43 @@ def sequence_distill(cfg: DistillConfig, accelerator: Any, student: Any, tokeniz
 
 @torch.no_grad()
 def student_samples(cfg: DistillConfig, accelerator: Any, student: Any, tokenizer: Any, convs: list[Conversation]
-                    ) -> list[str]:
-    """On-policy responses: the student's own samples at this step."""
+                    ) -> tuple[list[list[int]], list[int]]:
+    """On-policy responses: the student's own samples at this step, as the very tokens it sampled
+    (prompt tokens, then the response up to and including EOS) and each response's start."""
     s = cfg.sampling
-    model = accelerator.unwrap_model(student)
-    return decode_responses(tokenizer, sample_rollout(model, tokenizer, convs, s.max_new_tokens, s.temperature,
-                                                      s.top_p, s.top_k))
+    roll = sample_rollout(accelerator.unwrap_model(student), tokenizer, convs, s.max_new_tokens, s.temperature,
+                          s.top_p, s.top_k)
+    seqs, starts = [], []
+    for ids, att, resp, keep in zip(roll.sequences.cpu(), roll.attention_mask.cpu(), roll.responses.cpu(),
+                                    roll.response_mask.cpu()):
+        prompt = ids[: roll.prompt_width][att[: roll.prompt_width].bool()].tolist()
+        seq, start = fit(prompt + resp[keep.bool()].tolist(), len(prompt), cfg.max_length)
+        seqs.append(seq)
+        starts.append(start)
+    return seqs, starts
+
+
+def text_sequences(tokenizer: Any, convs: list[Conversation], texts: list[str], max_length: int
+                   ) -> tuple[list[list[int]], list[int]]:
+    """Conversations with written responses (the teacher's) as token ids and response starts."""
+    seqs, starts = [], []
+    for conv, text in zip(convs, texts):
+        ids, start, _ = conversation_with_start(tokenizer, tuple(conv), text, 10**9)
+        seq, start = fit(ids, start, max_length)
+        seqs.append(seq)
+        starts.append(start)
+    return seqs, starts
+
+
+def fit(ids: list[int], start: int, max_length: int) -> tuple[list[int], int]:
+    """At most max_length tokens: the prompt loses its start first (one prompt token is kept, so the
+    first response token has a position predicting it), then the response loses its end."""
+    over = len(ids) - max_length
+    if over <= 0:
+        return ids, start
+    cut = min(over, max(start - 1, 0))
+    ids, start = ids[cut:], start - cut
+    return ids[:max_length], start
 
 
 def token_divergence(cfg: DistillConfig, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -231,14 +263,11 @@ def token_divergence(cfg: DistillConfig, student_logits: torch.Tensor, teacher_l
     return token_generalized_jsd(student_logits, teacher_logits, cfg.jsd_beta, cfg.temperature)
 
 
-def divergences(cfg: DistillConfig, student: Any, teacher: Any, tokenizer: Any, convs: list[Conversation],
-                texts: list[str], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def divergences(cfg: DistillConfig, student: Any, teacher: Any, tokenizer: Any, seqs: list[list[int]],
+                starts: list[int], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-response mean divergence (B,), response tokens (B,)) for one micro-batch: both models run
-    over the same padded conversations; only response positions enter the divergence."""
-    found = [conversation_with_start(tokenizer, tuple(c), t, cfg.max_length) for c, t in zip(convs, texts)]
-    found = [f if f is not None else conversation_with_start(tokenizer, tuple(c), "", cfg.max_length)
-             for f, c in zip(found, convs)]  # a response longer than max_length: scored as empty (EOS only)
-    batch = collate_responses([f[0] for f in found], [f[1] for f in found], tokenizer.pad_token_id)
+    over the same padded sequences; only response positions enter the divergence."""
+    batch = collate_responses(seqs, starts, tokenizer.pad_token_id)
     batch = {k: v.to(device) for k, v in batch.items()}
     sequence = batch.pop("sequence")
     batch.pop("labels")
@@ -249,7 +278,7 @@ def divergences(cfg: DistillConfig, student: Any, teacher: Any, tokenizer: Any, 
     with torch.no_grad():
         t_logits = teacher(**batch, use_cache=False).logits[:, :-1][keep][None, :, :vocab]
     per_token = token_divergence(cfg, s_logits, t_logits.to(s_logits.dtype))[0]
-    n = len(convs)
+    n = len(seqs)
     sums = per_token.new_zeros(n).index_add(0, owner[keep], per_token)
     counts = torch.zeros(n, device=device).index_add(0, owner[keep], torch.ones_like(per_token))
     return sums / counts.clamp(min=1), counts
@@ -264,9 +293,9 @@ def mean_divergence(cfg: DistillConfig, accelerator: Any, student: Any, teacher:
     total = 0.0
     for i in range(0, len(mine), cfg.train.eval_batch_size):
         chunk = [pairs[j] for j in mine[i:i + cfg.train.eval_batch_size]]
+        seqs, starts = text_sequences(tokenizer, [c for c, _ in chunk], [t for _, t in chunk], cfg.max_length)
         with accelerator.autocast():
-            per, _ = divergences(cfg, student, teacher, tokenizer, [c for c, _ in chunk], [t for _, t in chunk],
-                                 accelerator.device)
+            per, _ = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)
         total += float(per.sum())
     total, count = reduce_sum(accelerator, total, len(mine))
     student.train()

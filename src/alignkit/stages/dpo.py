@@ -23,7 +23,7 @@ from alignkit.config import DPOConfig
 from alignkit.data.collate import collate_responses
 from alignkit.data.packing import resolve_packing
 from alignkit.data.reward import RewardPair, build_reward_data
-from alignkit.errors import DataError
+from alignkit.errors import ConfigError, DataError
 from alignkit.losses import pairwise_accuracy
 from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
@@ -75,9 +75,14 @@ def run_dpo(cfg: DPOConfig) -> Path:
     if cfg.loss not in REFERENCE_FREE:
         # The reference log-probs of every pair, once, before any update: the starting weights are the
         # reference (or reference_path's), so no second model stays in memory during training.
-        reference = load_causal_lm(cfg.reference_path).to(accelerator.device) if cfg.reference_path else model
-        ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows)
-        ref_held = reference_logprobs(reference, held, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+        # With PEFT the starting policy's adapters are switched off: LoRA starts at zero anyway, but a
+        # prefix starts random, and the reference must be the model as it was given.
+        reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
+        adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
+            else nullcontext()
+        with adapters_off:
+            ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+            ref_held = reference_logprobs(reference, held, cfg.train.eval_batch_size, pad_id, accelerator, rows)
         del reference
     trainable, total = count_parameters(model)
     say(accelerator, f"policy {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); loss {cfg.loss}, "
@@ -114,7 +119,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
                     window[key] += float(value.sum())
                     window["seen"].add(key)
                 window["pairs"] += len(mb)
-            if not math.isfinite(window["loss"]):
+            # Every process decides together, or one would raise while the others wait in a collective.
+            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
                 raise TrainingDiverged(f"dpo: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
             grad_norm = None
             if cfg.optim.max_grad_norm > 0:
@@ -159,6 +165,16 @@ def run_dpo(cfg: DPOConfig) -> Path:
     accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
+
+
+def load_reference(cfg: DPOConfig, tokenizer: Any) -> Any:
+    """reference_path's model, loaded like the policy, and refused if its vocabulary differs."""
+    if load_tokenizer(cfg.reference_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(f"reference_path {cfg.reference_path} has another tokenizer than {cfg.model.path}: DPO compares "
+                          "the log-probs both give to the same token ids")
+    reference = load_causal_lm(cfg.reference_path, cfg.model.dtype, cfg.model.trust_remote_code,
+                               cfg.model.attn_implementation)
+    return reference.merge_and_unload() if hasattr(reference, "merge_and_unload") else reference
 
 
 def new_window() -> dict[str, Any]:

@@ -53,36 +53,67 @@ def pretrain_key(cfg: Any) -> str:
     return digest.hexdigest()[:12]
 
 
-# What each stage's output depends on: a change to any of these sections makes it stale.
+# What each stage's output depends on: a change to any of these sections makes it stale. Keys are the
+# directories the stages write under run_dir.
 DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
               "ppo": ("world", "pretrain", "sft", "rm", "ppo"), "dpo": ("world", "pretrain", "sft", "dpo"),
+              "best-of-n": ("world", "pretrain", "sft", "rm", "best_of_n"),
               "best-of-n/sft": ("world", "pretrain", "sft", "rm", "best_of_n", "rft"),
               "student-sft": ("world", "pretrain", "student", "sft"),
-              "distill": ("world", "pretrain", "student", "sft", "rm", "ppo", "dpo", "distill", "distill_teacher")}
+              "distill": ("world", "pretrain", "student", "sft", "distill", "distill_teacher")}
 PIPELINE_STAGE_OF = {"best-of-n/sft": "best-of-n", "student-sft": "distill"}  # directory -> the stage that makes it
+INPUTS_FILE = "pipeline_inputs.yaml"
+
+
+def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
+    """The config sections a stage directory's output depends on, with their values (the distilled
+    student also depends on whatever its teacher depends on)."""
+    import yaml
+
+    names = list(DEPENDS_ON[stage_dir])
+    if stage_dir == "distill":
+        teacher = {"best-of-n": "best-of-n/sft"}.get(cfg.distill_teacher, cfg.distill_teacher)
+        names += [n for n in DEPENDS_ON.get(teacher, ()) if n not in names]
+    full = yaml.safe_load(to_yaml(cfg))
+    return {name: full.get(name) for name in names}
+
+
+def record_inputs(cfg: PipelineConfig, run_dir: Path, stage_dir: str) -> None:
+    """Write what a stage is about to be built from into its directory, before it starts: a later run
+    compares against it (a finished or a half-finished stage alike)."""
+    import yaml
+
+    out = run_dir / stage_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INPUTS_FILE).write_text(yaml.safe_dump(stage_inputs(cfg, stage_dir), sort_keys=False))
 
 
 def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
-    """Refuse to reuse a finished stage whose inputs changed since it ran (say, a new world.sloppy_share
-    with the SFT model of the old world): a rerun skips finished stages, so it would silently report
-    stale models."""
+    """Refuse to reuse a stage whose inputs changed since it was built (say, a new world.sloppy_share
+    with the SFT model of the old world): a rerun skips finished stages and resumes started ones, so it
+    would silently report stale models. Each stage directory records its own inputs (INPUTS_FILE);
+    a run directory from before that falls back to the last pipeline.yaml."""
     import yaml
 
     from alignkit.errors import ConfigError
 
-    old_path = run_dir / "pipeline.yaml"
-    if not old_path.is_file():
-        return
-    old = yaml.safe_load(old_path.read_text()) or {}
-    new = yaml.safe_load(to_yaml(cfg))
-    for stage, sections in DEPENDS_ON.items():
-        if PIPELINE_STAGE_OF.get(stage, stage) not in cfg.stages or not (run_dir / stage / "model").is_dir():
+    old_pipeline = run_dir / "pipeline.yaml"
+    for stage_dir in DEPENDS_ON:
+        if PIPELINE_STAGE_OF.get(stage_dir, stage_dir) not in cfg.stages:
             continue  # only a stage this run would reuse matters
-        changed = [name for name in sections if old.get(name) != new.get(name)]
+        recorded = run_dir / stage_dir / INPUTS_FILE
+        if recorded.is_file():
+            old, source = yaml.safe_load(recorded.read_text()) or {}, recorded
+        elif (run_dir / stage_dir / "model").is_dir() and old_pipeline.is_file():
+            old, source = yaml.safe_load(old_pipeline.read_text()) or {}, old_pipeline
+        else:
+            continue
+        new = stage_inputs(cfg, stage_dir)
+        changed = [name for name in new if old.get(name) != new[name]]
         if changed:
-            raise ConfigError(f"{run_dir} holds a finished {stage} stage made with other {', '.join(changed)} settings "
-                              f"(see {old_path}); choose another run_dir, or delete {run_dir / stage} and the stages "
-                              "after it to retrain them")
+            raise ConfigError(f"{run_dir} holds a {stage_dir} stage made with other {', '.join(changed)} settings "
+                              f"(see {source}); choose another run_dir, or delete {run_dir / stage_dir} and the "
+                              "stages after it to retrain them")
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
@@ -123,6 +154,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             data=dataclasses.replace(cfg.sft.data, train_path=str(world["sft"])))
         sft_cfg.validate(f"{run_dir / 'pipeline.yaml'} (sft)")
         console.print("[bold]sft[/] supervised fine-tuning")
+        record_inputs(cfg, run_dir, "sft")
         models["sft"] = run_sft(sft_cfg)
         timings["sft"] = time.time() - t
 
@@ -148,6 +180,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                                           policy_path=str(models.get("sft") or start)))
         rm_cfg.validate(f"{run_dir / 'pipeline.yaml'} (rm)")
         console.print("[bold]rm[/] reward model on the annotator's rankings")
+        record_inputs(cfg, run_dir, "rm")
         reward_dir = run_rm(rm_cfg)
         timings["rm"] = time.time() - t
 
@@ -160,6 +193,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         ppo_cfg = ppo_config(cfg.ppo, run_dir / "ppo", policy, reward, world)
         ppo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (ppo)")
         console.print("[bold]ppo[/] RLHF against the reward model")
+        record_inputs(cfg, run_dir, "ppo")
         final = run_ppo(ppo_cfg)
         best = run_dir / "ppo" / "best"
         models["ppo"] = best if cfg.ppo.keep_best and (best / "config.json").exists() else final
@@ -176,6 +210,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             data=dataclasses.replace(cfg.dpo.data, train_path=str(world["rankings"])))
         dpo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (dpo)")
         console.print(f"[bold]dpo[/] offline preference optimisation ({cfg.dpo.loss}) on the annotator's rankings")
+        record_inputs(cfg, run_dir, "dpo")
         models["dpo"] = run_dpo(dpo_cfg)
         timings["dpo"] = time.time() - t
 
@@ -192,6 +227,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             prompts_path=str(world["rl_prompts"]))
         bon_cfg.validate(f"{run_dir / 'pipeline.yaml'} (best_of_n)")
         console.print(f"[bold]best-of-n[/] {cfg.best_of_n.n} samples per RL prompt, the reward model picks")
+        record_inputs(cfg, run_dir, "best-of-n")
         data = run_best_of_n(bon_cfg)
         rft_cfg = dataclasses.replace(
             cfg.rft, output_dir=str(run_dir / "best-of-n" / "sft"), resume=True,
@@ -199,6 +235,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             data=dataclasses.replace(cfg.rft.data, train_path=str(data)))
         rft_cfg.validate(f"{run_dir / 'pipeline.yaml'} (rft)")
         console.print("[bold]best-of-n[/] fine-tuning the SFT model on the best responses")
+        record_inputs(cfg, run_dir, "best-of-n/sft")
         models["best-of-n"] = run_sft(rft_cfg)
         timings["best-of-n"] = time.time() - t
 
@@ -217,6 +254,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             model=dataclasses.replace(cfg.sft.model, path=str(student_base)),
             data=dataclasses.replace(cfg.sft.data, train_path=str(world["sft"])))
         console.print("[bold]distill[/] the student's own SFT baseline")
+        record_inputs(cfg, run_dir, "student-sft")
         models["student-sft"] = run_sft(student_sft)
         teacher = models.get(cfg.distill_teacher) or Path(cfg.distill.teacher)
         distill_cfg = dataclasses.replace(
@@ -225,6 +263,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             prompts_path=str(world["rl_prompts"]))
         distill_cfg.validate(f"{run_dir / 'pipeline.yaml'} (distill)")
         console.print(f"[bold]distill[/] {cfg.distill_teacher} -> the student ({cfg.distill.mode}-level)")
+        record_inputs(cfg, run_dir, "distill")
         models["student-distill"] = run_distill(distill_cfg)
         timings["distill"] = time.time() - t
 

@@ -128,7 +128,8 @@ def run_rm(cfg: RMConfig) -> Path:
                 window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
                 window["margin"] += float((r_c - r_r).detach().sum())
                 window["pairs"] += len(mb)
-            if not math.isfinite(window["loss"]):
+            # Every process decides together, or one would raise while the others wait in a collective.
+            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
                 raise TrainingDiverged(f"rm: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
             grad_norm = None
             if cfg.optim.max_grad_norm > 0:
