@@ -8,15 +8,11 @@ perplexity of the correct answers given the requests.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alignkit.data import collate, tokenize_sample
-from alignkit.data.formats import Sample
-from alignkit.losses import sequence_nll
 from alignkit.world.oracle import score, win_rate
 from alignkit.world.tasks import Item
 
@@ -25,24 +21,11 @@ def conversations(items: list[Item]) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": item.prompt}] for item in items]
 
 
-@torch.no_grad()
 def answer_perplexity(model: Any, tokenizer: Any, items: list[Item], batch_size: int = 64) -> float:
     """exp(mean NLL per token) of the correct answers (and their EOS) given the requests."""
-    examples = [tokenize_sample(tokenizer, Sample(({"role": "user", "content": i.prompt},
-                                                   {"role": "assistant", "content": i.answer}), i.prompt), 512)
-                for i in items]
-    examples = [e for e in examples if not isinstance(e, str)]
-    device = next(model.parameters()).device
-    nll = tokens = 0.0
-    model.eval()
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], tokenizer.pad_token_id)
-        labels = batch.pop("labels").to(device)
-        logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
-        s, n = sequence_nll(logits, labels)
-        nll += float(s.sum())
-        tokens += float(n.sum())
-    return math.exp(min(nll / max(tokens, 1.0), 50.0))
+    from alignkit.eval.metrics import perplexity
+
+    return perplexity(model, tokenizer, conversations(items), [i.answer for i in items], batch_size, max_length=512)
 
 
 def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]], baseline: str,

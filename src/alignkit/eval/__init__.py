@@ -1,0 +1,2 @@
+"""Evaluation: automatic metrics (BLEU, chrF, ROUGE, perplexity), intervals, and (to come) judges,
+win rates and the report."""

@@ -1,0 +1,87 @@
+"""Automatic metrics against references, and bootstrap intervals for any per-example score.
+
+BLEU and chrF come from sacrebleu, ROUGE from rouge-score: the libraries' own numbers, computed
+offline (`evaluate.load` would fetch metric scripts from a hub). Perplexity is exp of the model's
+mean token loss on the reference responses given their prompts, from its own forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, 4-grams), 0-100, one reference each."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF (sacrebleu defaults), 0-100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
+
+
+def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 over the pairs (rouge-score, Porter stemming), 0-1."""
+    from rouge_score import rouge_scorer
+
+    kinds = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=True)
+    totals = dict.fromkeys(kinds, 0.0)
+    for hyp, ref in zip(hypotheses, references):
+        scores = scorer.score(ref, hyp)  # (target, prediction)
+        for k in kinds:
+            totals[k] += scores[k].fmeasure
+    n = max(len(hypotheses), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+@torch.no_grad()
+def perplexity(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, str]]], references: Sequence[str],
+               batch_size: int = 16, max_length: int = 1024) -> float:
+    """exp(total NLL / total tokens) of each reference response (and its EOS) given its prompt, with
+    the chat template as in training: token-weighted, so long references count by their length."""
+    from alignkit.data import collate, tokenize_sample
+    from alignkit.data.formats import Sample
+    from alignkit.losses import sequence_nll
+
+    examples = [tokenize_sample(tokenizer, Sample((*p, {"role": "assistant", "content": r}), "eval"), max_length)
+                for p, r in zip(prompts, references)]
+    examples = [e for e in examples if not isinstance(e, str)]  # a reason string: nothing left to score
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nll = tokens = 0.0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], tokenizer.pad_token_id)
+        labels = batch.pop("labels").to(device)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).logits
+        s, n = sequence_nll(logits, labels)
+        nll += float(s.sum())
+        tokens += float(n.sum())
+    model.train(was_training)
+    return math.exp(min(nll / max(tokens, 1.0), 50.0))
+
+
+def bootstrap_interval(values: Sequence[float], statistic: Callable[[list[float]], float] | None = None,
+                       resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic` (default: the mean) over `values` (Efron &
+    Tibshirani 1993, ch. 13): resample the examples with replacement, recompute, take the quantiles."""
+    values = list(values)
+    if not values:
+        return (float("nan"), float("nan"))
+    stat = statistic or (lambda xs: sum(xs) / len(xs))
+    rng = random.Random(seed)
+    n = len(values)
+    draws = sorted(stat([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    lo = draws[int(math.floor((1 - level) / 2 * (resamples - 1)))]
+    hi = draws[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
+    return (lo, hi)

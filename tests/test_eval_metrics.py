@@ -1,0 +1,73 @@
+"""Automatic metrics: BLEU, chrF and ROUGE equal the libraries' own numbers on fixed strings;
+perplexity equals exp of the model's mean token loss; bootstrap intervals cover the true rate."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, perplexity, rouge
+
+HYPS = ["the cat sat on the mat", "a quick brown fox jumps over the dog", "hello there general kenobi"]
+REFS = ["the cat is on the mat", "the quick brown fox jumps over the lazy dog", "hello there general kenobi"]
+
+
+def test_bleu_and_chrf_are_sacrebleus():
+    import sacrebleu
+
+    assert bleu(HYPS, REFS) == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+    assert chrf(HYPS, REFS) == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
+    assert bleu(REFS, REFS) == pytest.approx(100.0)
+
+
+def test_rouge_is_rouge_scores_mean_f1():
+    """Pair 3 is identical (F1 1 for every kind). Pair 1, ROUGE-1: 6 and 6 tokens sharing 5 (the, cat,
+    on, the, mat) -> P = R = F = 5/6."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    expected = {k: sum(scorer.score(r, h)[k].fmeasure for h, r in zip(HYPS, REFS)) / 3
+                for k in ("rouge1", "rouge2", "rougeL")}
+    assert rouge(HYPS, REFS) == pytest.approx(expected)
+    assert rouge(HYPS[:1], REFS[:1])["rouge1"] == pytest.approx(5 / 6)
+
+
+def test_perplexity_is_exp_of_the_mean_token_loss(tiny_dir):
+    """Against the model's own loss: one conversation at a time, token-weighted by hand."""
+    from alignkit.data import tokenize_sample
+    from alignkit.data.formats import Sample
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    prompts = [[{"role": "user", "content": f"Reverse the word {w}."}] for w in ("apple", "pear", "fig")]
+    refs = ["elppa", "raep", "gif and more words here"]
+    total = count = 0.0
+    with torch.no_grad():
+        for p, r in zip(prompts, refs):
+            ex = tokenize_sample(tok, Sample((*p, {"role": "assistant", "content": r}), "t"), 1024)
+            labels = torch.tensor([ex.labels])
+            loss = model(input_ids=torch.tensor([ex.input_ids]), labels=labels).loss  # mean over its tokens
+            n = int((labels[:, 1:] != -100).sum())
+            total += float(loss) * n
+            count += n
+    assert perplexity(model, tok, prompts, refs, batch_size=2) == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_bootstrap_interval_covers_the_true_rate():
+    """200 synthetic data sets of 100 Bernoulli(0.3) draws: the 95% interval holds 0.3 in about 95%
+    of them (between 90% and 99% allows for the simulation's own noise and the percentile method)."""
+    rng = random.Random(1)
+    covered = 0
+    for trial in range(200):
+        xs = [1.0 if rng.random() < 0.3 else 0.0 for _ in range(100)]
+        lo, hi = bootstrap_interval(xs, resamples=400, seed=trial)
+        covered += lo <= 0.3 <= hi
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_of_a_constant_and_of_nothing():
+    assert bootstrap_interval([2.0] * 10) == (2.0, 2.0)
+    assert all(math.isnan(x) for x in bootstrap_interval([]))
