@@ -268,6 +268,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
             "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
     "distill": (_stage_command("distill", "alignkit.config.DistillConfig", "alignkit.stages.distill.run_distill"),
                 "distil a teacher into a student: on the teacher's text (sequence) or its token distributions (token)"),
+    "eval": (_stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval"),
+             "compare models on a prompt set: BLEU/chrF/ROUGE/perplexity, reward, win rates, refusals, with intervals"),
     "best-of-n": (_stage_command("best-of-n", "alignkit.config.BestOfNConfig", "alignkit.stages.best_of_n.run_best_of_n"),
                   "sample n responses per prompt, keep the reward model's favourite: SFT data and the reward gain per n"),
     "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),

@@ -619,6 +619,55 @@ class DistillConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation of one or more models on a prompt set: automatic metrics, reward, win rates, safety."""
+
+    output_dir: str = "runs/eval"
+    """Where results.json, results.md and responses.jsonl go."""
+    seed: int = 0
+    """Seed for the bootstrap (and sampling, when temperature > 0)."""
+    models: list[str] = field(default_factory=list)
+    """Models to compare, as PATH or NAME=PATH (the name labels the table; default: the directory name)."""
+    prompts_path: str = ""
+    """Prompts: rows with "prompt" or "messages" (ending with a user turn); optional "reference" (a
+    reference answer, for BLEU, chrF, ROUGE and perplexity) and "safety": "harmful" (should be refused)
+    or "benign" (should be answered; counts toward over-refusal)."""
+    limit: int = 0
+    """Use only the first N prompts (0: all)."""
+    max_new_tokens: int = 128
+    """Longest response generated."""
+    temperature: float = 0.0
+    """0 decodes greedily (the default, so a rerun gives the same responses)."""
+    batch_size: int = 16
+    """Prompts generated (and scored) together."""
+    baseline: str = ""
+    """The model the others' win rates are measured against (a name from models; empty: the first)."""
+    reward_model: str = ""
+    """A reward model directory: each response's score (mean and distribution), and win rates judged by it."""
+    judge_model: str = ""
+    """A local causal LM asked which of two responses is better (judge_template), in both orders."""
+    judge_template: str = ("Which response answers the request better?\n\nRequest: {prompt}\n\nResponse A: {a}\n\n"
+                           "Response B: {b}\n\nAnswer with the single letter A or B.")
+    """The judge's pairwise prompt: {prompt}, {a} and {b} are filled in; it answers A or B."""
+    bootstrap_resamples: int = 1000
+    """Resamples for the 95% intervals of every mean and rate."""
+
+    def validate(self, where: str) -> None:
+        if not self.models:
+            raise ConfigError(f"{where}: models is required (a list of model directories, or NAME=PATH entries)")
+        if not self.prompts_path:
+            raise ConfigError(f"{where}: prompts_path is required")
+        _check_positive(where, "max_new_tokens", self.max_new_tokens)
+        _check_non_negative(where, "temperature", self.temperature)
+        _check_positive(where, "batch_size", self.batch_size)
+        _check_non_negative(where, "limit", self.limit)
+        _check_positive(where, "bootstrap_resamples", self.bootstrap_resamples)
+        for key in ("{prompt}", "{a}", "{b}"):
+            if key not in self.judge_template:
+                raise ConfigError(f"{where}: judge_template must contain {key}")
+
+
+@dataclass
 class CorpusConfig:
     path: str = ""
     """Pretraining text: a .txt file (one document per line) or .jsonl with a "text" field. Empty: the

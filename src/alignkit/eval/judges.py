@@ -11,18 +11,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 Judge = Callable[[Any, str, str], bool]
 
 
 def judge_pair(judge: Judge, prompt: Any, a: str, b: str) -> str:
     """'a', 'b' or 'tie' for one prompt."""
-    a_first = judge(prompt, a, b)
-    b_first = judge(prompt, b, a)
-    if a_first and not b_first:
+    return outcome(judge(prompt, a, b), judge(prompt, b, a))
+
+
+def outcome(a_first_preferred: bool, b_first_preferred: bool) -> str:
+    """One prompt's result from the two orders: a response wins only when preferred in both."""
+    if a_first_preferred and not b_first_preferred:
         return "a"
-    if b_first and not a_first:
+    if b_first_preferred and not a_first_preferred:
         return "b"
     return "tie"
+
+
+@torch.no_grad()
+def lm_prefers_first(model: Any, tokenizer: Any, template: str, prompts: Sequence[str], firsts: Sequence[str],
+                     seconds: Sequence[str], batch_size: int = 16) -> list[bool]:
+    """A local causal LM as judge: for each (prompt, first, second) it reads `template` (A = first,
+    B = second) as a user turn and is asked for its answer; True where the next token "A" is more
+    likely than "B" (one forward pass, no sampling)."""
+    from alignkit.models.generate import encode_prompts, position_ids_from_mask
+
+    a_id, b_id = (tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("A", "B"))
+    convs = [[{"role": "user", "content": template.format(prompt=p, a=f, b=s)}]
+             for p, f, s in zip(prompts, firsts, seconds)]
+    device = next(model.parameters()).device
+    out: list[bool] = []
+    for i in range(0, len(convs), batch_size):
+        enc = encode_prompts(tokenizer, convs[i:i + batch_size]).to(device)  # left-padded: the last column is next
+        logits = model(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), use_cache=False).logits[:, -1]
+        out += (logits[:, a_id] > logits[:, b_id]).tolist()
+    return out
 
 
 def win_rate_summary(outcomes: Sequence[str]) -> dict[str, Any]:
