@@ -213,6 +213,38 @@ def cmd_data(argv: list[str]) -> int:
     return 0
 
 
+def cmd_eval(argv: list[str]) -> int:
+    if argv and argv[0] == "export-human":
+        p = argparse.ArgumentParser(prog="alignkit eval export-human",
+                                    description="A blinded, shuffled side-by-side sheet (CSV + HTML) of two models' answers.")
+        p.add_argument("responses", help="responses.jsonl from alignkit eval")
+        p.add_argument("out_dir")
+        p.add_argument("--models", required=True, help="the two models to compare, as A,B (names in responses.jsonl)")
+        p.add_argument("--seed", type=int, default=0)
+        args = p.parse_args(argv[1:])
+        from alignkit.eval.human import export_human_sheet
+
+        names = args.models.split(",")
+        if len(names) != 2:
+            raise AlignkitError(f"--models takes two names separated by a comma, got '{args.models}'")
+        for name, path in export_human_sheet(args.responses, names[0], names[1], args.out_dir, args.seed).items():
+            print(f"{name}: {path}")
+        return 0
+    if argv and argv[0] == "import-human":
+        p = argparse.ArgumentParser(prog="alignkit eval import-human", description="Win rate from a filled sheet.")
+        p.add_argument("sheet_csv")
+        p.add_argument("key_json")
+        args = p.parse_args(argv[1:])
+        from alignkit.eval.human import import_human_sheet
+
+        r = import_human_sheet(args.sheet_csv, args.key_json)
+        lo, hi = r["win_rate_ci95"]
+        print(f"{r['model']} vs {r['versus']}: {r['wins']} wins, {r['losses']} losses, {r['ties']} ties; win rate "
+              f"{100 * r['win_rate']:.1f}% [95% CI {100 * lo:.1f}-{100 * hi:.1f}] of {r['wins'] + r['losses']} decided")
+        return 0
+    return _stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval")(argv)
+
+
 def cmd_world(argv: list[str]) -> int:
     if argv and argv[0] == "annotate":
         if len(argv) < 3:
@@ -268,8 +300,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
             "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
     "distill": (_stage_command("distill", "alignkit.config.DistillConfig", "alignkit.stages.distill.run_distill"),
                 "distil a teacher into a student: on the teacher's text (sequence) or its token distributions (token)"),
-    "eval": (_stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval"),
-             "compare models on a prompt set: BLEU/chrF/ROUGE/perplexity, reward, win rates, refusals, with intervals"),
+    "eval": (cmd_eval, "compare models on a prompt set (metrics, reward, win rates, refusals, with intervals); "
+                       "export-human / import-human for people's side-by-side ratings"),
     "best-of-n": (_stage_command("best-of-n", "alignkit.config.BestOfNConfig", "alignkit.stages.best_of_n.run_best_of_n"),
                   "sample n responses per prompt, keep the reward model's favourite: SFT data and the reward gain per n"),
     "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),
