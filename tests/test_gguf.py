@@ -57,3 +57,17 @@ def test_lora_sft_on_gguf_model(gguf_file, tmp_path):
         with tuned.disable_adapter():
             base_logits = tuned(input_ids=ids).logits
         assert not torch.allclose(tuned(input_ids=ids).logits, base_logits)  # the adapter learned something
+
+
+def test_convert_then_chat_with_the_converted_model(gguf_file, tmp_path, monkeypatch, capsys):
+    """alignkit convert writes the GGUF model as plain safetensors; alignkit chat answers with it."""
+    import io
+
+    from alignkit.cli import main
+
+    assert main(["convert", str(gguf_file), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is the capital of France?\n"))
+    capsys.readouterr()
+    assert main(["chat", str(tmp_path / "hf"), "--max-new-tokens", "16"]) == 0
+    assert "Paris" in capsys.readouterr().out

@@ -163,3 +163,18 @@ def test_padded_multi_row_packed_batch_matches_one_by_one(tiny_dirs, arch):
             lab = b.pop("labels")
             single_total += sequence_nll(model(**b, use_cache=False).logits, lab)[0].item()
     assert packed_total == pytest.approx(single_total, rel=1e-5)
+
+
+def test_convert_writes_a_plain_hf_directory_with_the_same_outputs(tiny_dir, tmp_path):
+    """alignkit convert: the written directory loads in plain transformers and gives the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.cli import main
+    from alignkit.models import load_causal_lm
+
+    assert main(["convert", str(tiny_dir), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "tokenizer_config.json").exists()
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(load_causal_lm(tiny_dir)(input_ids=ids).logits,
+                              AutoModelForCausalLM.from_pretrained(tmp_path / "out")(input_ids=ids).logits)

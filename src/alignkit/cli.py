@@ -50,6 +50,22 @@ def cmd_merge(argv: list[str]) -> int:
     return 0
 
 
+def cmd_convert(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="alignkit convert",
+                                description="Write any loadable model (HF directory, .gguf file, LoRA adapter) as a plain "
+                                            "safetensors Hugging Face directory.")
+    p.add_argument("src", help="a model directory, a .gguf file, or a LoRA adapter directory")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = p.parse_args(argv)
+    from alignkit.models.adapters import convert_model
+    from alignkit.training.run import quiet_libraries
+
+    quiet_libraries()
+    print(convert_model(args.src, args.out_dir, args.dtype))
+    return 0
+
+
 def cmd_chat(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="alignkit chat", description="Talk to a model in the terminal (chat template applied).")
     p.add_argument("model_dir")
@@ -306,6 +322,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                   "sample n responses per prompt, keep the reward model's favourite: SFT data and the reward gain per n"),
     "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
+    "convert": (cmd_convert, "write any loadable model (HF, .gguf, adapter) as a plain safetensors HF directory"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
     "plot": (cmd_plot, "draw a run's metrics as PNG curves"),

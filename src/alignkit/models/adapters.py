@@ -85,9 +85,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def merge_adapter(adapter_dir: str, out_dir: str, dtype: str = "float32") -> str:
     """Fold a LoRA adapter into its base weights (W + (alpha/r) B A) and save a plain HF model."""
-    from alignkit.models.loading import load_causal_lm, load_tokenizer
-
-    from alignkit.models.loading import is_adapter_dir
+    from alignkit.models.loading import is_adapter_dir, load_causal_lm, load_tokenizer
 
     if not is_adapter_dir(adapter_dir):
         raise ConfigError(f"'{adapter_dir}' is not an adapter directory (no adapter_config.json)")
@@ -98,6 +96,20 @@ def merge_adapter(adapter_dir: str, out_dir: str, dtype: str = "float32") -> str
     merged = model.merge_and_unload()
     merged.save_pretrained(out_dir, safe_serialization=True)
     load_tokenizer(adapter_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def convert_model(src: str, out_dir: str, dtype: str = "float32") -> str:
+    """Any model alignkit loads (an HF directory, a .gguf file, dequantised, or a LoRA adapter, merged)
+    written as a plain Hugging Face directory: safetensors weights, config, tokenizer with its chat
+    template. Written atomically (save_final_model)."""
+    from alignkit.models.loading import is_adapter_dir, load_causal_lm, load_tokenizer
+    from alignkit.training.checkpoint import save_final_model
+
+    if is_adapter_dir(src):
+        return merge_adapter(src, out_dir, dtype)
+    model = load_causal_lm(src, dtype)
+    save_final_model(model, load_tokenizer(src), out_dir)
     return out_dir
 
 
