@@ -143,3 +143,40 @@ def test_a_stage_left_out_of_a_run_is_still_checked_when_it_comes_back(reduced_r
     assert main([*args, "dpo.beta=0.5"]) == 2
     err = capsys.readouterr().err
     assert "holds a dpo stage made with other dpo settings" in err and "dpo/pipeline_inputs.yaml" in err
+
+
+def test_the_report_is_one_self_contained_page_with_every_model(reduced_run):
+    """report.html parses, embeds its images (nothing fetched), and its table names every model."""
+    from html.parser import HTMLParser
+
+    results = json.loads((reduced_run / "results.json").read_text())
+    page = (reduced_run / "report.html").read_text()
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cells, self.images, self.external, self.open_tags = [], [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append(attrs.get("src", ""))
+            if any(v and v.startswith(("http://", "https://", "//")) for k, v in attrs.items() if k in ("src", "href")):
+                self.external.append(attrs)
+            if tag in ("table", "tr", "td", "th"):
+                self.open_tags.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag in ("table", "tr", "td", "th"):
+                assert self.open_tags and self.open_tags.pop() == tag, f"unbalanced </{tag}>"
+
+        def handle_data(self, data):
+            self.cells.append(data.strip())
+
+    parsed = Page()
+    parsed.feed(page)
+    assert not parsed.open_tags and not parsed.external
+    assert len(parsed.images) >= 3 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
+    for name in results["models"]:
+        assert name in parsed.cells, name
+    assert (reduced_run / "report_axes.png").exists()

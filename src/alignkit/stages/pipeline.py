@@ -301,10 +301,14 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         timings["eval"] = time.time() - t
         results["timings_s"] = {**timings, "total": time.time() - started}
         paths = write_results(results, run_dir)
+        from alignkit.eval.report import write_report
+
+        report = write_report(results, run_dir)
         console.print(results_table(results))
         for line in reward_lines(results) + ppo_lines(results) + distill_lines(results):
             console.print(line)
         console.print(f"results: {paths['json']} and {paths['md']}")
+        console.print(f"[bold]report: {report}[/] (open it in a browser)")
     console.print(f"run directory: {run_dir} ({time.time() - started:.0f} s)")
     return run_dir
 
