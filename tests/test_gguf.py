@@ -71,3 +71,31 @@ def test_convert_then_chat_with_the_converted_model(gguf_file, tmp_path, monkeyp
     capsys.readouterr()
     assert main(["chat", str(tmp_path / "hf"), "--max-new-tokens", "16"]) == 0
     assert "Paris" in capsys.readouterr().out
+
+
+def test_smollm2_recipes_run_a_few_steps_of_every_stage(gguf_file, tmp_path):
+    """configs/smollm2/: LoRA SFT, reward model, DPO and PPO, two steps each, on the converted model."""
+    from alignkit.config import DPOConfig, PPOConfig, RMConfig, SFTConfig, WorldConfig, load_config
+    from alignkit.models.adapters import convert_model
+    from alignkit.stages.dpo import run_dpo
+    from alignkit.stages.ppo import run_ppo
+    from alignkit.stages.rm import run_rm
+    from alignkit.stages.sft import run_sft
+    from alignkit.world.datasets import write_world_data
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "smollm2"
+    base = convert_model(str(gguf_file), str(tmp_path / "base"))
+    world = write_world_data(tmp_path / "world", WorldConfig(sft_examples=64, ranking_prompts=32, rl_prompts=16,
+                                                             eval_prompts=8))
+    common = ["train.max_steps=2", "log.progress=false"]
+    sft = run_sft(load_config(SFTConfig, root / "sft.yaml", [f"model.path={base}", f"data.train_path={world['sft']}",
+                                                             f"output_dir={tmp_path / 'sft'}", *common]))
+    rm = run_rm(load_config(RMConfig, root / "rm.yaml", [f"model.path={base}", f"data.train_path={world['rankings']}",
+                                                          f"output_dir={tmp_path / 'rm'}", *common]))
+    dpo = run_dpo(load_config(DPOConfig, root / "dpo.yaml", [f"model.path={sft}", f"data.train_path={world['rankings']}",
+                                                             f"output_dir={tmp_path / 'dpo'}", *common]))
+    ppo = run_ppo(load_config(PPOConfig, root / "ppo.yaml", [f"model.path={sft}", f"reward_model={rm}",
+                                                             f"rollout.prompts_path={world['rl_prompts']}",
+                                                             f"output_dir={tmp_path / 'ppo'}", *common]))
+    for out in (sft, rm, dpo, ppo):
+        assert (out / "config.json").exists() or (out / "adapter_config.json").exists(), out

@@ -70,28 +70,28 @@ def run_dpo(cfg: DPOConfig) -> Path:
     # Dropout (LoRA's included) would make the policy differ from the reference at step 0 (the first
     # loss would not be ln 2) and adds noise to a loss that compares two log-probabilities.
     disable_dropout(model)
+    world = accelerator.num_processes
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
     pad_id = tokenizer.pad_token_id
     ref_train = ref_held = None
     if cfg.loss not in REFERENCE_FREE:
-        # The reference log-probs of every pair, once, before any update: the starting weights are the
-        # reference (or reference_path's), so no second model stays in memory during training.
-        # With PEFT the starting policy's adapters are switched off: LoRA starts at zero anyway, but a
-        # prefix starts random, and the reference must be the model as it was given.
+        # The reference log-probs of the pairs the run will train on (a short run on a large set does not
+        # pay for all of it), once, before any update: the starting weights are the reference (or
+        # reference_path's), so no second model stays in memory during training. With PEFT the
+        # adapters are switched off: LoRA starts at zero anyway, but a prefix starts random.
+        used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
         reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
         with adapters_off:
-            ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+            ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows, used)
             ref_held = reference_logprobs(reference, held, cfg.train.eval_batch_size, pad_id, accelerator, rows)
         del reference
     trainable, total = count_parameters(model)
     say(accelerator, f"policy {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); loss {cfg.loss}, "
                      f"beta {cfg.beta}; {len(train)} training pairs, {len(held)} held-out pairs; "
                      f"packing {'on' if rows else 'off'}")
-
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -224,13 +224,15 @@ def pair_losses(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: torch.
 
 @torch.no_grad()
 def reference_logprobs(model: Any, pairs: list[RewardPair], batch_size: int, pad_id: int, accelerator: Any,
-                       pack_rows: int) -> torch.Tensor:
-    """(N, 2) summed log-probs of every pair's chosen and rejected response under `model`, each process
-    computing its shard and an all-reduce assembling the table."""
+                       pack_rows: int, indices: list[int] | None = None) -> torch.Tensor:
+    """(N, 2) summed log-probs of the chosen and rejected response of every pair (or of the pairs at
+    `indices`; the other rows stay 0) under `model`, each process computing its shard and an
+    all-reduce assembling the table."""
     was_training = model.training
     model.eval()
     table = torch.zeros(len(pairs), 2, device=accelerator.device)
-    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
+    wanted = list(range(len(pairs))) if indices is None else indices
+    mine = [wanted[k] for k in shard(list(range(len(wanted))), accelerator.process_index, accelerator.num_processes)]
     for i in range(0, len(mine), batch_size):
         idx = mine[i:i + batch_size]
         with accelerator.autocast():
