@@ -100,3 +100,12 @@ def test_world_prompts_are_also_scored_by_the_oracle(tiny_dir, other, tmp_path):
     assert results["models"]["other"]["refusal_of_harmful"]["n"] == oracle["n_harmful"]
     w = results["models"]["other"]["win_rate_vs_base"]["oracle"]
     assert w["wins"] + w["losses"] + w["ties"] == n
+
+
+def test_models_can_be_listed_as_arguments():
+    from alignkit.cli import eval_models_as_override
+
+    assert eval_models_as_override(["runs/sft/model", "dpo=runs/dpo/model", "prompts_path=p.jsonl"]) == [
+        "models=[runs/sft/model,dpo=runs/dpo/model]", "prompts_path=p.jsonl"]
+    assert eval_models_as_override(["cfg.yaml", "a", "max_new_tokens=8"]) == ["cfg.yaml", "models=[a]",
+                                                                                "max_new_tokens=8"]

@@ -258,7 +258,27 @@ def cmd_eval(argv: list[str]) -> int:
         print(f"{r['model']} vs {r['versus']}: {r['wins']} wins, {r['losses']} losses, {r['ties']} ties; win rate "
               f"{100 * r['win_rate']:.1f}% [95% CI {100 * lo:.1f}-{100 * hi:.1f}] of {r['wins'] + r['losses']} decided")
         return 0
-    return _stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval")(argv)
+    return _stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval")(
+        eval_models_as_override(argv))
+
+
+def eval_models_as_override(argv: list[str]) -> list[str]:
+    """`alignkit eval [CONFIG.yaml] MODEL [NAME=MODEL ...] key=value ...`: the models may be listed
+    directly; anything that is not the config file or a config key goes into `models`."""
+    from alignkit.config import EvalConfig, all_keys
+
+    keys = set(all_keys(EvalConfig))
+    config, models, rest = [], [], []
+    for i, arg in enumerate(argv):
+        if i == 0 and arg.endswith((".yaml", ".yml")) and "=" not in arg:
+            config.append(arg)
+        elif arg in ("-h", "--help") or ("=" in arg and arg.split("=", 1)[0] in keys):
+            rest.append(arg)
+        else:
+            models.append(arg)
+    if models and any(a.startswith("models=") for a in rest):
+        raise AlignkitError("give the models either as arguments or as models=[...], not both")
+    return config + ([f"models=[{','.join(models)}]"] if models else []) + rest
 
 
 def cmd_world(argv: list[str]) -> int:
