@@ -21,6 +21,8 @@ from alignkit.data.records import read_records
 from alignkit.errors import DataError
 
 LETTERS = string.ascii_uppercase
+# The page's script: copy each item's order box into its row before the CSV is saved.
+FILL_ORDERS = "document.querySelectorAll('section').forEach((s, i) => rows[i].order = s.querySelector('input').value.trim());"
 
 
 def export_ranking_sheet(samples_path: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
@@ -59,7 +61,6 @@ def _html(rows: list[dict[str, str]], columns: list[str]) -> str:
         cards.append(f"<section data-item='{r['item']}'><h3>{r['item']}</h3><p class='prompt'>{html.escape(r['prompt'])}</p>"
                      f"<ol type='A'>{options}</ol><label>Best to worst (e.g. B&gt;A&gt;C): "
                      f"<input name='order' size='12'></label></section>")
-    data = json.dumps(rows).replace("</", "<\\/")
     return f"""<!doctype html><meta charset="utf-8"><title>alignkit ranking sheet</title>
 <style>body{{font-family:sans-serif;max-width:52rem;margin:2rem auto}}section{{border:1px solid #ccc;padding:.5rem 1rem;
 margin:1rem 0;border-radius:6px}}.prompt{{font-weight:bold}}pre{{white-space:pre-wrap;display:inline}}ol{{list-style:none;padding:0}}
@@ -67,20 +68,27 @@ li{{margin:.4rem 0}}</style>
 <h1>Rank the responses</h1><p>For each prompt, order the responses from best to worst by their letters, then save the CSV.
 The responses are shuffled and unlabelled.</p>
 {''.join(cards)}
-<button id="save">Save filled CSV</button>
+{save_csv_button(rows, columns, FILL_ORDERS)}
+"""
+
+
+def save_csv_button(rows: list[dict[str, str]], columns: list[str], fill_js: str) -> str:
+    """A button (and its script) that saves the sheet as sheet.csv from the page itself: `fill_js`
+    copies the rater's inputs into `rows` first. Shared by the ranking and side-by-side sheets."""
+    data = json.dumps(rows).replace("</", "<\\/")
+    return f"""<button id="save">Save filled CSV</button>
 <script>
 const rows = {data};
 const cols = {json.dumps(columns)};
 document.getElementById('save').onclick = () => {{
-  document.querySelectorAll('section').forEach((s, i) => rows[i].order = s.querySelector('input').value.trim());
+  {fill_js}
   const q = v => '"' + String(v ?? '').replace(/"/g, '""') + '"';
   const text = [cols.join(',')].concat(rows.map(r => cols.map(c => q(r[c])).join(','))).join('\\n') + '\\n';
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([text], {{type: 'text/csv'}}));
   a.download = 'sheet.csv'; a.click();
 }};
-</script>
-"""
+</script>"""
 
 
 def parse_order(text: str, letters: str, where: str) -> list[str]:

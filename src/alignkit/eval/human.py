@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.data.records import read_records
+from alignkit.data.sheets import save_csv_button
 from alignkit.errors import DataError
 from alignkit.eval.judges import win_rate_summary
 
+# The page's script: copy each item's checked A / B / tie into its row before the CSV is saved.
+FILL_PREFERENCES = ("rows.forEach(r => { const c = document.querySelector(`input[name=\"${r.item}\"]:checked`); "
+                    "r.preference = c ? c.value : ''; });")
 CHOICES = {"a": "A", "b": "B", "tie": "tie", "=": "tie", "same": "tie"}
 
 
@@ -90,7 +94,6 @@ def _html(rows: list[dict[str, str]], columns: list[str]) -> str:
         cards.append(f"<section><h3>{r['item']}</h3><p class='prompt'>{html.escape(r['prompt'])}</p>"
                      f"<div class='pair'><div><b>A</b><pre>{html.escape(r['A'])}</pre></div>"
                      f"<div><b>B</b><pre>{html.escape(r['B'])}</pre></div></div><p>Better: {radios}</p></section>")
-    data = json.dumps(rows).replace("</", "<\\/")
     return f"""<!doctype html><meta charset="utf-8"><title>alignkit side-by-side</title>
 <style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}section{{border:1px solid #ccc;padding:.5rem 1rem;
 margin:1rem 0;border-radius:6px}}.prompt{{font-weight:bold}}.pair{{display:grid;grid-template-columns:1fr 1fr;gap:1rem}}
@@ -98,17 +101,5 @@ pre{{white-space:pre-wrap}}</style>
 <h1>Which response is better?</h1><p>Each prompt has two responses in random order; pick the better one, or tie, then
 save the CSV.</p>
 {''.join(cards)}
-<button id="save">Save filled CSV</button>
-<script>
-const rows = {data};
-const cols = {json.dumps(columns)};
-document.getElementById('save').onclick = () => {{
-  rows.forEach(r => {{ const c = document.querySelector(`input[name="${{r.item}}"]:checked`); r.preference = c ? c.value : ''; }});
-  const q = v => '"' + String(v ?? '').replace(/"/g, '""') + '"';
-  const text = [cols.join(',')].concat(rows.map(r => cols.map(c => q(r[c])).join(','))).join('\\n') + '\\n';
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([text], {{type: 'text/csv'}}));
-  a.download = 'sheet.csv'; a.click();
-}};
-</script>
+{save_csv_button(rows, columns, FILL_PREFERENCES)}
 """

@@ -34,7 +34,7 @@ from alignkit.models.value import disable_dropout
 from alignkit.rl.rollout import sample_rollout
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable, train_and_save
+from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable, train_and_save
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -112,16 +112,7 @@ def run_distill(cfg: DistillConfig) -> Path:
                 window["loss"] += float(per_response.detach().sum())
                 window["tokens"] += float(tokens.sum())
                 window["responses"] += len(mb)
-            # Every process decides together, or one would raise while the others wait in a collective.
-            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
-                raise TrainingDiverged(f"distill: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
-            grad_norm = None
-            if cfg.optim.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(student.parameters(), cfg.optim.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(cfg, "distill", step, window["loss"], accelerator, student, optimizer, scheduler)
 
             done = step + 1
             if done % cfg.log.every == 0 or done == total_steps:

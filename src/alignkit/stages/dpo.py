@@ -30,7 +30,7 @@ from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_t
 from alignkit.models.value import disable_dropout
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable
+from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -119,16 +119,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
                     window[key] += float(value.sum())
                     window["seen"].add(key)
                 window["pairs"] += len(mb)
-            # Every process decides together, or one would raise while the others wait in a collective.
-            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
-                raise TrainingDiverged(f"dpo: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
-            grad_norm = None
-            if cfg.optim.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(cfg, "dpo", step, window["loss"], accelerator, model, optimizer, scheduler)
 
             done = step + 1
             if done % cfg.log.every == 0 or done == total_steps:

@@ -30,7 +30,7 @@ from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequ
                                     score_conversations)
 from alignkit.training.batching import global_batch, micro_batches, shard
 from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import TrainingDiverged, resume_step, save_resumable
+from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -128,16 +128,7 @@ def run_rm(cfg: RMConfig) -> Path:
                 window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
                 window["margin"] += float((r_c - r_r).detach().sum())
                 window["pairs"] += len(mb)
-            # Every process decides together, or one would raise while the others wait in a collective.
-            if reduce_sum(accelerator, float(not math.isfinite(window["loss"])))[0]:
-                raise TrainingDiverged(f"rm: the loss is {window['loss']} at step {step + 1}; lower optim.lr")
-            grad_norm = None
-            if cfg.optim.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(cfg, "rm", step, window["loss"], accelerator, model, optimizer, scheduler)
 
             done = step + 1
             if done % cfg.log.every == 0 or done == total_steps:

@@ -108,16 +108,9 @@ def train_loop(cfg: Any, *, name: str, accelerator: Any, model: Any, optimizer: 
                     nll_sum, _ = sequence_nll(logits, labels)
                     accelerator.backward(nll_sum.sum() * world / max(global_tokens, 1.0))
                 step_nll += float(nll_sum.detach().sum())
-            if not math.isfinite(step_nll):
-                raise TrainingDiverged(f"{name}: the loss is {step_nll} at step {step + 1}; lower optim.lr, or use "
-                                       "float32 weights (model.dtype) with train.precision=bf16")
-            grad_norm = None
-            if cfg.optim.max_grad_norm > 0:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses (step() moves it to the next one)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm, lr = optimizer_step(cfg, name, step, step_nll, accelerator, model, optimizer, scheduler,
+                                           hint="lower optim.lr, or use float32 weights (model.dtype) with "
+                                                "train.precision=bf16")
 
             done = step + 1
             window["nll"] += step_nll
@@ -157,6 +150,24 @@ def finish(cfg: Any, *, accelerator: Any, model: Any, optimizer: Any, scheduler:
     if cfg.checkpoint.save_every:  # so a crash while the model is being saved resumes without retraining
         save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
     return result
+
+
+def optimizer_step(cfg: Any, name: str, step: int, loss: float, accelerator: Any, model: Any, optimizer: Any,
+                   scheduler: Any, hint: str = "lower optim.lr") -> tuple[float | None, float]:
+    """The end of every stage's optimizer step, after the backward passes: stop if the loss diverged
+    (decided by all processes together, or one would raise while the others wait in a collective),
+    clip the gradient norm, step the optimizer and the schedule. Returns (grad_norm or None, the
+    learning rate this step used)."""
+    if reduce_sum(accelerator, float(not math.isfinite(loss)))[0]:
+        raise TrainingDiverged(f"{name}: the loss is {loss} at step {step + 1}; {hint}")
+    grad_norm = None
+    if cfg.optim.max_grad_norm > 0:
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+    lr = scheduler.get_last_lr()[0]  # the rate this step uses (step() moves it to the next one)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr
 
 
 def save_resumable(cfg: Any, run_dir: Path, step: int, accelerator: Any, model: Any, optimizer: Any,
