@@ -195,11 +195,7 @@ class SFTConfig:
 
     def validate(self, where: str) -> None:
         self.model.validate(where)
-        if not self.data.train_path:
-            raise ConfigError(f"{where}: data.train_path is required")
-        _check_positive(where, "data.max_length", self.data.max_length)
-        if not 0.0 <= self.data.eval_fraction < 1.0:
-            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        check_data_part(where, self.data)
         check_training_parts(where, self)
         self.peft.validate(where)
         if self.model.dtype == "float16" and self.peft.method == "full":
@@ -272,11 +268,7 @@ class RMConfig:
 
     def validate(self, where: str) -> None:
         self.model.validate(where)
-        if not self.data.train_path:
-            raise ConfigError(f"{where}: data.train_path is required")
-        _check_positive(where, "data.max_length", self.data.max_length)
-        if not 0.0 <= self.data.eval_fraction < 1.0:
-            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        check_data_part(where, self.data)
         check_training_parts(where, self)
         _check_non_negative(where, "center_coef", self.center_coef)
         self.peft.validate(where, prefix_unsupported_in="reward models")
@@ -467,11 +459,7 @@ class DPOConfig:
 
     def validate(self, where: str) -> None:
         self.model.validate(where)
-        if not self.data.train_path:
-            raise ConfigError(f"{where}: data.train_path is required")
-        _check_positive(where, "data.max_length", self.data.max_length)
-        if not 0.0 <= self.data.eval_fraction < 1.0:
-            raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        check_data_part(where, self.data)
         check_training_parts(where, self)
         _check_positive(where, "beta", self.beta)
         _check_non_negative(where, "nll_coef", self.nll_coef)
@@ -861,6 +849,15 @@ def _check_positive(where: str, key: str, value: float) -> None:
 def _check_non_negative(where: str, key: str, value: float) -> None:
     if value < 0:
         raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
+
+
+def check_data_part(where: str, data: Any) -> None:
+    """Checks shared by every stage with a data section (SFT, reward model, DPO)."""
+    if not data.train_path:
+        raise ConfigError(f"{where}: data.train_path is required")
+    _check_positive(where, "data.max_length", data.max_length)
+    if not 0.0 <= data.eval_fraction < 1.0:
+        raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {data.eval_fraction}")
 
 
 def check_training_parts(where: str, cfg: Any) -> None:
