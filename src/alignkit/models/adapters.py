@@ -78,8 +78,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = getattr(p, "ds_numel", None) or p.numel()  # a ZeRO-3 partitioned parameter holds 0 elements here
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
 
 

@@ -28,9 +28,9 @@ from alignkit.losses import pairwise_accuracy
 from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
 from alignkit.models.value import disable_dropout
+from alignkit.training import engine
 from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable
+from alignkit.training.lm_loop import optimizer_step, resume_step, save_model, save_resumable
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -84,7 +84,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
         reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
-        with adapters_off:
+        # Under ZeRO-3 the weights arrive partitioned: whole on every process for this pass.
+        with adapters_off, engine.gathered_parameters(accelerator, reference):
             ref_train = reference_logprobs(reference, train, cfg.train.eval_batch_size, pad_id, accelerator, rows, used)
             ref_held = reference_logprobs(reference, held, cfg.train.eval_batch_size, pad_id, accelerator, rows)
         del reference
@@ -94,7 +95,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
                      f"packing {'on' if rows else 'off'}")
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
+                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
     evaluate = lambda: evaluate_pairs(cfg, model, held, ref_held, pad_id, accelerator, rows)  # noqa: E731
@@ -109,12 +111,11 @@ def run_dpo(cfg: DPOConfig) -> Path:
             indices = global_batch(len(train), step, global_size, cfg.seed)
             mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
             for k, mb in enumerate(mine):
-                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
+                with engine.micro_batch(accelerator, model, last=k == len(mine) - 1):
                     ref = None if ref_train is None else ref_train[mb].to(accelerator.device)
                     loss, stats = pair_losses(cfg, model, [train[i] for i in mb], ref, pad_id, accelerator.device, rows)
-                    # Mean over the global batch of pairs, whatever its split (DDP averages, hence x world).
-                    accelerator.backward(loss.sum() * world / global_size)
+                    # Mean over the global batch of pairs, whatever its split (engines average, hence x world).
+                    engine.backward(accelerator, loss.sum() * world / global_size)
                 for key, value in stats.items():
                     window[key] += float(value.sum())
                     window["seen"].add(key)
@@ -150,8 +151,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
                          f"margin {result['eval_margin']:.3f}, loss {result['eval_loss']:.4f}")
     if cfg.checkpoint.save_every:
         save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
+    save_model(accelerator, model, tokenizer, model_dir, cfg.model.path)
     if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, cfg.model.path)
         say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='dpo')}")
     accelerator.wait_for_everyone()
     metrics.close()
@@ -242,16 +243,17 @@ def evaluate_pairs(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: tor
     and per source, over all processes."""
     model.eval()
     sources = sorted({p.source for p in pairs})
-    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
     loss = margin = 0.0
     acc = {s: 0.0 for s in sources}
     n = {s: 0.0 for s in sources}
-    for i in range(0, len(mine), cfg.train.eval_batch_size):
-        idx = mine[i:i + cfg.train.eval_batch_size]
+    for idx, real in engine.lockstep(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes,
+                                     cfg.train.eval_batch_size, engine.partitioned(accelerator)):
         chunk = [pairs[j] for j in idx]
         with accelerator.autocast():
             _, stats = pair_losses(cfg, model, chunk, None if ref is None else ref[idx].to(accelerator.device),
                                    pad_id, accelerator.device, pack_rows)
+        if not real:
+            continue
         loss += float(stats["loss"].sum())
         margin += float(stats["margin"].sum())
         for p, a in zip(chunk, stats["accuracy"].tolist()):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
                                     score_conversations)
-from alignkit.training.batching import global_batch, micro_batches, shard
+from alignkit.training import engine
+from alignkit.training.batching import global_batch, micro_batches
 from alignkit.training.checkpoint import save_final_model
 from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable
 from alignkit.training.metrics import MetricsWriter
@@ -100,7 +100,8 @@ def run_rm(cfg: RMConfig) -> Path:
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
+                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
     pad_id = tokenizer.pad_token_id
@@ -117,13 +118,12 @@ def run_rm(cfg: RMConfig) -> Path:
             for k, mb in enumerate(mine):
                 batch = {key: v.to(accelerator.device)
                          for key, v in collate_pairs([train[i] for i in mb], pad_id, rows).items()}
-                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
+                with engine.micro_batch(accelerator, model, last=k == len(mine) - 1):
                     scores = model(**model_inputs(batch))
                     r_c, r_r = scores[:len(mb)], scores[len(mb):]
                     loss = pairwise_ranking_loss(r_c, r_r, batch["margin"], cfg.center_coef)  # margin 0 unless given
-                    # Mean over the global batch of pairs, whatever its split (DDP averages, hence x world).
-                    accelerator.backward(loss.sum() * world / global_size)
+                    # Mean over the global batch of pairs, whatever its split (engines average, hence x world).
+                    engine.backward(accelerator, loss.sum() * world / global_size)
                 window["loss"] += float(loss.detach().sum())
                 window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
                 window["margin"] += float((r_c - r_r).detach().sum())
@@ -159,13 +159,16 @@ def run_rm(cfg: RMConfig) -> Path:
         say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
     if cfg.checkpoint.save_every:
         save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
-    if accelerator.is_main_process:
-        rm = accelerator.unwrap_model(model)
-        norm = reward_offset(cfg, rm, tokenizer)
-        hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
-        save_final_model(hf_out, tokenizer, model_dir,
-                         extra_files={NORMALIZATION_FILE: json.dumps({**norm, **result}, indent=2) + "\n"})
-        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='reward model')}")
+    rm = accelerator.unwrap_model(model)
+    # Every process computes the offset (the same prompts, greedy): under ZeRO-3 each forward pass of
+    # the reward model is a collective that all must join.
+    norm = reward_offset(cfg, rm, tokenizer)
+    with engine.gathered_parameters(accelerator, model):
+        if accelerator.is_main_process:
+            hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
+            save_final_model(hf_out, tokenizer, model_dir,
+                             extra_files={NORMALIZATION_FILE: json.dumps({**norm, **result}, indent=2) + "\n"})
+            say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='reward model')}")
     accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
@@ -176,15 +179,16 @@ def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batc
                    accelerator: Any, pack_rows: int = 0) -> dict[str, float]:
     """Held-out pairwise accuracy and mean margin r_c - r_r, overall and per source, all processes."""
     model.eval()
-    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
     acc = {s: 0.0 for s in sources}
     n = {s: 0.0 for s in sources}
     margin = 0.0
-    for i in range(0, len(mine), batch_size):
-        chunk = [pairs[j] for j in mine[i:i + batch_size]]
+    for chunk, real in engine.lockstep(pairs, accelerator.process_index, accelerator.num_processes, batch_size,
+                                       engine.partitioned(accelerator)):
         batch = {k: v.to(accelerator.device) for k, v in collate_pairs(chunk, pad_id, pack_rows).items()}
         with accelerator.autocast():
             scores = model(**model_inputs(batch))
+        if not real:
+            continue
         r_c, r_r = scores[:len(chunk)], scores[len(chunk):]
         for p, a in zip(chunk, pairwise_accuracy(r_c, r_r).tolist()):
             acc[p.source] += a
@@ -216,7 +220,8 @@ def reward_offset(cfg: RMConfig, rm: RewardModel, tokenizer: Any) -> dict[str, A
             raise DataError(f"{r.where}: normalisation prompts need a string field 'prompt'")
         prompts.append([{"role": "user", "content": r.row["prompt"]}])
     policy_path = cfg.normalize.policy_path or cfg.model.path
-    policy = load_causal_lm(policy_path).to(next(rm.parameters()).device)
+    with engine.whole_models():  # the policy stays out of the engine: whole on every process
+        policy = load_causal_lm(policy_path).to(next(rm.parameters()).device)
     responses = generate_responses(policy, load_tokenizer(policy_path), prompts, cfg.normalize.max_new_tokens,
                                    batch_size=64)
     scores = score_conversations(rm, tokenizer, prompts, responses, cfg.data.max_length)

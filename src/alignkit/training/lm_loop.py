@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,14 @@ import torch
 from alignkit.data import collate
 from alignkit.errors import AlignkitError
 from alignkit.losses import sequence_nll
-from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
+from alignkit.training.batching import global_batch, micro_batches
+from alignkit.training import engine
+from alignkit.training.checkpoint import latest_checkpoint, save_final_model
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
-from alignkit.training.run import gather_rng, reduce_sum, say
+from alignkit.training.run import reduce_sum, say
 
 
 class TrainingDiverged(AlignkitError):
@@ -43,7 +43,8 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
                          "every step sees some rows more than once")
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
+                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
 
@@ -53,12 +54,20 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
     finish(cfg, total_steps=total_steps, **parts)
 
     model_dir = run_dir / "model"
+    save_model(accelerator, model, tokenizer, model_dir, base_model_path)
     if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), tokenizer, model_dir, base_model_path)
         say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title=name)}")
-    accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
+
+
+def save_model(accelerator: Any, model: Any, tokenizer: Any, out: Path, base_model_path: str | None) -> None:
+    """The trained model as a standard HF directory, written by the main process with the weights
+    whole (gathered under ZeRO-3). A collective: every process calls it."""
+    with engine.gathered_parameters(accelerator, model):
+        if accelerator.is_main_process:
+            save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path)
+    accelerator.wait_for_everyone()
 
 
 def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer: Any, scheduler: Any,
@@ -71,8 +80,8 @@ def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer
             if accelerator.is_main_process:
                 truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves
         return 0
-    start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler,
-                            accelerator.process_index)["step"]
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+    start = engine.load_resumable(ckpt, accelerator, model, optimizer, scheduler, global_size)["step"]
     if accelerator.is_main_process:
         truncate_metrics(metrics.path, start)
     say(accelerator, f"resumed from {ckpt} at step {start}")
@@ -100,13 +109,12 @@ def train_loop(cfg: Any, *, name: str, accelerator: Any, model: Any, optimizer: 
             (global_tokens,) = reduce_sum(accelerator, local_tokens)
             step_nll = 0.0
             for k, batch in enumerate(batches):
-                sync = nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
+                with engine.micro_batch(accelerator, model, last=k == len(batches) - 1):
                     batch = {key: v.to(accelerator.device) for key, v in batch.items()}
                     labels = batch.pop("labels")
                     logits = model(**batch, use_cache=False).logits  # a cache would disable packed masking
                     nll_sum, _ = sequence_nll(logits, labels)
-                    accelerator.backward(nll_sum.sum() * world / max(global_tokens, 1.0))
+                    engine.backward(accelerator, nll_sum.sum() * world / max(global_tokens, 1.0))
                 step_nll += float(nll_sum.detach().sum())
             grad_norm, lr = optimizer_step(cfg, name, step, step_nll, accelerator, model, optimizer, scheduler,
                                            hint="lower optim.lr, or use float32 weights (model.dtype) with "
@@ -172,11 +180,10 @@ def optimizer_step(cfg: Any, name: str, step: int, loss: float, accelerator: Any
 
 def save_resumable(cfg: Any, run_dir: Path, step: int, accelerator: Any, model: Any, optimizer: Any,
                    scheduler: Any) -> None:
-    rngs = gather_rng(accelerator)
-    if accelerator.is_main_process:
-        save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                        keep_last=cfg.checkpoint.keep_last, rank_rngs=rngs)
-    accelerator.wait_for_everyone()
+    """A resumable checkpoint of a loop whose global batch is batch_size x grad_accum x processes."""
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+    engine.save_resumable(run_dir, step, accelerator, model, optimizer, scheduler, keep_last=cfg.checkpoint.keep_last,
+                          global_batch=global_size)
 
 
 def new_window() -> dict[str, float]:
@@ -188,17 +195,17 @@ def new_window() -> dict[str, float]:
 def evaluate(model: Any, rows: list, batch_size: int, pad_id: int, accelerator: Any) -> dict[str, float]:
     """Token-weighted held-out NLL and its perplexity, over all processes."""
     model.eval()
-    mine = shard(list(range(len(rows))), accelerator.process_index, accelerator.num_processes)
     nll = tokens = 0.0
-    for i in range(0, len(mine), batch_size):
-        batch = collate([rows[j] for j in mine[i:i + batch_size]], pad_id)
+    for part, real in engine.lockstep(rows, accelerator.process_index, accelerator.num_processes, batch_size,
+                                      engine.partitioned(accelerator)):
+        batch = collate(part, pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         labels = batch.pop("labels")
         with accelerator.autocast():
             logits = model(**batch, use_cache=False).logits
         s, n = sequence_nll(logits, labels)
-        nll += float(s.sum())
-        tokens += float(n.sum())
+        nll += float(s.sum()) * real
+        tokens += float(n.sum()) * real
     nll, tokens = reduce_sum(accelerator, nll, tokens)
     model.train()
     loss = nll / max(tokens, 1.0)
