@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+DEEPSPEED := deepspeed==0.19.8
 STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-full test test-slow bench install clean
@@ -13,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# DeepSpeed (the `deepspeed` extra, for the ZeRO tests): a source package, built against the
+	# installed torch with no compiled ops; with build isolation pip could pull a CUDA torch.
+	$(BIN)/python -m pip install -q setuptools
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation '$(DEEPSPEED)'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -108,7 +108,10 @@ def test_unknown_command_suggests(capsys):
     assert "did you mean 'sft'?" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+STAGE_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)  # launcher files apart
+
+
+@pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_config_loads_and_validates(path):
     stage = path.relative_to(ROOT / "configs").parts[0]
     if stage == "smollm2":  # one recipe per stage, named after it

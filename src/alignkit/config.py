@@ -345,6 +345,20 @@ class PPOAlgoConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Where PPO's frozen models live. The policy (and a critic trained with it) is the engine's: DDP
+    copies it, ZeRO/FSDP shard it. The frozen ones stay out of the engine, whole on every process,
+    in inference mode (no gradients, no optimizer state)."""
+
+    reference_device: str = ""
+    """Device of the frozen reference (full fine-tuning only; with LoRA the reference is the policy
+    with its adapters off and costs nothing): "" for the policy's device, or "cpu" to keep it off the
+    accelerator (frees its memory; its forward pass then runs on the CPU, in float32)."""
+    reward_device: str = ""
+    """Device of the reward model: "" for the policy's device, or "cpu"."""
+
+
+@dataclass
 class PPOConfig:
     """RLHF with PPO: the policy samples, the reward model scores, a KL penalty keeps it near the reference."""
 
@@ -367,6 +381,8 @@ class PPOConfig:
     """The KL penalty and its controller."""
     ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
     """PPO epochs, minibatches, clipping, GAE, loss weights, early stop, PPO-ptx."""
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    """Devices of the frozen reference and reward models (memory against speed)."""
     keep_best: bool = False
     """Save the policy with the best held-out reward to output_dir/best (needs rollout.eval_prompts_path)."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=0))

@@ -37,6 +37,11 @@ class RewardModel(nn.Module):
         self.hf = hf_model
         self.decoder = hasattr(self.unwrapped(), "score")  # GenericForSequenceClassification, GPT-2: `score`
 
+    @property
+    def config(self) -> Any:
+        """The backbone's config: engines read model sizes from it (DeepSpeed's "auto" buckets)."""
+        return self.unwrapped().config
+
     def unwrapped(self) -> nn.Module:
         """The transformers model (inside a peft wrapper, whose LoRA layers sit in it in place)."""
         return self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf

@@ -45,6 +45,11 @@ class PolicyAndValue(nn.Module):
             nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
             nn.init.zeros_(self.value_head.bias)
 
+    @property
+    def config(self) -> Any:
+        """The policy's config: engines read model sizes from it (DeepSpeed's "auto" buckets)."""
+        return self.policy.config
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         position_ids = position_ids_from_mask(attention_mask)

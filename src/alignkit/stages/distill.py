@@ -16,7 +16,6 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_t
 from alignkit.models.generate import generate_responses
 from alignkit.models.value import disable_dropout
 from alignkit.rl.rollout import sample_rollout
+from alignkit.training import engine
 from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable, train_and_save
+from alignkit.training.lm_loop import optimizer_step, resume_step, save_model, save_resumable, train_and_save
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -55,7 +54,8 @@ def run_distill(cfg: DistillConfig) -> Path:
     random.Random(cfg.seed).shuffle(order)
     n_held = round(cfg.eval_fraction * len(prompts)) if len(prompts) > 1 else 0
     held_idx, train_idx = sorted(order[:n_held]), sorted(order[n_held:])
-    teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
+    with engine.whole_models():  # the teacher stays out of the engine (frozen, whole on every process)
+        teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
     teacher_tokenizer = load_tokenizer(cfg.teacher)
     answers = teacher_responses(cfg, accelerator, teacher, teacher_tokenizer, prompts, run_dir)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
@@ -84,7 +84,8 @@ def run_distill(cfg: DistillConfig) -> Path:
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
     optimizer = build_optimizer(student, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    student, optimizer = accelerator.prepare(student, optimizer)
+    student, optimizer = engine.prepare(accelerator, student, optimizer, batch_size=cfg.train.batch_size,
+                                        grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     start = resume_step(cfg, run_dir, accelerator, student, optimizer, scheduler, metrics)
     if start == 0:
@@ -104,11 +105,10 @@ def run_distill(cfg: DistillConfig) -> Path:
                 convs = [train[i][0] for i in mb]
                 seqs, starts = student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else \
                     text_sequences(tokenizer, convs, [train[i][1] for i in mb], cfg.max_length)
-                sync = nullcontext() if k == len(mine) - 1 else accelerator.no_sync(student)
-                with sync, accelerator.autocast():
+                with engine.micro_batch(accelerator, student, last=k == len(mine) - 1):
                     per_response, tokens = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)
-                    # Mean over the global batch of responses (DDP averages, hence x world).
-                    accelerator.backward(per_response.sum() * world / global_size)
+                    # Mean over the global batch of responses (engines average, hence x world).
+                    engine.backward(accelerator, per_response.sum() * world / global_size)
                 window["loss"] += float(per_response.detach().sum())
                 window["tokens"] += float(tokens.sum())
                 window["responses"] += len(mb)
@@ -141,10 +141,9 @@ def run_distill(cfg: DistillConfig) -> Path:
         say(accelerator, f"held-out {cfg.divergence} {result['eval_loss']:.4f} per response token")
     if cfg.checkpoint.save_every:
         save_resumable(cfg, run_dir, total_steps, accelerator, student, optimizer, scheduler)
+    save_model(accelerator, student, tokenizer, model_dir, cfg.model.path)
     if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(student), tokenizer, model_dir, cfg.model.path)
         say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='distill')}")
-    accelerator.wait_for_everyone()
     metrics.close()
     return model_dir
 
@@ -161,8 +160,9 @@ def teacher_responses(cfg: DistillConfig, accelerator: Any, teacher: Any, tokeni
     s = cfg.sampling
     greedy = cfg.teacher_decoding == "greedy"
     mine = shard(list(range(len(prompts))), accelerator.process_index, accelerator.num_processes)
-    texts = generate_responses(teacher, tokenizer, [prompts[i] for i in mine], s.max_new_tokens,
-                               0.0 if greedy else s.temperature, s.top_p, batch_size=64)
+    with engine.whole_models():  # the teacher is whole on every process: no generation in lockstep
+        texts = generate_responses(teacher, tokenizer, [prompts[i] for i in mine], s.max_new_tokens,
+                                   0.0 if greedy else s.temperature, s.top_p, batch_size=64)
     pairs = list(zip(mine, texts))
     if accelerator.num_processes > 1:
         from accelerate.utils import gather_object
@@ -280,14 +280,14 @@ def mean_divergence(cfg: DistillConfig, accelerator: Any, student: Any, teacher:
                     pairs: list[tuple[Conversation, str]]) -> float:
     """Mean per-response divergence on held-out prompts with the teacher's responses, all processes."""
     student.eval()
-    mine = shard(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes)
-    total = 0.0
-    for i in range(0, len(mine), cfg.train.eval_batch_size):
-        chunk = [pairs[j] for j in mine[i:i + cfg.train.eval_batch_size]]
+    total = count = 0.0
+    for chunk, real in engine.lockstep(pairs, accelerator.process_index, accelerator.num_processes,
+                                       cfg.train.eval_batch_size, engine.partitioned(accelerator)):
         seqs, starts = text_sequences(tokenizer, [c for c, _ in chunk], [t for _, t in chunk], cfg.max_length)
         with accelerator.autocast():
             per, _ = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)
-        total += float(per.sum())
-    total, count = reduce_sum(accelerator, total, len(mine))
+        total += float(per.sum()) * real
+        count += len(chunk) * real
+    total, count = reduce_sum(accelerator, total, count)
     student.train()
     return total / max(count, 1.0)

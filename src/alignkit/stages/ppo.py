@@ -17,6 +17,7 @@ save    the policy as a standard HF directory in output_dir/model, curves
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -37,14 +38,15 @@ from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disa
 from alignkit.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, whiten
 from alignkit.rl.advantages import masked_mean, masked_var
 from alignkit.rl.rollout import Rollout, decode_responses, response_logprobs, sample_rollout, select, token_logprobs
+from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
-from alignkit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final_model
+from alignkit.training.checkpoint import latest_checkpoint, save_final_model
 from alignkit.training.lm_loop import TrainingDiverged
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
-from alignkit.training.run import begin_stage, gather_rng, reduce_sum, say, seed_per_process
+from alignkit.training.run import begin_stage, reduce_sum, say, seed_per_process
 
 Conversation = list[dict[str, str]]
 
@@ -79,12 +81,24 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         policy = policy.merge_and_unload()
     policy.requires_grad_(True)
     # With LoRA the reference is the same weights with the adapters disabled: one copy in memory.
-    reference = None if cfg.peft.method == "lora" else copy.deepcopy(policy).requires_grad_(False).eval().to(device)
+    # Otherwise a frozen copy, outside the engine: whole on every process, inference only (under
+    # ZeRO-3 the policy arrives partitioned, so the copy is loaded from disk instead).
+    reference = None
+    if cfg.peft.method != "lora":
+        if engine.partitioned(accelerator):
+            with engine.whole_models():
+                reference = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code,
+                                           cfg.model.attn_implementation)
+            reference = reference.merge_and_unload() if hasattr(reference, "merge_and_unload") else reference
+        else:
+            reference = copy.deepcopy(policy)
+        reference = reference.requires_grad_(False).eval().to(cfg.placement.reference_device or device)
     policy = apply_peft(policy, cfg.peft)
     reward, offset, reward_tokenizer = None, 0.0, None
     if cfg.reward_model:
-        reward, offset = load_reward_model(cfg.reward_model)
-        reward.requires_grad_(False).eval().to(device)
+        with engine.whole_models():  # frozen, outside the engine
+            reward, offset = load_reward_model(cfg.reward_model)
+        reward.requires_grad_(False).eval().to(cfg.placement.reward_device or device)
         reward_tokenizer = load_tokenizer(cfg.reward_model)
     if cfg.value_model == "reward" and reward_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(f"value_model=reward starts the critic from {cfg.reward_model}, whose tokenizer differs from "
@@ -103,7 +117,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     iterations = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(prompts) / global_size))
     optimizer = build_optimizer(actor, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, iterations)  # one schedule step per iteration
-    actor, optimizer = accelerator.prepare(actor, optimizer)
+    actor, optimizer = engine.prepare(accelerator, actor, optimizer, batch_size=micro_size(cfg),
+                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     kl_ctl = AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.target \
         else FixedKLController(cfg.kl.coef)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
@@ -159,12 +174,9 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 metrics.write(done, **row)
             bar.update(done, reward=row["reward"], kl=row["kl"], eps_s=round(row["episodes_per_s"], 1))
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0:
-                rngs = gather_rng(accelerator)  # each process resumes its own sampling
-                if accelerator.is_main_process:
-                    save_checkpoint(run_dir, done, accelerator.unwrap_model(actor), optimizer, scheduler,
-                                    extra={"kl_coef": kl_ctl.value, "best_eval_reward": best},
-                                    keep_last=cfg.checkpoint.keep_last, rank_rngs=rngs)
-                accelerator.wait_for_everyone()
+                engine.save_resumable(run_dir, done, accelerator, actor, optimizer, scheduler,
+                                      keep_last=cfg.checkpoint.keep_last, global_batch=global_size,
+                                      extra={"kl_coef": kl_ctl.value, "best_eval_reward": best})
 
     # ---------------------------------------------------------------- save
     save_policy(accelerator, actor, tokenizer, model_dir, cfg.model.path)
@@ -244,12 +256,21 @@ def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chu
     policy = roles["module"].policy
     ctx = policy.disable_adapter() if roles["reference"] is None else nullcontext()
     model = policy if roles["reference"] is None else roles["reference"]
+    device = next(model.parameters()).device  # placement.reference_device may keep it elsewhere
     out = []
     with ctx, roles["autocast"]():  # the same precision as the policy's forward, so KL is 0 at the start
         for s in range(0, roll.sequences.shape[0], chunk):
-            part = select(roll, slice(s, s + chunk))
-            out.append(widen(response_logprobs(model, part, cfg.rollout.temperature), roll.responses.shape[1]))
+            part = moved(select(roll, slice(s, s + chunk)), device)
+            logp = response_logprobs(model, part, cfg.rollout.temperature).to(roll.sequences.device)
+            out.append(widen(logp, roll.responses.shape[1]))
     return torch.cat(out)
+
+
+def moved(roll: Rollout, device: Any) -> Rollout:
+    if roll.sequences.device == device:
+        return roll
+    return dataclasses.replace(roll, sequences=roll.sequences.to(device), attention_mask=roll.attention_mask.to(device),
+                               response_mask=roll.response_mask.to(device))
 
 
 def widen(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -284,12 +305,11 @@ def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, rol
             step_kl = 0.0
             for k in range(cfg.train.grad_accum):
                 idx = order[m * mb + k * micro: m * mb + (k + 1) * micro]
-                sync = nullcontext() if k == cfg.train.grad_accum - 1 else accelerator.no_sync(actor)
                 sub = select(roll, idx)
                 w = sub.responses.shape[1]
                 m_, old_, adv_, v_old, ret = (x[idx][:, :w] for x in (mask, exp["old_logp"], exp["advantages"],
                                                                       exp["values"], exp["returns"]))
-                with sync, accelerator.autocast():
+                with engine.micro_batch(accelerator, actor, last=k == cfg.train.grad_accum - 1):
                     logits, values = actor(sub.sequences, sub.attention_mask, sub.prompt_width)
                     logp, logp_all = token_logprobs(logits, sub.responses, cfg.rollout.temperature, with_all=True)
                     logp = logp * m_
@@ -304,7 +324,7 @@ def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, rol
                         ptx = ptx_loss(cfg, accelerator, actor, ptx_rows, iteration, steps, k, pad_id)
                         total = total + p.ptx_coef * ptx / cfg.train.grad_accum
                         sums["ptx_loss"] += float(ptx.detach()) / cfg.train.grad_accum
-                    accelerator.backward(total)
+                    engine.backward(accelerator, total)
                 share = len(idx) / mb
                 sums["policy_loss"] += float(pl.detach().mean()) * share
                 sums["value_loss"] += float(vl.detach().mean()) * share
@@ -391,13 +411,18 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], pro
     (no length penalty: generate_responses keeps no record of which responses ended)."""
     from alignkit.models.generate import generate_responses
 
-    mine = shard(prompts, accelerator.process_index, accelerator.num_processes)
     policy = roles["module"].policy
-    texts = generate_responses(policy, roles["tokenizer"], mine, cfg.rollout.max_new_tokens,
-                               batch_size=cfg.train.eval_batch_size)
-    scores = roles["score"](mine, texts).float()
-    total, n, length = reduce_sum(accelerator, float(scores.sum()), float(len(mine)),
-                                  float(sum(len(t.split()) for t in texts)))
+    total = n = length = 0.0
+    # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
+    for part, real in engine.lockstep(prompts, accelerator.process_index, accelerator.num_processes,
+                                      cfg.train.eval_batch_size, engine.partitioned(accelerator)):
+        texts = generate_responses(policy, roles["tokenizer"], part, cfg.rollout.max_new_tokens,
+                                   batch_size=cfg.train.eval_batch_size)
+        if real:
+            total += float(roles["score"](part, texts).float().sum())
+            n += len(part)
+            length += sum(len(t.split()) for t in texts)
+    total, n, length = reduce_sum(accelerator, total, n, length)
     return {"eval_reward": total / max(n, 1.0), "eval_words": length / max(n, 1.0)}
 
 
@@ -409,7 +434,8 @@ def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimize
         if cfg.resume and accelerator.is_main_process:
             truncate_metrics(metrics.path, 0)
         return 0, -math.inf
-    state = load_checkpoint(ckpt, accelerator.unwrap_model(actor), optimizer, scheduler, accelerator.process_index)
+    state = engine.load_resumable(ckpt, accelerator, actor, optimizer, scheduler,
+                                  global_batch=cfg.train.batch_size * accelerator.num_processes)
     kl_ctl.value = state["extra"]["kl_coef"]
     best = float(state["extra"]["best_eval_reward"])
     saved = run_dir / "best" / BEST_FILE  # a best policy saved after the checkpoint, by the interrupted run
@@ -429,10 +455,11 @@ def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_p
     """The policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
     the merged model when the SFT model was itself an adapter (an adapter's base must be a directory).
     `record` (the best policy's held-out reward and iteration) is written beside it."""
-    if accelerator.is_main_process:
-        policy = accelerator.unwrap_model(actor).policy
-        if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
-            policy = copy.deepcopy(policy).merge_and_unload()
-        extra = {BEST_FILE: json.dumps(record) + "\n"} if record else None
-        save_final_model(policy, tokenizer, out, model_path, extra_files=extra)
+    with engine.gathered_parameters(accelerator, actor):  # whole weights under ZeRO-3
+        if accelerator.is_main_process:
+            policy = accelerator.unwrap_model(actor).policy
+            if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
+                policy = copy.deepcopy(policy).merge_and_unload()
+            extra = {BEST_FILE: json.dumps(record) + "\n"} if record else None
+            save_final_model(policy, tokenizer, out, model_path, extra_files=extra)
     accelerator.wait_for_everyone()

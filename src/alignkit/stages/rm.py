@@ -222,8 +222,8 @@ def reward_offset(cfg: RMConfig, rm: RewardModel, tokenizer: Any) -> dict[str, A
     policy_path = cfg.normalize.policy_path or cfg.model.path
     with engine.whole_models():  # the policy stays out of the engine: whole on every process
         policy = load_causal_lm(policy_path).to(next(rm.parameters()).device)
-    responses = generate_responses(policy, load_tokenizer(policy_path), prompts, cfg.normalize.max_new_tokens,
-                                   batch_size=64)
+        responses = generate_responses(policy, load_tokenizer(policy_path), prompts, cfg.normalize.max_new_tokens,
+                                       batch_size=64)
     scores = score_conversations(rm, tokenizer, prompts, responses, cfg.data.max_length)
     return {"offset": float(scores.mean()), "normalized_on": {"prompts": cfg.normalize.prompts_path,
                                                               "policy": str(policy_path), "n": len(prompts)}}

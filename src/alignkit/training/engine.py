@@ -142,6 +142,10 @@ def gathered_parameters(accelerator: Any, model: Any, modify: bool = False) -> I
     if zero_stage(accelerator) == 3:
         import deepspeed
 
+        if hasattr(model, "empty_partition_cache"):
+            # The engine: let go of parameters it prefetched for the last forward pass first (they
+            # are "in flight", and gathering would then fail to partition them again).
+            model.empty_partition_cache()
         params = list(accelerator.unwrap_model(model).parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
             yield
@@ -151,9 +155,10 @@ def gathered_parameters(accelerator: Any, model: Any, modify: bool = False) -> I
 
 @contextmanager
 def whole_models() -> Iterator[None]:
-    """Models loaded inside stay whole on this process. Under ZeRO-3, transformers partitions every
-    model it loads (a collective all processes must join); the models that stay out of the engine
-    (a frozen reference, a reward model, a policy sampled for normalisation) are loaded whole."""
+    """Models loaded inside stay whole on this process, and their `generate` runs on its own. Under
+    ZeRO-3, transformers partitions every model it loads and makes every process generate in step
+    with the others (collectives all must join); the models that stay out of the engine (a frozen
+    reference or teacher, a reward model, a policy sampled for normalisation) need neither."""
     from transformers.integrations import deepspeed as hf_deepspeed
 
     ref = hf_deepspeed._hf_deepspeed_config_weak_ref

@@ -58,6 +58,12 @@ def make_accelerator(precision: str):
 
         PartialState(backend="gloo")
         multi_cpu = False
+    if multi_cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate 1.15 switches to FSDP only on GPU-like devices (state.py): on CPU the launch
+        # would otherwise run as DDP without a word.
+        if int(os.environ.get("RANK", "0")) == 0:
+            console.print("[yellow]FSDP needs GPUs: accelerate does not shard on CPU, so these processes run "
+                          "as DDP over gloo (the same training, whole weights on every process)")
     return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=multi_cpu)
 
 
