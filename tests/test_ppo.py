@@ -248,3 +248,22 @@ def test_a_critic_from_a_reward_model_with_another_tokenizer_is_refused(tiny_dir
     load_tokenizer(tmp_path / "other").save_pretrained(rm_dir)
     with pytest.raises(ConfigError, match="tokenizer differs .* use value_model=policy_head"):
         ppo(tiny_dir, prompts_file, tmp_path / "run", reward_dir=rm_dir)
+
+
+def test_placement_moves_the_rollout_to_a_frozen_model_elsewhere_and_checks_the_device():
+    """placement.reference_device keeps the reference off the policy's device: its log-probs are
+    computed on the rollout moved there (to `meta` here, the one other device a CPU machine has),
+    and a device name that is not one is refused when the config loads."""
+    from alignkit.rl.rollout import Rollout
+    from alignkit.stages.ppo import moved
+
+    roll = Rollout(torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long), 2,
+                   torch.ones(2, 3, dtype=torch.long), torch.ones(2, dtype=torch.bool))
+    assert moved(roll, torch.device("cpu")) is roll
+    there = moved(roll, torch.device("meta"))
+    assert {t.device.type for t in (there.sequences, there.attention_mask, there.response_mask)} == {"meta"}
+    assert there.prompt_width == 2
+    load_config(PPOConfig, None, ["model.path=m", "rollout.prompts_path=p", "placement.reference_device=cpu",
+                                  "placement.reward_device=cuda:1"])
+    with pytest.raises(ConfigError, match=r"placement.reward_device must be .* got 'gpu'"):
+        load_config(PPOConfig, None, ["model.path=m", "rollout.prompts_path=p", "placement.reward_device=gpu"])

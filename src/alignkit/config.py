@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -405,6 +406,11 @@ class PPOConfig:
         check_training_parts(where, self)
         r, p = self.rollout, self.ppo
         _check_positive(where, "rollout.max_new_tokens", r.max_new_tokens)
+        for key in ("reference_device", "reward_device"):
+            device = getattr(self.placement, key)
+            if device and not re.fullmatch(r"(cpu|cuda|xpu|mps|npu)(:\d+)?", device):
+                raise ConfigError(f"{where}: placement.{key} must be empty (the policy's device) or a device such "
+                                  f"as cpu or cuda:1, got {device!r}")
         _check_positive(where, "rollout.temperature", r.temperature)
         _check_positive(where, "rollout.eval_samples", r.eval_samples)
         if not 0.0 < r.top_p <= 1.0:

@@ -20,7 +20,8 @@ The differences this module absorbs, and why:
 - Resumable checkpoints: under DDP every process holds the whole state, so the main process writes
   it in alignkit's own safetensors format, which any number of processes can resume. DeepSpeed holds
   the optimizer in per-process partitions: the engine writes its own checkpoint (its format, one
-  file per process), which resumes on the same number of processes only.
+  file per process). On the same process count it loads as it is; on another, ZeRO-1/2 ones are
+  converted by DeepSpeed's universal-checkpoint tool first, ZeRO-3 ones are refused.
 """
 
 from __future__ import annotations
@@ -226,9 +227,41 @@ def save_engine_checkpoint(root: Path, step: int, accelerator: Any, model: Any, 
     return final
 
 
-def load_engine_checkpoint(path: Path, accelerator: Any, model: Any) -> None:
-    """Restore DeepSpeed's weights and optimizer partitions (a collective)."""
-    model.load_checkpoint(str(path), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False)
+def load_engine_checkpoint(path: Path, accelerator: Any, model: Any, saved_processes: int) -> None:
+    """Restore DeepSpeed's weights and optimizer partitions (a collective). Written by another number
+    of processes, the checkpoint is first converted by DeepSpeed's own tool into its universal
+    format (whole tensors per parameter, kept beside the original), which any count can load."""
+    if saved_processes == accelerator.num_processes:
+        model.load_checkpoint(str(path), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False)
+        return
+    if zero_stage(accelerator) == 3:
+        # Measured with deepspeed 0.19.8: a ZeRO-3 checkpoint converted this way reloads its weights
+        # but not its optimizer state exactly (the run drifts from the uninterrupted one); ZeRO-1/2
+        # resume exactly.
+        raise ConfigError(f"{path} holds ZeRO-3 partitions for {saved_processes} processes and this run has "
+                          f"{accelerator.num_processes}: ZeRO-3 resumes on the same number of processes (ZeRO-1 "
+                          "and ZeRO-2 checkpoints can change it)")
+    universal = path / "universal"
+    if accelerator.is_main_process and not universal.is_dir():
+        import subprocess
+        import sys
+
+        tmp = path / ".universal.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                               str(path / "engine"), "--output_folder", str(tmp), "--inject_missing_state"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ConfigError(f"{path}: DeepSpeed could not convert this checkpoint from {saved_processes} to "
+                              f"{accelerator.num_processes} processes: {proc.stderr.strip()[-500:]}")
+        os.replace(tmp, universal)
+    accelerator.wait_for_everyone()
+    model._config.load_universal_checkpoint = True  # DeepSpeed reads the format from its config at load
+    try:
+        model.load_checkpoint(str(path), tag="universal", load_optimizer_states=True, load_lr_scheduler_states=False)
+    finally:
+        model._config.load_universal_checkpoint = False
 
 
 def save_resumable(run_dir: Path, step: int, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, *,
@@ -266,10 +299,6 @@ def check_layout(path: Path, saved: dict[str, Any], accelerator: Any, global_bat
     if was_ds != is_ds:
         raise ConfigError(f"{path} was written by {saved['engine']} and this run uses {engine}: resume it under the "
                           "engine that wrote it")
-    if is_ds and saved["processes"] != processes:
-        raise ConfigError(f"{path} holds DeepSpeed's partitions for {saved['processes']} processes and this run has "
-                          f"{processes}: DeepSpeed resumes on the same number of processes (convert it with "
-                          "DeepSpeed's universal checkpoint to change that)")
     if saved["global_batch"] != global_batch:
         hint = ""
         per_step = global_batch // max(processes, 1)
@@ -296,13 +325,14 @@ def load_resumable(path: Path, accelerator: Any, model: Any, optimizer: Any, sch
     check_layout(path, layout, accelerator, global_batch)
     rank = accelerator.process_index
     if engine_name(accelerator) == "deepspeed":
-        load_engine_checkpoint(path, accelerator, model)
+        load_engine_checkpoint(path, accelerator, model, layout["processes"])
         scheduler.load_state_dict(state["scheduler"])
-        own = path / f"rng-rank{rank}.safetensors"
         if rank == 0:
             set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+        elif rank < layout["processes"]:
+            set_rng_state(load_file(str(path / f"rng-rank{rank}.safetensors")), state["rng_ranks"][rank - 1])
         else:
-            set_rng_state(load_file(str(own)), state["rng_ranks"][rank - 1])
+            seed_everything(state["step"] * 1_000_003 + rank)  # a process the saved run did not have
         return state
     state = load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler, rank)
     state["extra"].pop("layout", None)

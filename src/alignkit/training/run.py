@@ -51,7 +51,8 @@ def make_accelerator(precision: str):
     # accelerate starts gloo for several CPU processes only when told cpu=True; with no GPU present
     # and a multi-process launch (torchrun / accelerate launch), that is the only sensible choice.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    if multi_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+    launched = "LOCAL_RANK" in os.environ  # by torchrun / accelerate launch, even with one process
+    if launched and not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         # DeepSpeed on CPU: cpu=True would make accelerate skip DeepSpeed, and with no GPU accelerate
         # names no backend (and then counts one process); DeepSpeed's CPU accelerator talks gloo.
         from accelerate import PartialState
