@@ -327,3 +327,41 @@ def test_a_zero2_checkpoint_resumes_on_another_process_count(tiny_dir, sft_data,
     ours, ref = model_weights(moved / "model"), model_weights(tmp_path / "two" / "model")
     for key in ref:
         assert torch.allclose(ours[key], ref[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=needs_deepspeed(e)) for e in ("ddp", "zero2")])
+def test_reward_model_and_token_distillation_on_two_processes_equal_one(engine, tiny_dir, tmp_path):
+    """The other two trained stages: a reward model, and token-level distillation (forward KL to a
+    teacher a few SFT steps away from the student), on 2 processes x 2 x accumulation 2 against 1
+    process x 8: the same losses, held-out figures and weights."""
+    from alignkit.config import DistillConfig, RMConfig, SFTConfig, WorldConfig, load_config
+    from alignkit.stages.distill import run_distill
+    from alignkit.stages.rm import run_rm
+    from alignkit.stages.sft import run_sft
+    from alignkit.world.datasets import write_world_data
+
+    world = tmp_path / "world"
+    write_world_data(world, WorldConfig(sft_examples=50, ranking_prompts=60, rl_prompts=40, eval_prompts=10))
+    rm_args = [f"model.path={tiny_dir}", f"data.train_path={world / 'rankings.jsonl'}", "data.max_length=96",
+               "log.progress=false", "log.every=1", "optim.lr=1e-3", "train.max_steps=3"]
+    teacher = run_sft(load_config(SFTConfig, None, [f"model.path={tiny_dir}", f"data.train_path={world / 'sft.jsonl'}",
+                                                    f"output_dir={tmp_path / 'teacher'}", "train.max_steps=5",
+                                                    "optim.lr=3e-3", "log.progress=false"]))
+    kd_args = [f"model.path={tiny_dir}", f"teacher={teacher}", f"prompts_path={world / 'rl_prompts.jsonl'}",
+               "mode=token", "log.progress=false", "log.every=1", "optim.lr=1e-3", "optim.warmup_ratio=0",
+               "sampling.max_new_tokens=8", "eval_fraction=0.2", "train.max_steps=3"]
+    split = ["train.batch_size=2", "train.grad_accum=2"]
+    launch(engine, ["-m", "alignkit", "rm", *rm_args, f"output_dir={tmp_path / 'rm2'}", *split], tmp_path)
+    launch(engine, ["-m", "alignkit", "distill", *kd_args, f"output_dir={tmp_path / 'kd2'}", *split], tmp_path)
+    rm1 = run_rm(load_config(RMConfig, None, [*rm_args, f"output_dir={tmp_path / 'rm1'}", "train.batch_size=8"]))
+    kd1 = run_distill(load_config(DistillConfig, None, [*kd_args, f"output_dir={tmp_path / 'kd1'}",
+                                                        "train.batch_size=8"]))
+    for run, keys in (("rm", ("loss", "accuracy", "eval_accuracy")), ("kd", ("loss", "eval_loss"))):
+        for key in keys:
+            assert metrics(tmp_path / f"{run}2", key) == pytest.approx(metrics(tmp_path / f"{run}1", key),
+                                                                      rel=1e-5), (run, key)
+    assert metrics(tmp_path / "kd1", "loss")[0] > 0.01  # the teacher differs: a real gradient
+    for ours, ref in ((tmp_path / "rm2" / "model", rm1), (tmp_path / "kd2" / "model", kd1)):
+        a, b = model_weights(ours), model_weights(ref)
+        for key in b:
+            assert torch.allclose(a[key], b[key], atol=3e-5), (ours, key, float((a[key] - b[key]).abs().max()))

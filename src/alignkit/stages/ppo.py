@@ -199,7 +199,8 @@ def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], batch
     t = time.perf_counter()
     policy = roles["module"].policy
     r = cfg.rollout
-    roll = sample_rollout(policy, roles["tokenizer"], batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+    with roles["autocast"]():  # the precision of the training forward pass (bf16), not fp32 weights
+        roll = sample_rollout(policy, roles["tokenizer"], batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     return roll, time.perf_counter() - t
 
 
@@ -416,8 +417,9 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], pro
     # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
     for part, real in engine.lockstep(prompts, accelerator.process_index, accelerator.num_processes,
                                       cfg.train.eval_batch_size, engine.partitioned(accelerator)):
-        texts = generate_responses(policy, roles["tokenizer"], part, cfg.rollout.max_new_tokens,
-                                   batch_size=cfg.train.eval_batch_size)
+        with roles["autocast"]():
+            texts = generate_responses(policy, roles["tokenizer"], part, cfg.rollout.max_new_tokens,
+                                       batch_size=cfg.train.eval_batch_size)
         if real:
             total += float(roles["score"](part, texts).float().sum())
             n += len(part)
