@@ -365,3 +365,17 @@ def test_reward_model_and_token_distillation_on_two_processes_equal_one(engine, 
         a, b = model_weights(ours), model_weights(ref)
         for key in b:
             assert torch.allclose(a[key], b[key], atol=3e-5), (ours, key, float((a[key] - b[key]).abs().max()))
+
+
+def test_what_fsdp_cannot_do_yet_is_refused_before_any_work():
+    """Under FSDP (GPUs only), the reward model and PPO, and resumable checkpoints, are refused at the
+    start with the engine to use instead; the other stages and any stage under DDP pass."""
+    from alignkit.training.engine import check_engine_supports
+
+    fsdp, ddp = FakeAccelerator("DistributedType.FSDP", 8), FakeAccelerator("DistributedType.MULTI_GPU", 8)
+    check_engine_supports(fsdp, "sft", checkpoints=False)
+    check_engine_supports(ddp, "ppo", checkpoints=True)
+    with pytest.raises(ConfigError, match="ppo does not run under FSDP yet: use DeepSpeed ZeRO-3"):
+        check_engine_supports(fsdp, "ppo", checkpoints=False)
+    with pytest.raises(ConfigError, match="resumable checkpoints are not written under FSDP yet"):
+        check_engine_supports(fsdp, "dpo", checkpoints=True)

@@ -46,7 +46,7 @@ TEACHER_FILE = "teacher_data.jsonl"
 def run_distill(cfg: DistillConfig) -> Path:
     """Train the student; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "distill")
     if model_dir is None:
         return run_dir / "model"
     prompts = read_prompts(cfg.prompts_path)

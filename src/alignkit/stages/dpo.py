@@ -45,7 +45,7 @@ STATS = ("loss", "pref_loss", "nll", "accuracy", "reward_chosen", "reward_reject
 def run_dpo(cfg: DPOConfig) -> Path:
     """Train a policy on preference pairs; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "dpo")
     if model_dir is None:
         return run_dir / "model"
 

@@ -66,7 +66,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         raise ConfigError("ppo: value_model=reward starts the critic from the reward model, and there is none; "
                           "use value_model=policy_head")
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "ppo")
     if model_dir is None:
         return run_dir / "model"
     device = accelerator.device

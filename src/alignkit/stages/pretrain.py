@@ -64,7 +64,7 @@ def document_examples(docs: list[str], tokenizer, max_length: int) -> list[Examp
 def run_pretrain(cfg: PretrainConfig) -> Path:
     """Train a tokenizer and a model from scratch; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "pretrain")
     if model_dir is None:
         return run_dir / "model"
 

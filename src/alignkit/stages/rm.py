@@ -64,7 +64,7 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def run_rm(cfg: RMConfig) -> Path:
     """Train a reward model; return the saved model directory."""
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "rm")
     if model_dir is None:
         return run_dir / "model"
 

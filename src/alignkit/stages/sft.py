@@ -24,7 +24,7 @@ from alignkit.training.run import begin_stage, say
 def run_sft(cfg: SFTConfig) -> Path:
     """Train, and return the path of the saved model directory."""
     # ---------------------------------------------------------------- setup
-    accelerator, run_dir, model_dir = begin_stage(cfg)
+    accelerator, run_dir, model_dir = begin_stage(cfg, "sft")
     if model_dir is None:
         return run_dir / "model"
 

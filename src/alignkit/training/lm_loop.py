@@ -64,9 +64,11 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
 def save_model(accelerator: Any, model: Any, tokenizer: Any, out: Path, base_model_path: str | None) -> None:
     """The trained model as a standard HF directory, written by the main process with the weights
     whole (gathered under ZeRO-3). A collective: every process calls it."""
+    # FSDP: accelerate gathers the shards into a full state dict (a collective, on every process).
+    state = accelerator.get_state_dict(model) if engine.engine_name(accelerator) == "fsdp" else None
     with engine.gathered_parameters(accelerator, model):
         if accelerator.is_main_process:
-            save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path)
+            save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path, state_dict=state)
     accelerator.wait_for_everyone()
 
 

@@ -105,14 +105,17 @@ def gather_rng(accelerator: Any) -> list | None:
     return gather_object([rng_state()])
 
 
-def begin_stage(cfg: Any) -> tuple[Any, Path, Path | None]:
-    """What every training stage does first: quiet the libraries, make the accelerator, check and
-    record the run directory, seed. Returns (accelerator, run_dir, model_dir), model_dir None when
-    resuming a run whose model is already complete (the stage then returns it as it is)."""
+def begin_stage(cfg: Any, stage: str) -> tuple[Any, Path, Path | None]:
+    """What every training stage does first: quiet the libraries, make the accelerator (and refuse
+    what its engine cannot do yet), check and record the run directory, seed. Returns (accelerator,
+    run_dir, model_dir), model_dir None when resuming a run whose model is already complete (the
+    stage then returns it as it is)."""
+    from alignkit.training.engine import check_engine_supports
     from alignkit.training.seed import seed_everything
 
     quiet_libraries()
     accelerator = make_accelerator(cfg.train.precision)
+    check_engine_supports(accelerator, stage, bool(cfg.checkpoint.save_every))
     run_dir = prepare_run_dir(cfg.output_dir, cfg, cfg.resume, accelerator.is_main_process)
     accelerator.wait_for_everyone()  # every process has checked the directory before any writes to it
     model_dir = run_dir / "model"
