@@ -77,6 +77,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
             save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler else None,
              "rng": rng_meta, "rng_ranks": [meta for _, meta in (rank_rngs or [])[1:]], "extra": extra or {}}
+    return publish(tmp, final, state, keep_last)
+
+
+def publish(tmp: Path, final: Path, state: dict[str, Any], keep_last: int) -> Path:
+    """Finish a checkpoint written into `tmp`: state.json last (flushed to disk), then one rename makes
+    it appear whole as `final`; all but the newest `keep_last` complete checkpoints are deleted."""
     with open(tmp / "state.json", "w") as fh:
         json.dump(state, fh)
         fh.flush()
@@ -84,7 +90,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+    for old in list_checkpoints(final.parent.parent)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
     return final
 

@@ -137,9 +137,9 @@ def backward(accelerator: Any, loss: torch.Tensor) -> None:
 
 
 @contextmanager
-def gathered_parameters(accelerator: Any, model: Any, modify: bool = False) -> Iterator[None]:
+def gathered_parameters(accelerator: Any, model: Any) -> Iterator[None]:
     """Inside, every parameter of `model` is whole on every process (ZeRO-3 partitions them); all
-    processes must enter. modify=True: changes made on the main process are kept (and sent to all)."""
+    processes must enter. Read-only: changes made inside are not kept."""
     if zero_stage(accelerator) == 3:
         import deepspeed
 
@@ -148,7 +148,7 @@ def gathered_parameters(accelerator: Any, model: Any, modify: bool = False) -> I
             # are "in flight", and gathering would then fail to partition them again).
             model.empty_partition_cache()
         params = list(accelerator.unwrap_model(model).parameters())
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             yield
     else:
         yield
@@ -199,7 +199,7 @@ def save_engine_checkpoint(root: Path, step: int, accelerator: Any, model: Any, 
     save leaves no directory that looks complete. A collective: every process calls it."""
     from safetensors.torch import save_file
 
-    from alignkit.training.checkpoint import list_checkpoints
+    from alignkit.training.checkpoint import publish
 
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"  # one name for all processes: they write into one directory
@@ -214,15 +214,7 @@ def save_engine_checkpoint(root: Path, step: int, accelerator: Any, model: Any, 
     if accelerator.is_main_process:
         for name, tensors in rng_files.items():
             save_file(tensors, str(tmp / name))
-        with open(tmp / "state.json", "w") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(root.parent)[:-keep_last] if keep_last > 0 else []:
-            shutil.rmtree(old)
+        publish(tmp, final, state, keep_last)
     accelerator.wait_for_everyone()
     return final
 
