@@ -104,7 +104,8 @@ def test_deepspeed_settings_come_from_the_stage_config():
     out = deepspeed_settings({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 3}}, values, 2)
     assert out["train_micro_batch_size_per_gpu"] == 4 and out["gradient_accumulation_steps"] == 2
     assert out["gradient_clipping"] == 1.0 and out["train_batch_size"] == 16
-    assert out["zero_optimization"] == {"stage": 3}
+    # ZeRO-3: the final model is consolidated for saving unless the file says otherwise
+    assert out["zero_optimization"] == {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
     assert deepspeed_settings({"gradient_accumulation_steps": 2}, values, 2)["gradient_accumulation_steps"] == 2
     with pytest.raises(ConfigError, match=r"gradient_accumulation_steps=4 but train.grad_accum=2"):
         deepspeed_settings({"gradient_accumulation_steps": 4}, values, 2)
@@ -115,9 +116,12 @@ def test_deepspeed_settings_come_from_the_stage_config():
 
 
 class FakeAccelerator:
-    def __init__(self, kind: str, processes: int):
+    def __init__(self, kind: str, processes: int, zero_stage: int = 2):
+        from types import SimpleNamespace
+
         self.distributed_type = kind
         self.num_processes = processes
+        self.state = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=zero_stage))
 
 
 def test_a_checkpoint_resumes_only_where_it_can_continue_exactly():
@@ -129,8 +133,14 @@ def test_a_checkpoint_resumes_only_where_it_can_continue_exactly():
     with pytest.raises(ConfigError, match=r"global batch of 16 .* with 4 processes, choose train.batch_size x "
                                           r"train.grad_accum = 4"):
         check_layout(Path("ck"), ddp, FakeAccelerator("MULTI_CPU", 4), 32)
-    ds = {"engine": "deepspeed", "processes": 2, "global_batch": 16}
+    ds = {"engine": "deepspeed", "processes": 2, "global_batch": 16, "zero_stage": 2}
     check_layout(Path("ck"), ds, FakeAccelerator("DistributedType.DEEPSPEED", 4), 16)  # converted on load
+    with pytest.raises(ConfigError, match="written under ZeRO-2 and this run uses ZeRO-3"):
+        check_layout(Path("ck"), ds, FakeAccelerator("DistributedType.DEEPSPEED", 2, zero_stage=3), 16)
+    with pytest.raises(ConfigError, match="written without DeepSpeed"):  # a checkpoint from before layouts
+        check_layout(Path("ck"), {}, FakeAccelerator("DistributedType.DEEPSPEED", 2), 16)
+    with pytest.raises(ConfigError, match="resuming under FSDP is not supported"):
+        check_layout(Path("ck"), ddp, FakeAccelerator("DistributedType.FSDP", 2), 16)
     with pytest.raises(ConfigError, match="written by deepspeed and this run uses ddp"):
         check_layout(Path("ck"), ds, FakeAccelerator("MULTI_CPU", 2), 16)
 
@@ -158,7 +168,8 @@ def test_sft_under_deepspeed_equals_one_process_and_saves_a_plain_model(engine, 
     from alignkit.config import SFTConfig, load_config
     from alignkit.stages.sft import run_sft
 
-    common = [f"model.path={tiny_dir}", f"data.train_path={sft_data}", *SFT]
+    # packing on: its exactness check runs a forward pass before the engine exists (ZeRO-3 gathers)
+    common = [f"model.path={tiny_dir}", f"data.train_path={sft_data}", *SFT, "data.packing=on"]
     launch(engine, ["-m", "alignkit", "sft", *common, f"output_dir={tmp_path / engine}", "train.batch_size=2",
                     "train.grad_accum=2"], tmp_path)
     one = run_sft(load_config(SFTConfig, None, [*common, f"output_dir={tmp_path / 'one'}", "train.batch_size=8"]))

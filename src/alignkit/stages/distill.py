@@ -56,6 +56,8 @@ def run_distill(cfg: DistillConfig) -> Path:
     held_idx, train_idx = sorted(order[:n_held]), sorted(order[n_held:])
     with engine.whole_models():  # the teacher stays out of the engine (frozen, whole on every process)
         teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
+        if engine.engine_dtype(accelerator):  # DeepSpeed trains the student in this dtype
+            teacher.to(engine.engine_dtype(accelerator))
     teacher_tokenizer = load_tokenizer(cfg.teacher)
     answers = teacher_responses(cfg, accelerator, teacher, teacher_tokenizer, prompts, run_dir)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
@@ -197,7 +199,8 @@ def sequence_distill(cfg: DistillConfig, accelerator: Any, student: Any, tokeniz
         say(accelerator, f"data {line}")
     if not data.train:
         raise DataError(f"{run_dir / TEACHER_FILE}: no teacher responses left to train on")
-    packing = cfg.peft.method != "prefix" and packing_is_exact(student, len(tokenizer))[0]
+    with engine.gathered_parameters(accelerator, student):  # a forward pass: whole weights under ZeRO-3
+        packing = cfg.peft.method != "prefix" and packing_is_exact(student, len(tokenizer))[0]
     train_rows = pack_examples(data.train, cfg.max_length) if packing else data.train
     eval_rows = pack_examples(data.eval, cfg.max_length) if packing else data.eval
     return train_and_save(cfg, name="distill", accelerator=accelerator, model=student, tokenizer=tokenizer,

@@ -65,7 +65,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
         say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
         model = model.merge_and_unload().requires_grad_(True)
     model.to(accelerator.device)
-    rows = d.max_length if resolve_packing(cfg, model, len(tokenizer)) else 0
+    with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
+        rows = d.max_length if resolve_packing(cfg, model, len(tokenizer)) else 0
     model = apply_peft(model, cfg.peft)
     # Dropout (LoRA's included) would make the policy differ from the reference at step 0 (the first
     # loss would not be ln 2) and adds noise to a loss that compares two log-probabilities.
@@ -82,6 +83,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
         # adapters are switched off: LoRA starts at zero anyway, but a prefix starts random.
         used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
         reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
+        if engine.engine_dtype(accelerator):  # DeepSpeed will train the policy in this dtype
+            reference.to(engine.engine_dtype(accelerator))
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
         # Under ZeRO-3 the weights arrive partitioned: whole on every process for this pass.

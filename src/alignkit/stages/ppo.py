@@ -83,6 +83,10 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     # With LoRA the reference is the same weights with the adapters disabled: one copy in memory.
     # Otherwise a frozen copy, outside the engine: whole on every process, inference only (under
     # ZeRO-3 the policy arrives partitioned, so the copy is loaded from disk instead).
+    if accelerator.num_processes > 1 and any(":" in d for d in (cfg.placement.reference_device,
+                                                                 cfg.placement.reward_device)):
+        raise ConfigError("placement: a numbered device (cuda:1) would put every process's copy on that one device; "
+                          "with several processes use \"cpu\" or leave it empty")
     reference = None
     if cfg.peft.method != "lora":
         if engine.partitioned(accelerator):
@@ -93,6 +97,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         else:
             reference = copy.deepcopy(policy)
         reference = reference.requires_grad_(False).eval().to(cfg.placement.reference_device or device)
+        if engine.engine_dtype(accelerator) and not cfg.placement.reference_device:
+            reference = reference.to(engine.engine_dtype(accelerator))  # as DeepSpeed casts the policy
     policy = apply_peft(policy, cfg.peft)
     reward, offset, reward_tokenizer = None, 0.0, None
     if cfg.reward_model:

@@ -17,6 +17,7 @@ from alignkit.data import Example, pack_examples, packing_is_exact, read_records
 from alignkit.errors import ConfigError, DataError
 from alignkit.models import count_parameters
 from alignkit.models.tiny import tiny_config, train_tokenizer
+from alignkit.training import engine
 from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import begin_stage, say
 
@@ -80,7 +81,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     config = tiny_config(cfg.model.arch, len(tokenizer), cfg.model.hidden, cfg.model.layers, cfg.model.heads,
                          max(512, cfg.model.max_length), tokenizer)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(accelerator.device)
-    exact, problem = packing_is_exact(model, len(tokenizer))
+    with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
+        exact, problem = packing_is_exact(model, len(tokenizer))
     if not exact:  # documents are always packed here
         raise ConfigError(f"model.arch={cfg.model.arch} {problem}; pretraining packs documents and needs it")
     _, total = count_parameters(model)

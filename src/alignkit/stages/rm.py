@@ -86,7 +86,8 @@ def run_rm(cfg: RMConfig) -> Path:
     hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
     hf.config.pad_token_id = tokenizer.pad_token_id
     model = RewardModel(apply_peft(hf, cfg.peft, task="SEQ_CLS")).to(accelerator.device)
-    packing = cfg.data.packing != "off" and packing_is_exact_for_rewards(model, len(tokenizer))
+    with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
+        packing = cfg.data.packing != "off" and packing_is_exact_for_rewards(model, len(tokenizer))
     if cfg.data.packing == "on" and not packing:
         raise ConfigError("data.packing=on, but this backbone's scores change when sequences are packed "
                           "(an encoder, or a kernel that ignores restarting position ids); use auto or off")

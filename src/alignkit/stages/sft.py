@@ -17,6 +17,7 @@ from alignkit.data import build_sft_data, pack_examples
 from alignkit.data.packing import resolve_packing
 from alignkit.errors import DataError
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.training import engine
 from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import begin_stage, say
 
@@ -42,7 +43,8 @@ def run_sft(cfg: SFTConfig) -> Path:
         say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
         model = model.merge_and_unload().requires_grad_(True)
     model.to(accelerator.device)  # so the packing check runs on the device (and kernel) used to train
-    packing = resolve_packing(cfg, model, len(tokenizer))
+    with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
+        packing = resolve_packing(cfg, model, len(tokenizer))
     train_rows = pack_examples(data.train, cfg.data.max_length) if packing else data.train
     eval_rows = pack_examples(data.eval, cfg.data.max_length) if packing else data.eval
     data.report.packing = {"packed": packing, "train_rows": len(train_rows), "eval_rows": len(eval_rows)}

@@ -60,6 +60,19 @@ def partitioned(accelerator: Any) -> bool:
     return zero_stage(accelerator) == 3 or engine_name(accelerator) == "fsdp"
 
 
+def engine_dtype(accelerator: Any) -> torch.dtype | None:
+    """The dtype DeepSpeed casts the trained model to (bf16/fp16 enabled in its config), else None.
+    DeepSpeed does not autocast: frozen models that are compared with the trained one (a reference,
+    a teacher) are cast to it, or the first KL and the first DPO loss would not start at 0 and ln 2."""
+    if engine_name(accelerator) != "deepspeed":
+        return None
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if config.get(key, {}).get("enabled") is True:
+            return dtype
+    return None
+
+
 # What DeepSpeed must be told, from which of the stage's settings.
 DEEPSPEED_FROM_CONFIG = {
     "train_micro_batch_size_per_gpu": "train.batch_size",
@@ -92,6 +105,10 @@ def deepspeed_settings(ds_config: dict[str, Any], values: dict[str, float], proc
             raise ConfigError(f"the DeepSpeed config has a \"{key}\" section: remove it; alignkit builds the optimizer "
                               "and its schedule from the stage's optim section under every engine")
     out.setdefault("steps_per_print", 2**31 - 1)  # alignkit logs its own metrics
+    if out.get("zero_optimization", {}).get("stage") == 3:
+        # the final model is consolidated layer by layer on the main process (accelerate's
+        # get_state_dict), not gathered whole on every process
+        out["zero_optimization"] = {"stage3_gather_16bit_weights_on_model_save": True, **out["zero_optimization"]}
     return out
 
 
@@ -224,7 +241,10 @@ def load_engine_checkpoint(path: Path, accelerator: Any, model: Any, saved_proce
     of processes, the checkpoint is first converted by DeepSpeed's own tool into its universal
     format (whole tensors per parameter, kept beside the original), which any count can load."""
     if saved_processes == accelerator.num_processes:
-        model.load_checkpoint(str(path), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=False)
+        loaded, _ = model.load_checkpoint(str(path), tag="engine", load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+        if loaded is None:
+            raise ConfigError(f"{path}: DeepSpeed found no checkpoint to load in {path / 'engine'}")
         return
     if zero_stage(accelerator) == 3:
         # Measured with deepspeed 0.19.8: a ZeRO-3 checkpoint converted this way reloads its weights
@@ -234,6 +254,7 @@ def load_engine_checkpoint(path: Path, accelerator: Any, model: Any, saved_proce
                           f"{accelerator.num_processes}: ZeRO-3 resumes on the same number of processes (ZeRO-1 "
                           "and ZeRO-2 checkpoints can change it)")
     universal = path / "universal"
+    failure = [""]
     if accelerator.is_main_process and not universal.is_dir():
         import subprocess
         import sys
@@ -244,14 +265,23 @@ def load_engine_checkpoint(path: Path, accelerator: Any, model: Any, saved_proce
         proc = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
                                str(path / "engine"), "--output_folder", str(tmp), "--inject_missing_state"],
                               capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ConfigError(f"{path}: DeepSpeed could not convert this checkpoint from {saved_processes} to "
-                              f"{accelerator.num_processes} processes: {proc.stderr.strip()[-500:]}")
-        os.replace(tmp, universal)
-    accelerator.wait_for_everyone()
+        if proc.returncode == 0:
+            os.replace(tmp, universal)
+        else:
+            failure = [proc.stderr.strip()[-500:] or "no message"]
+    if accelerator.num_processes > 1:  # every process learns the outcome: none may wait for a failed one
+        from accelerate.utils import broadcast_object_list
+
+        failure = broadcast_object_list(failure)
+    if failure[0]:
+        raise ConfigError(f"{path}: DeepSpeed could not convert this checkpoint from {saved_processes} to "
+                          f"{accelerator.num_processes} processes: {failure[0]}")
     model._config.load_universal_checkpoint = True  # DeepSpeed reads the format from its config at load
     try:
-        model.load_checkpoint(str(path), tag="universal", load_optimizer_states=True, load_lr_scheduler_states=False)
+        loaded, _ = model.load_checkpoint(str(path), tag="universal", load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+        if loaded is None:
+            raise ConfigError(f"{path}: DeepSpeed found no checkpoint to load in {universal}")
     finally:
         model._config.load_universal_checkpoint = False
 
@@ -283,7 +313,7 @@ def save_resumable(run_dir: Path, step: int, accelerator: Any, model: Any, optim
 
     rngs = gather_rng(accelerator) or [rng_state()]
     layout = {"engine": engine_name(accelerator), "processes": accelerator.num_processes,
-              "global_batch": global_batch}
+              "global_batch": global_batch, "zero_stage": zero_stage(accelerator)}
     if engine_name(accelerator) == "deepspeed":
         state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rngs[0][1],
                  "rng_ranks": [meta for _, meta in rngs[1:]], "extra": extra or {}, **layout}
@@ -301,13 +331,21 @@ def save_resumable(run_dir: Path, step: int, accelerator: Any, model: Any, optim
 
 def check_layout(path: Path, saved: dict[str, Any], accelerator: Any, global_batch: int) -> None:
     """Refuse a resume that could not continue the saved run exactly, saying what would."""
-    if not saved:
-        return  # written before checkpoints recorded their layout: single engine, same batch assumed
     engine, processes = engine_name(accelerator), accelerator.num_processes
+    if engine == "fsdp":
+        raise ConfigError(f"{path}: resuming under FSDP is not supported yet; resume under the engine that wrote it")
+    if not saved:  # written before checkpoints recorded their layout: by one process or DDP
+        if engine == "deepspeed":
+            raise ConfigError(f"{path} was written without DeepSpeed (alignkit's own format): resume it without "
+                              "DeepSpeed")
+        return
     was_ds, is_ds = saved["engine"] == "deepspeed", engine == "deepspeed"
     if was_ds != is_ds:
         raise ConfigError(f"{path} was written by {saved['engine']} and this run uses {engine}: resume it under the "
                           "engine that wrote it")
+    if is_ds and saved.get("zero_stage", zero_stage(accelerator)) != zero_stage(accelerator):
+        raise ConfigError(f"{path} was written under ZeRO-{saved['zero_stage']} and this run uses "
+                          f"ZeRO-{zero_stage(accelerator)}: resume it under the stage that wrote it")
     if saved["global_batch"] != global_batch:
         hint = ""
         per_step = global_batch // max(processes, 1)

@@ -64,11 +64,11 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
 def save_model(accelerator: Any, model: Any, tokenizer: Any, out: Path, base_model_path: str | None) -> None:
     """The trained model as a standard HF directory, written by the main process with the weights
     whole (gathered under ZeRO-3). A collective: every process calls it."""
-    # FSDP: accelerate gathers the shards into a full state dict (a collective, on every process).
-    state = accelerator.get_state_dict(model) if engine.engine_name(accelerator) == "fsdp" else None
-    with engine.gathered_parameters(accelerator, model):
-        if accelerator.is_main_process:
-            save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path, state_dict=state)
+    # FSDP and ZeRO-3 hold shards: accelerate consolidates them into one state dict on the main
+    # process, layer by layer (a collective: every process calls it).
+    state = accelerator.get_state_dict(model) if engine.partitioned(accelerator) else None
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path, state_dict=state)
     accelerator.wait_for_everyone()
 
 
@@ -172,7 +172,8 @@ def optimizer_step(cfg: Any, name: str, step: int, loss: float, accelerator: Any
         raise TrainingDiverged(f"{name}: the loss is {loss} at step {step + 1}; {hint}")
     grad_norm = None
     if cfg.optim.max_grad_norm > 0:
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        grad_norm = None if norm is None else float(norm)  # DeepSpeed without ZeRO may not report it
     lr = scheduler.get_last_lr()[0]  # the rate this step uses (step() moves it to the next one)
     optimizer.step()
     scheduler.step()

@@ -50,6 +50,11 @@ def make_accelerator(precision: str):
     AcceleratorState._reset_state()
     # accelerate starts gloo for several CPU processes only when told cpu=True; with no GPU present
     # and a multi-process launch (torchrun / accelerate launch), that is the only sensible choice.
+    ds_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if ds_file not in ("none", "") and not ds_file.lstrip().startswith("{") and not Path(ds_file).is_file():
+        raise ConfigError(f"the DeepSpeed config file {ds_file} (named by the accelerate config) does not exist here: "
+                          f"a relative path is read from the directory you launch from ({Path.cwd()}); the shipped "
+                          "configs expect the repository root")
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     launched = "LOCAL_RANK" in os.environ  # by torchrun / accelerate launch, even with one process
     if launched and not torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":

@@ -34,7 +34,8 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
     torch.set_rng_state(tensors["torch_cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
     if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+        # a machine may see fewer GPUs than the one that saved (resuming on fewer processes)
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     version, state, gauss = meta["python"]
     random.setstate((version, tuple(state), gauss))
     name, pos, has_gauss, cached = meta["numpy"]
