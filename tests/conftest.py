@@ -36,6 +36,22 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def perturbed_copy(model_dir: Path, out: Path, scale: float, seed: int) -> Path:
+    """A copy of a saved model with every weight moved by scale x its tensor's std x N(0, 1): a
+    second model that differs from the first (a teacher, a rival) without training one."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, out)
+    state = load_file(str(out / "model.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    save_file({k: v + scale * v.std() * torch.randn(v.shape, generator=gen) for k, v in state.items()},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
 def corpus() -> list[str]:
     return [f"{r['instruction']} {r['output']}" for r in task_rows()] * 4
 

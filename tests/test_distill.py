@@ -16,28 +16,20 @@ from alignkit.config import DistillConfig, load_config
 from alignkit.errors import ConfigError
 from alignkit.stages.distill import run_distill
 
+from conftest import WORDS, perturbed_copy
+
 
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory) -> Path:
-    WORDS = "apple pear plum grape melon lemon mango peach cherry berry kiwi lime fig date olive bean corn rice wheat oat"
-
     path = tmp_path_factory.mktemp("distill") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"Reverse the word {w}."}) + "\n" for w in WORDS.split()))
+    path.write_text("".join(json.dumps({"prompt": f"Reverse the word {w}."}) + "\n" for w in WORDS))
     return path
 
 
 @pytest.fixture(scope="module")
 def teacher(tiny_dir, tmp_path_factory) -> Path:
     """A teacher that differs from the student: the tiny model with perturbed weights."""
-    out = tmp_path_factory.mktemp("teacher") / "model"
-    shutil.copytree(tiny_dir, out)
-    state = load_file(str(out / "model.safetensors"))
-    gen = torch.Generator().manual_seed(1)
-    from safetensors.torch import save_file
-
-    save_file({k: v + 0.2 * torch.randn(v.shape, generator=gen) * v.std() for k, v in state.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return perturbed_copy(tiny_dir, tmp_path_factory.mktemp("teacher") / "model", scale=0.2, seed=1)
 
 
 def distill(student, teacher, prompts, out, *overrides) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def launch(engine: str, args: list[str], tmp_path: Path) -> subprocess.Completed
     if args[:1] == ["--num_processes"]:  # a launch option overriding the config file's
         how, args = how + args[:2], args[2:]
     proc = subprocess.run(LAUNCH + how + args, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

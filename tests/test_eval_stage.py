@@ -4,16 +4,15 @@ metrics equal the libraries' on the same responses, and win rates are measured a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
 
 from alignkit.config import EvalConfig, load_config
 from alignkit.errors import ConfigError, DataError
 from alignkit.stages.evaluate import read_eval_prompts, run_eval
+
+from conftest import perturbed_copy
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,7 @@ def prompts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def other(tiny_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("other") / "model"
-    shutil.copytree(tiny_dir, out)
-    state = load_file(str(out / "model.safetensors"))
-    gen = torch.Generator().manual_seed(3)
-    save_file({k: v + 0.5 * v.std() * torch.randn(v.shape, generator=gen) for k, v in state.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return perturbed_copy(tiny_dir, tmp_path_factory.mktemp("other") / "model", scale=0.5, seed=3)
 
 
 def test_eval_reports_metrics_rewards_safety_and_win_rates(tiny_dir, other, prompts, tmp_path):

@@ -56,8 +56,7 @@ def run_distill(cfg: DistillConfig) -> Path:
     held_idx, train_idx = sorted(order[:n_held]), sorted(order[n_held:])
     with engine.whole_models():  # the teacher stays out of the engine (frozen, whole on every process)
         teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
-        if engine.engine_dtype(accelerator):  # DeepSpeed trains the student in this dtype
-            teacher.to(engine.engine_dtype(accelerator))
+        teacher = engine.like_engine(accelerator, teacher)  # DeepSpeed trains the student in its dtype
     teacher_tokenizer = load_tokenizer(cfg.teacher)
     answers = teacher_responses(cfg, accelerator, teacher, teacher_tokenizer, prompts, run_dir)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)

@@ -83,8 +83,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
         # adapters are switched off: LoRA starts at zero anyway, but a prefix starts random.
         used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
         reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
-        if engine.engine_dtype(accelerator):  # DeepSpeed will train the policy in this dtype
-            reference.to(engine.engine_dtype(accelerator))
+        reference = engine.like_engine(accelerator, reference)  # DeepSpeed trains the policy in its dtype
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
         # Under ZeRO-3 the weights arrive partitioned: whole on every process for this pass.

@@ -97,8 +97,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         else:
             reference = copy.deepcopy(policy)
         reference = reference.requires_grad_(False).eval().to(cfg.placement.reference_device or device)
-        if engine.engine_dtype(accelerator) and not cfg.placement.reference_device:
-            reference = reference.to(engine.engine_dtype(accelerator))  # as DeepSpeed casts the policy
+        if not cfg.placement.reference_device:  # beside the policy: in the dtype DeepSpeed casts it to
+            reference = engine.like_engine(accelerator, reference)
     policy = apply_peft(policy, cfg.peft)
     reward, offset, reward_tokenizer = None, 0.0, None
     if cfg.reward_model:

@@ -73,6 +73,12 @@ def engine_dtype(accelerator: Any) -> torch.dtype | None:
     return None
 
 
+def like_engine(accelerator: Any, frozen: Any) -> Any:
+    """A frozen model compared with the trained one, cast to DeepSpeed's dtype when it has one."""
+    dtype = engine_dtype(accelerator)
+    return frozen.to(dtype) if dtype else frozen
+
+
 # What DeepSpeed must be told, from which of the stage's settings.
 DEEPSPEED_FROM_CONFIG = {
     "train_micro_batch_size_per_gpu": "train.batch_size",
