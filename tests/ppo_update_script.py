@@ -21,7 +21,7 @@ from alignkit.rl.rollout import Rollout
 from alignkit.stages.ppo import ppo_update
 from alignkit.training import engine
 from alignkit.training.optim import build_optimizer
-from alignkit.training.run import make_accelerator, reduce_sum
+from alignkit.training.run import end_processes, make_accelerator, reduce_sum
 from alignkit.training.seed import seed_everything
 
 EPISODES, PROMPT, RESPONSE = 8, 5, 6
@@ -72,6 +72,7 @@ def main(model_dir: str, out: str) -> None:
             save_file(state, str(Path(out) / "weights.safetensors"))
             (Path(out) / "stats.json").write_text(json.dumps(dict(zip(keys, mean))))
     accelerator.wait_for_everyone()
+    end_processes()
 
 
 if __name__ == "__main__":

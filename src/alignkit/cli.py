@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{name}'" + (f"; did you mean '{close[0]}'?" if close else ""), file=sys.stderr)
         return 2
     try:
-        return COMMANDS[name][0](rest)
+        code = COMMANDS[name][0](rest)
+        if "torch.distributed" in sys.modules:  # a stage ran (plain commands never load it)
+            from alignkit.training.run import end_processes
+
+            end_processes()
+        return code
     except AlignkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,6 +73,15 @@ def make_accelerator(precision: str):
     return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=multi_cpu)
 
 
+def end_processes() -> None:
+    """Close the process group after a multi-process run: left to interpreter exit, gloo's threads
+    can be torn down while still running, and a process then aborts after finishing its work."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def prepare_run_dir(output_dir: str | Path, cfg: Any, resume: bool, is_main: bool) -> Path:
     """Create the run directory and record the resolved config; refuse to mix two runs in one."""
     run_dir = Path(output_dir)
