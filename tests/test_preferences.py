@@ -117,3 +117,34 @@ def test_response_start_marks_the_first_response_token(tokenizer):
     ids, start, cut = conversation_with_start(tokenizer, long_prompt, "fig", max_length=16)
     assert cut > 0 and start >= 1
     assert len(ids) == 16 and tokenizer.decode(ids[start:]) == "fig<|eos|>"
+
+
+def test_split_keeps_every_prompt_on_one_side_when_rows_repeat_it():
+    """HH-style data: one pair per row, so a prompt with three compared pairs fills three rows. 10
+    prompts x 3 rows with eval_fraction 0.3 must hold out exactly 3 whole prompts (9 rows); splitting
+    rows instead put 8 of the 10 prompts on both sides."""
+    from alignkit.data.reward import split_rankings
+
+    rows = [Record({"prompt": f"question {i}", "chosen": f"good {i}.{j}", "rejected": f"bad {i}.{j}"}, f"row {3 * i + j}")
+            for i in range(10) for j in range(3)]
+    rankings = [to_ranking(r) for r in rows]
+    for seed in range(5):
+        train, held = split_rankings(rankings, 0.3, seed)
+        prompts = lambda rs: {r.prompt[0]["content"] for r in rs}  # noqa: E731
+        assert not prompts(train) & prompts(held)
+        assert (len(prompts(held)), len(held), len(train)) == (3, 9, 21)
+        assert sorted(r.where for r in train + held) == sorted(r.where for r in rankings)  # nothing lost
+
+
+def test_split_of_unique_prompts_is_the_seeded_shuffle_of_rankings():
+    """With one ranking per prompt the split holds out the first round(f * n) of a seeded shuffle of
+    the rankings, as before grouping: the demo's data sets split exactly as they did."""
+    import random
+
+    from alignkit.data.reward import split_rankings
+
+    rankings = [to_ranking(Record({"prompt": f"q {i}", "responses": ["a", "b"]}, f"row {i}")) for i in range(40)]
+    order = list(range(40))
+    random.Random(7).shuffle(order)
+    _, held = split_rankings(rankings, 0.1, 7)
+    assert [r.where for r in held] == [f"row {i}" for i in sorted(order[:4])]

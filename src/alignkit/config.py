@@ -210,7 +210,8 @@ class PreferenceDataConfig:
     """Preference data: pairwise (prompt/chosen/rejected, or chosen/rejected conversations) or ranked
     (prompt + responses best first, or with ranking/scores/ratings) rows, in any file type SFT reads."""
     eval_path: str = ""
-    """Held-out preference data. Empty: split eval_fraction of the rankings off (whole rankings)."""
+    """Held-out preference data. Empty: split eval_fraction of the prompts off (every
+    ranking of a held-out prompt goes to eval)."""
     eval_fraction: float = 0.1
     """Share of rankings held out for evaluation when eval_path is empty."""
     max_length: int = 512

@@ -1,6 +1,6 @@
-"""Reward-model data: preference files -> rankings -> train/eval split by ranking -> tokenised pairs.
+"""Reward-model data: preference files -> rankings -> train/eval split by prompt -> tokenised pairs.
 
-A ranking's pairs all go to the same split, so no prompt's responses are compared in training and
+All rankings of a prompt go to the same split, so no prompt's responses are compared in training and
 judged in evaluation. Each side of a pair is the whole conversation (chat template applied, EOS
 ensured at the end, since the score is read at the last token). A sequence longer than max_length
 loses the start of its prompt, not the end of its response; a response that alone exceeds it is
@@ -74,13 +74,23 @@ def conversation_with_start(tokenizer: Any, prompt: tuple, response: str, max_le
 
 
 def split_rankings(rankings: list[Ranking], eval_fraction: float, seed: int) -> tuple[list[Ranking], list[Ranking]]:
-    """Whole rankings to train or eval (seeded), so no pair leaks across the split."""
-    if eval_fraction <= 0 or len(rankings) < 2:
+    """Whole prompts to train or eval (seeded): every ranking of a prompt goes to the same side, so
+    neither a pair nor a prompt leaks across the split, also when a file repeats a prompt over rows
+    (HH-style data, one pair per row). `eval_fraction` is the share of distinct prompts held out."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rankings):
+        groups.setdefault(prompt_key(r.prompt), []).append(i)
+    if eval_fraction <= 0 or len(groups) < 2:
         return rankings, []
-    order = list(range(len(rankings)))
+    order = list(groups.values())  # by first appearance, so the shuffle depends on the data and seed only
     random.Random(seed).shuffle(order)
-    held = set(order[: max(1, round(eval_fraction * len(rankings)))])
+    held = {i for group in order[: max(1, round(eval_fraction * len(order)))] for i in group}
     return [r for i, r in enumerate(rankings) if i not in held], [r for i, r in enumerate(rankings) if i in held]
+
+
+def prompt_key(prompt: Any) -> tuple:
+    """A hashable key for a conversation prompt (its roles and texts)."""
+    return tuple((m["role"], m["content"]) for m in prompt)
 
 
 def load_rankings(path: str, split: str = "train") -> list[Ranking]:
@@ -111,7 +121,7 @@ def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tok
     seen: set = set()
     unique = []
     for r in train:
-        key = (tuple((m["role"], m["content"]) for m in r.prompt), r.responses, r.scores)
+        key = (prompt_key(r.prompt), r.responses, r.scores)
         if key in seen:
             report.drop("train", "exact duplicate", r.where)
             continue
