@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 DEEPSPEED := deepspeed==0.19.8
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-full test test-slow bench install clean
+.PHONY: demo demo-full demo-seeds test test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 demo-full: $(STAMP)
 	$(BIN)/alignkit pipeline configs/demo-full.yaml
+
+# The demo once per seed (0-4) and the table across seeds: runs/demo-seeds/seeds.md, seeds.html
+demo-seeds: $(STAMP)
+	$(BIN)/alignkit pipeline configs/demo.yaml run_dir=runs/demo-seeds seeds=0,1,2,3,4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -849,8 +849,23 @@ class PipelineConfig:
     """distill: which model of this run teaches: dpo, ppo, best-of-n or sft."""
     eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
     """Evaluation of every model on the held-out requests."""
+    seeds: list[int] = field(default_factory=list)
+    """Run the whole pipeline once per seed (e.g. `seeds=0,1,2,3,4`), each under run_dir/seed-N with
+    world.seed and every stage's seed set to N, then write the results across seeds (seeds.md,
+    seeds.json, seeds.html in run_dir). Empty: one run, with the seeds as configured."""
+    seed_workers: int = 1
+    """Seeds run at the same time, each in its own process (its log in run_dir/seed-N/log.txt). Each
+    process uses torch's default threads, so the numbers do not depend on this; on 2 cores, 1 is fastest."""
 
     def validate(self, where: str) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{where}: seeds lists a seed twice: {self.seeds}")
+        if any(s < 0 for s in self.seeds):
+            raise ConfigError(f"{where}: seeds must be non-negative integers, got {self.seeds}")
+        _check_positive(where, "seed_workers", self.seed_workers)
+        if self.seeds and "eval" not in self.stages:
+            raise ConfigError(f"{where}: seeds needs the eval stage (the table across seeds is built from each "
+                              "seed's results); add eval to stages")
         for stage in self.stages:
             if stage not in PIPELINE_STAGES:
                 close = difflib.get_close_matches(stage, PIPELINE_STAGES, n=1)
@@ -977,8 +992,9 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         raise bad
     if origin in (list, typing.List):
         (inner,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and inner is str:
-            value = [v.strip() for v in str(value).split(",") if v.strip()]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and inner in (str, int, float):
+            # `stages=sft,rm` or `seeds=0,1,2` on the command line: a comma-separated list
+            value = [v.strip() if inner is str else yaml.safe_load(v) for v in str(value).split(",") if v.strip()]
         if not isinstance(value, list):
             raise bad
         return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]

@@ -85,3 +85,35 @@ def bootstrap_interval(values: Sequence[float], statistic: Callable[[list[float]
     lo = draws[int(math.floor((1 - level) / 2 * (resamples - 1)))]
     hi = draws[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
     return (lo, hi)
+
+
+def pooled_win_rate(groups: Sequence[tuple[int, int, int]], resamples: int = 4000, level: float = 0.95,
+                    seed: int = 0) -> dict[str, Any]:
+    """The win rate pooled over groups (e.g. seeds), each given as (wins, losses, ties) over its prompts,
+    with a two-level percentile bootstrap interval: resample the groups with replacement, then the
+    prompts within each drawn group (a multinomial draw of its n outcomes, since its prompts are
+    exchangeable), and take wins / decided over all of them (Davison & Hinkley 1997, §3.8, resampling
+    at both stages of a hierarchical design). Ties count as prompts but not in the rate."""
+    import numpy as np
+
+    counts = np.asarray([list(g) for g in groups], dtype=np.int64).reshape(-1, 3)
+    wins, losses = int(counts[:, 0].sum()), int(counts[:, 1].sum())
+    rate = wins / (wins + losses) if wins + losses else float("nan")
+    out = {"wins": wins, "losses": losses, "ties": int(counts[:, 2].sum()), "win_rate": rate,
+           "win_rate_ci95": (float("nan"), float("nan")), "groups": len(counts)}
+    if not len(counts) or not wins + losses:
+        return out
+    rng = np.random.default_rng(seed)
+    n = counts.sum(axis=1)
+    p = counts / np.maximum(n, 1)[:, None]
+    draws = np.empty(resamples)
+    for b in range(resamples):
+        pick = rng.integers(0, len(counts), len(counts))
+        drawn = np.array([rng.multinomial(n[g], p[g]) if n[g] else np.zeros(3, dtype=np.int64) for g in pick])
+        decided = drawn[:, 0].sum() + drawn[:, 1].sum()
+        draws[b] = drawn[:, 0].sum() / decided if decided else np.nan
+    draws = np.sort(draws[~np.isnan(draws)])
+    lo = draws[int(math.floor((1 - level) / 2 * (len(draws) - 1)))]
+    hi = draws[int(math.ceil((1 + level) / 2 * (len(draws) - 1)))]
+    out["win_rate_ci95"] = (float(lo), float(hi))
+    return out

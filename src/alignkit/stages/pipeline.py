@@ -117,6 +117,10 @@ def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
+    if cfg.seeds:  # the whole pipeline once per seed, then the table across seeds
+        from alignkit.stages.seeds import run_seeds
+
+        return run_seeds(cfg)
     quiet_libraries()
     started = time.time()
     run_dir = Path(cfg.run_dir)

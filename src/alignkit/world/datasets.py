@@ -58,6 +58,13 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def stream(cfg: WorldConfig, role: str) -> str:
+    """The random stream of one data set: the seed and the set's role. Streams named seed + k (as
+    before) made seed 1's demonstrations start like seed 0's ranking prompts, so runs of neighbouring
+    seeds were not independent."""
+    return f"{cfg.seed}/{role}"
+
+
 def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     """Write every data set under out_dir; return their paths by name."""
     out = Path(out_dir)
@@ -66,19 +73,19 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     paths = {name: out / f"{name}.jsonl" for name in
              ("sft", "rankings", "rl_prompts", "rl_eval_prompts", "eval_heldout_phrasing", "eval_heldout_input")}
     counts = {}
-    demos = sample_items("train", cfg.sft_examples, cfg.seed, cfg.safety_share, weights=weights)
+    demos = sample_items("train", cfg.sft_examples, stream(cfg, "sft"), cfg.safety_share, weights=weights)
     counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
-    ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, cfg.seed + 1, cfg.safety_share))
+    ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, stream(cfg, "rankings"), cfg.safety_share))
     counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg))
-    rl = unique_prompts(sample_items("train", cfg.rl_prompts, cfg.seed + 2, cfg.safety_share))
+    rl = unique_prompts(sample_items("train", cfg.rl_prompts, stream(cfg, "rl"), cfg.safety_share))
     counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
     taken = {i.prompt for i in rl}
-    rl_eval = [i for i in unique_prompts(sample_items("train", cfg.eval_prompts, cfg.seed + 4, cfg.safety_share))
+    rl_eval = [i for i in unique_prompts(sample_items("train", cfg.eval_prompts, stream(cfg, "rl_eval"), cfg.safety_share))
                if i.prompt not in taken]
     counts["rl_eval_prompts"] = _write_jsonl(paths["rl_eval_prompts"], [{"prompt": i.prompt, **i.as_dict()}
                                                                        for i in rl_eval])
     for split in ("heldout_phrasing", "heldout_input"):
-        items = unique_prompts(sample_items(split, cfg.eval_prompts, cfg.seed + 3, cfg.safety_share))
+        items = unique_prompts(sample_items(split, cfg.eval_prompts, stream(cfg, "eval"), cfg.safety_share))
         counts[f"eval_{split}"] = _write_jsonl(paths[f"eval_{split}"], [i.as_dict() for i in items])
     manifest = {"config": dataclasses.asdict(cfg), "rows": counts, "families": list(FAMILIES),
                 "refusal": safety.REFUSAL}

@@ -56,7 +56,7 @@ def safety_item(harmful: bool, split: str, rng: random.Random) -> Item:
     return Item("harmful" if harmful else "benign", prompt, answer, {"x": request}, index, harmful=harmful)
 
 
-def sample_items(split: str, n: int, seed: int, safety_share: float = 0.2,
+def sample_items(split: str, n: int, seed: int | str, safety_share: float = 0.2,
                  families: tuple[str, ...] | None = None, weights: dict[str, float] | None = None) -> list[Item]:
     """n requests of a split: skill families in proportion to `weights` (default equal), plus a
     `safety_share` of safety requests, harmful and benign look-alikes in equal number."""
