@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,19 @@ def test_a_key_given_twice_is_an_error(tmp_path):
 def test_distill_teacher_must_be_a_stage_of_the_run():
     with pytest.raises(ConfigError, match="distill_teacher 'dpo' is not a stage of this run"):
         C.load_config(C.PipelineConfig, None, ["stages=[pretrain,sft,distill,eval]"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["stages=[pretrain,sft,rm,rounds,eval]"], "the rounds stage continues the reward model and PPO of this run; add ppo"),
+    (["stages=[pretrain,sft,rm,ppo,rounds,eval]", "rounds.k=1"], "rounds.k must be at least 2"),
+    (["stages=[pretrain,sft,rm,ppo,rounds,eval]", "rounds.prompts=0"], "rounds.prompts must be > 0"),
+])
+def test_ranking_round_settings_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        C.load_config(C.PipelineConfig, ROOT / "configs" / "demo.yaml", overrides)
+
+
+def test_a_separate_ppo_reference_is_refused_with_lora():
+    with pytest.raises(ConfigError, match="reference_model with peft.method=lora"):
+        C.load_config(C.PPOConfig, None, ["model.path=m", "rollout.prompts_path=p.jsonl", "reference_model=sft",
+                                          "peft.method=lora"])

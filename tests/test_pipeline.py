@@ -20,7 +20,8 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "ppo.train.max_steps=2", "ppo.train.batch_size=16", "ppo.train.eval_every=1", "ppo.rollout.max_new_tokens=8",
            "ppo.rollout.eval_samples=16", "ppo.log.progress=false", "dpo.train.max_steps=3", "dpo.train.batch_size=8",
            "dpo.train.eval_every=0", "dpo.log.progress=false"]
-FULL = ["stages=[pretrain,sft,rm,ppo,dpo,best-of-n,distill,eval]", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
+FULL = ["stages=[pretrain,sft,rm,ppo,rounds,dpo,best-of-n,distill,eval]", "rounds.rounds=1", "rounds.prompts=12",
+        "rounds.k=3", "rounds.rm_steps=3", "rounds.ppo_steps=1", "rounds.max_new_tokens=8", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
         "rft.train.max_steps=3", "rft.log.progress=false", "student.hidden=32", "student.layers=1",
         "distill.train.max_steps=3", "distill.train.batch_size=8", "distill.sampling.max_new_tokens=8",
         "distill.log.progress=false", "eval.also_vs=[sft,student-sft]"]
@@ -56,8 +57,8 @@ def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
     """The reduced PPO stage (2 iterations) runs from the SFT model and the reward model, keeps its
     best policy by held-out reward on training-split prompts, and the table compares it with SFT."""
     results = json.loads((reduced_run / "results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "dpo", "best-of-n", "student-sft",
-                                       "student-distill"]
+    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "ppo-rounds", "dpo", "best-of-n",
+                                       "student-sft", "student-distill"]
     assert results["models"]["ppo"]["path"].endswith("ppo/best")
     assert "heldout_phrasing" in results["models"]["ppo"]["win_rate_vs_sft"]
     assert "win_rate_vs_sft" not in results["models"]["sft"]
@@ -180,3 +181,37 @@ def test_the_report_is_one_self_contained_page_with_every_model(reduced_run):
     for name in results["models"]:
         assert name in parsed.cells, name
     assert (reduced_run / "report_axes.png").exists()
+
+
+def test_a_ranking_round_adds_the_policys_own_rated_samples(reduced_run):
+    """Round 1: the PPO policy samples 3 different responses to 12 RL prompts; the annotator rates them
+    (equal grades tie); every rated response is one of the policy's own samples, and the reward model
+    continues on the world's rankings plus exactly the ordered pairs of distinct ratings; PPO continues
+    from the PPO policy with the SFT model as its KL reference."""
+    import yaml
+
+    from alignkit.stages.rounds import draw_prompts, sample_round
+
+    results = json.loads((reduced_run / "results.json").read_text())
+    round_dir = reduced_run / "rounds" / "round-1"
+    read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]  # noqa: E731
+    samples, rated = read(round_dir / "samples.jsonl"), read(round_dir / "rankings.jsonl")
+    ppo_policy = results["models"]["ppo"]["path"]
+    rl_rows = read(reduced_run / "world" / "rl_prompts.jsonl")
+    again, _ = sample_round(ppo_policy, draw_prompts(rl_rows, 12, 0, 1), 3, 1.0, 8, 1)
+    assert again == samples and 0 < len(rated) <= len(samples) <= 12  # the PPO policy's samples, reproduced
+    own = {row["prompt"]: row["responses"] for row in samples}
+    assert all(row["responses"] == own[row["prompt"]] and len(set(row["scores"])) > 1 for row in rated)
+    pairs = sum(a > b for row in rated for a in row["scores"] for b in row["scores"])
+    record = results["rounds"][0]
+    assert record["pairs_added"] == pairs and record["rated_prompts"] == len(rated)
+    assert 0.0 <= record["rm_accuracy_on_new_samples_before"] <= 1.0
+    world_rows = read(reduced_run / "world" / "rankings.jsonl")
+    report = json.loads((round_dir / "rm" / "data_report.json").read_text())
+    assert report["train"]["rows_read"] == len(world_rows) + len(rated)
+    assert report["train"]["kept"] + report["eval"]["kept"] == 6 * len(world_rows) + pairs  # 4 candidates: 6 pairs
+    ppo_cfg = yaml.safe_load((round_dir / "ppo" / "config.yaml").read_text())
+    assert ppo_cfg["model"]["path"] == ppo_policy and ppo_cfg["reward_model"] == str(round_dir / "rm" / "model")
+    assert ppo_cfg["reference_model"] == results["models"]["sft"]["path"] and ppo_cfg["train"]["max_steps"] == 1
+    assert results["models"]["ppo-rounds"]["path"].startswith(str(round_dir / "ppo"))
+    assert "reward_model_rounds" in results and "Ranking rounds" in (reduced_run / "results.md").read_text()

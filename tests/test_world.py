@@ -176,3 +176,22 @@ def test_held_out_frames_appear_in_no_training_phrasing_nor_the_corpus():
     assert all(t.startswith(("Tell me", "I need")) for t in held)
     text = "\n".join(corpus_documents(3000, seed=0))
     assert "Tell me" not in text and "I need" not in text
+
+
+def test_the_annotator_rates_samples_by_grade_with_ties_and_drops_all_tie_prompts():
+    """For "What is 2 plus 3?" the grades are: "5" 1.0, "The answer is 5, hope that helps" 0.6 (right
+    but padded), "7" and "8" 0.25 each (wrong, same shape): ratings tie the two wrong answers, so the
+    row gives 1 + 2 + 2 = 5 ordered pairs, not the 6 of a strict ranking. A prompt whose samples all
+    grade the same is left out. With label noise 1, one adjacent pair of grade levels swaps."""
+    from alignkit.data.preferences import rankings_to_pairs, to_ranking
+    from alignkit.data.records import Record
+    from alignkit.world.annotate import rate_samples
+
+    item = {"family": "add", "prompt": "What is 2 plus 3?", "answer": "5", "params": {"a": 2, "b": 3}}
+    rows = [{**item, "responses": ["5", "The answer is 5, hope that helps", "7", "8"]},
+            {**item, "responses": ["7", "8"]}]
+    rated = rate_samples(rows, 0.0, 0)
+    assert len(rated) == 1 and rated[0]["scores"] == [1.0, 0.6, 0.25, 0.25]
+    assert len(rankings_to_pairs(to_ranking(Record(rated[0], "row 1")))) == 5
+    noisy = rate_samples(rows, 1.0, 0)[0]["scores"]
+    assert sorted(noisy) == [0.25, 0.25, 0.6, 1.0] and noisy != [1.0, 0.6, 0.25, 0.25]

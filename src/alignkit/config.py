@@ -374,6 +374,10 @@ class PPOConfig:
     """The initial policy and the reference: the SFT model (a full model or a LoRA adapter directory)."""
     reward_model: str = ""
     """The reward model directory from `alignkit rm` (its reward_normalization.json offset is subtracted)."""
+    reference_model: str = ""
+    """The KL penalty's reference when it is not the initial policy: continuing PPO from a PPO policy
+    (ranking rounds) keeps the SFT model as the anchor. Empty: model.path. Not with LoRA (there the
+    reference is the policy with its adapters disabled)."""
     value_model: Literal["reward", "policy_head"] = "reward"
     """The critic: a copy of the reward model scoring every token (default), or a linear head on the
     policy's last hidden state (no second backbone; the value loss then also shapes the policy's trunk)."""
@@ -434,6 +438,9 @@ class PPOConfig:
         if self.keep_best and not (r.eval_prompts_path and self.train.eval_every):
             raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts) and "
                               "train.eval_every > 0 (how often they are scored)")
+        if self.reference_model and self.peft.method == "lora":
+            raise ConfigError(f"{where}: reference_model with peft.method=lora: the reference is the policy with its "
+                              "adapters disabled; leave reference_model empty, or train without LoRA")
         self.peft.validate(where, prefix_unsupported_in="PPO")
 
 
@@ -807,7 +814,39 @@ class WorldEvalConfig:
     """Rules YAML for that filter (empty: the rules alignkit ships)."""
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "best-of-n", "distill", "eval")
+@dataclass
+class RoundsConfig:
+    """On-policy ranking rounds after PPO (iterated RLHF: Bai et al. 2022, "Training a helpful and
+    harmless assistant", §4.5; Touvron et al. 2023, Llama 2, §3.2.2): the current policy samples k
+    responses per prompt, the annotator rates them, the pairs join the reward data, the reward model
+    continues on all of it, and PPO continues from the current policy against it."""
+
+    rounds: int = 2
+    """Rounds after the first PPO run."""
+    prompts: int = 256
+    """RL prompts sampled per round (a seeded draw of the RL prompts, another each round)."""
+    k: int = 4
+    """Responses sampled per prompt from the current policy (different ones; a prompt with fewer than 2
+    different responses, or whose responses all tie, adds nothing)."""
+    temperature: float = 1.0
+    """Sampling temperature of those responses."""
+    max_new_tokens: int = 48
+    """Longest sampled response."""
+    rm_steps: int = 300
+    """Reward-model steps per round, continuing from the current reward model on every ranking so far
+    (the world's and each round's), with the rm section's other settings."""
+    ppo_steps: int = 20
+    """PPO iterations per round, from the current policy (its best held-out iteration when ppo.keep_best),
+    with the SFT model as the KL reference and the ppo section's other settings."""
+
+    def validate(self, where: str) -> None:
+        for key in ("rounds", "prompts", "k", "temperature", "max_new_tokens", "rm_steps", "ppo_steps"):
+            _check_positive(where, f"rounds.{key}", getattr(self, key))
+        if self.k < 2:
+            raise ConfigError(f"{where}: rounds.k must be at least 2 (a ranking compares responses), got {self.k}")
+
+
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "rounds", "dpo", "best-of-n", "distill", "eval")
 
 
 @dataclass
@@ -817,7 +856,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, ppo, dpo, best-of-n, distill, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, rounds, dpo, best-of-n, distill, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -831,6 +870,8 @@ class PipelineConfig:
     """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    """On-policy ranking rounds after PPO (the stage "rounds"; its policy is the row "ppo-rounds")."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """DPO (or a kin) from the SFT model on the reward model's rankings (paths set by the pipeline)."""
     best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
@@ -873,6 +914,12 @@ class PipelineConfig:
                 raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
         self.world.validate(where)
         self.pretrain.validate(where)
+        if "rounds" in self.stages:
+            self.rounds.validate(where)
+            missing = [s for s in ("rm", "ppo") if s not in self.stages]
+            if missing:
+                raise ConfigError(f"{where}: the rounds stage continues the reward model and PPO of this run; add "
+                                  f"{' and '.join(missing)} to stages")
         if "distill" in self.stages and self.distill_teacher not in self.stages and not self.distill.teacher:
             raise ConfigError(f"{where}: distill_teacher '{self.distill_teacher}' is not a stage of this run "
                               f"(stages: {', '.join(self.stages)}); list it in stages, or set distill.teacher to a "

@@ -23,6 +23,8 @@ CURVES = {
     "sft": ("SFT", ["loss", "eval_loss"]),
     "rm": ("Reward model", ["loss", "accuracy", "eval_accuracy"]),
     "ppo": ("PPO", ["reward", "kl", "eval_reward", "entropy"]),
+    "rounds/round-1/ppo": ("PPO, ranking round 1", ["reward", "kl", "eval_reward"]),
+    "rounds/round-2/ppo": ("PPO, ranking round 2", ["reward", "kl", "eval_reward"]),
     "dpo": ("DPO", ["loss", "accuracy", "margin", "kl_proxy", "eval_accuracy"]),
     "best-of-n/sft": ("SFT on best-of-n", ["loss", "eval_loss"]),
     "student-sft": ("Student SFT", ["loss", "eval_loss"]),
@@ -113,12 +115,12 @@ def _img(path: Path, alt: str) -> str:
 
 
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
-    from alignkit.world.report import _headers, distill_lines, ppo_lines, reward_lines, rows
+    from alignkit.world.report import _headers, distill_lines, ppo_lines, reward_lines, rounds_lines, rows
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(results))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(results))
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in reward_lines(results) + ppo_lines(results)
-                    + distill_lines(results))
+                    + rounds_lines(results) + distill_lines(results))
     curves = "".join(f"<h3>{html.escape(title)}</h3>{_img(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []
     for split, items in results.get("samples", {}).items():

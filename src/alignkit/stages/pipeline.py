@@ -56,7 +56,8 @@ def pretrain_key(cfg: Any) -> str:
 # What each stage's output depends on: a change to any of these sections makes it stale. Keys are the
 # directories the stages write under run_dir.
 DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
-              "ppo": ("world", "pretrain", "sft", "rm", "ppo"), "dpo": ("world", "pretrain", "sft", "dpo"),
+              "ppo": ("world", "pretrain", "sft", "rm", "ppo"),
+              "rounds": ("world", "pretrain", "sft", "rm", "ppo", "rounds"), "dpo": ("world", "pretrain", "sft", "dpo"),
               "best-of-n": ("world", "pretrain", "sft", "rm", "best_of_n"),
               "best-of-n/sft": ("world", "pretrain", "sft", "rm", "best_of_n", "rft"),
               "student-sft": ("world", "pretrain", "student", "sft"),
@@ -204,6 +205,20 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         ppo_summary = summarize_ppo(run_dir / "ppo" / "metrics.jsonl", models["ppo"] == best)
         timings["ppo"] = time.time() - t
 
+    rounds: list[dict[str, Any]] = []
+    rounds_reward: Path | None = None
+    if "rounds" in cfg.stages and "ppo" in models:
+        from alignkit.stages.rounds import run_rounds
+        from alignkit.world.annotate import rate_samples
+
+        t = time.time()
+        console.print(f"[bold]rounds[/] {cfg.rounds.rounds} on-policy ranking rounds: sample, rate, reward model, PPO")
+        record_inputs(cfg, run_dir, "rounds")
+        rate = lambda rows, r: rate_samples(rows, cfg.world.label_noise, f"{cfg.world.seed}:round-{r}")  # noqa: E731
+        models["ppo-rounds"], rounds_reward, rounds = run_rounds(cfg, run_dir, models["sft"], models["ppo"],
+                                                                 reward_dir, world, rate)
+        timings["rounds"] = time.time() - t
+
     if "dpo" in cfg.stages:
         from alignkit.stages.dpo import run_dpo
 
@@ -273,7 +288,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
     if "eval" in cfg.stages:
         from alignkit.world.evaluate import evaluate_models
-        from alignkit.world.report import distill_lines, ppo_lines, results_table, reward_lines, write_results
+        from alignkit.world.report import (distill_lines, ppo_lines, results_table, reward_lines, rounds_lines,
+                                           write_results)
 
         t = time.time()
         console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -298,8 +314,13 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             policy = models.get("sft") or next(iter(models.values()))
             results["reward_model"] = evaluate_reward_model(reward_dir, splits["heldout_phrasing"], policy,
                                                             cfg.world.seed, cfg.eval.batch_size)
+            if rounds_reward is not None:  # the last round's, on the same pairs and the same SFT samples
+                results["reward_model_rounds"] = evaluate_reward_model(rounds_reward, splits["heldout_phrasing"],
+                                                                       policy, cfg.world.seed, cfg.eval.batch_size)
         if ppo_summary:
             results["ppo"] = ppo_summary
+        if rounds:
+            results["rounds"] = rounds
         if "student-distill" in models and cfg.distill_teacher in models:
             results["distill"] = summarize_distill(results, cfg.distill_teacher, models)
         timings["eval"] = time.time() - t
@@ -309,7 +330,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
         report = write_report(results, run_dir)
         console.print(results_table(results))
-        for line in reward_lines(results) + ppo_lines(results) + distill_lines(results):
+        for line in reward_lines(results) + ppo_lines(results) + rounds_lines(results) + distill_lines(results):
             console.print(line)
         console.print(f"results: {paths['json']} and {paths['md']}")
         console.print(f"[bold]report: {report}[/] (open it in a browser)")

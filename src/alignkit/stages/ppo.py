@@ -89,10 +89,10 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                           "with several processes use \"cpu\" or leave it empty")
     reference = None
     if cfg.peft.method != "lora":
-        if engine.partitioned(accelerator):
+        if engine.partitioned(accelerator) or cfg.reference_model:
             with engine.whole_models():
-                reference = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code,
-                                           cfg.model.attn_implementation)
+                reference = load_causal_lm(cfg.reference_model or cfg.model.path, cfg.model.dtype,
+                                           cfg.model.trust_remote_code, cfg.model.attn_implementation)
             reference = reference.merge_and_unload() if hasattr(reference, "merge_and_unload") else reference
         else:
             reference = copy.deepcopy(policy)

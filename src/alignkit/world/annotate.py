@@ -36,3 +36,29 @@ def fill_ranking_sheet(sheet_csv: str | Path, key_json: str | Path, label_noise:
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+def rate_samples(rows: list[dict], label_noise: float, seed: int | str) -> list[dict]:
+    """The annotator's ratings of a policy's samples: rows {"prompt", "responses", world fields} ->
+    rated rows {"prompt", "responses", "scores", ...}, the score of a response its grade, so equal
+    grades are ties and give no pair (two different wrong answers are not ordered at random, as a
+    strict ranking would have to); a prompt whose samples all tie is left out. With probability `label_noise` the scores of one adjacent pair of
+    distinct grades are swapped, as the annotator's rankings swap one adjacent pair."""
+    from alignkit.world.datasets import item_from_dict
+    from alignkit.world.oracle import grade
+
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        item = item_from_dict(row)
+        scores = [grade(item, r) for r in row["responses"]]
+        levels = sorted(set(scores))
+        if len(levels) < 2:  # every sample as good as the others: no preference to learn
+            continue
+        if rng.random() < label_noise:
+            j = rng.randrange(len(levels) - 1)
+            low, high = levels[j], levels[j + 1]
+            scores = [high if s == low else low if s == high else s for s in scores]
+        out.append({"prompt": row["prompt"], "responses": list(row["responses"]), "scores": scores,
+                    "family": row["family"], "source": "safety" if row["family"] in ("harmful", "benign") else "skills"})
+    return out

@@ -74,13 +74,28 @@ def distill_lines(results: dict[str, Any]) -> list[str]:
 
 
 def reward_lines(results: dict[str, Any]) -> list[str]:
-    r = results.get("reward_model")
-    if not r:
+    out = []
+    for key, title in (("reward_model", "Reward model"), ("reward_model_rounds", "Reward model after the ranking rounds")):
+        r = results.get(key)
+        if not r:
+            continue
+        kinds = ", ".join(f"{k} {_pct(v)} (n={r['n_by_kind'][k]})" for k, v in r["by_kind"].items())
+        out.append(f"{title}, held-out prompts: pairwise accuracy {_pct(r['accuracy'])} (n={r['n_pairs']}): {kinds}; "
+                   f"its top response is the oracle's best on {_pct(r['top1_is_best'])} of prompts; on the SFT model's "
+                   f"own samples {_pct(r['on_policy_accuracy'])} (n={r['n_on_policy_pairs']}).")
+    return out
+
+
+def rounds_lines(results: dict[str, Any]) -> list[str]:
+    """Per ranking round: what it added, and the reward model's accuracy on the policy's new samples
+    before it trained on them (how it generalises to where PPO moved the policy)."""
+    rounds = results.get("rounds")
+    if not rounds:
         return []
-    kinds = ", ".join(f"{k} {_pct(v)} (n={r['n_by_kind'][k]})" for k, v in r["by_kind"].items())
-    return [f"Reward model, held-out prompts: pairwise accuracy {_pct(r['accuracy'])} (n={r['n_pairs']}): {kinds}; "
-            f"its top response is the oracle's best on {_pct(r['top1_is_best'])} of prompts; on the SFT model's own "
-            f"samples {_pct(r['on_policy_accuracy'])} (n={r['n_on_policy_pairs']})."]
+    parts = [f"round {r['round']}: {r['rated_prompts']} prompts, {r['pairs_added']} pairs of the policy's own samples, "
+             f"reward model {_pct(r['rm_accuracy_on_new_samples_before'])} right on them before training on them "
+             f"({_pct(r['rm_accuracy_on_new_samples_after_training_on_them'])} after)" for r in rounds]
+    return ["Ranking rounds: " + "; ".join(parts) + "."]
 
 
 def results_table(results: dict[str, Any]) -> Table:
@@ -105,6 +120,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     if results.get("reward_model"):
         lines += ["", *reward_lines(results)]
+    if results.get("rounds"):
+        lines += ["", *rounds_lines(results)]
     if results.get("ppo"):
         lines += ["", *ppo_lines(results)]
     if results.get("distill"):

@@ -99,9 +99,16 @@ def summarize_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         models[name] = entry
     summary: dict[str, Any] = {"seeds": seeds, "models": models,
                                "splits": {s: per_seed[s].get("splits", {}) for s in seeds}}
-    rms = {s: per_seed[s]["reward_model"] for s in seeds if per_seed[s].get("reward_model")}
-    if rms:
-        summary["reward_model"] = {fig: spread([_read(fn, rms[s]) for s in rms]) for fig, fn in REWARD_FIGURES.items()}
+    for key in ("reward_model", "reward_model_rounds"):
+        rms = {s: per_seed[s][key] for s in seeds if per_seed[s].get(key)}
+        if rms:
+            summary[key] = {fig: spread([_read(fn, rms[s]) for s in rms]) for fig, fn in REWARD_FIGURES.items()}
+    rounds = {s: per_seed[s]["rounds"] for s in seeds if per_seed[s].get("rounds")}
+    if rounds:  # the reward model on each round's new policy samples, before training on them
+        n = max(len(r) for r in rounds.values())
+        summary["rounds_rm_accuracy_before"] = {
+            f"round {k + 1}": spread([r[k]["rm_accuracy_on_new_samples_before"] if k < len(r) else float("nan")
+                                      for r in rounds.values()]) for k in range(n)}
     timings = {s: per_seed[s].get("timings_s", {}).get("total") for s in seeds}
     summary["seconds"] = {s: t for s, t in timings.items() if t is not None}
     return summary
@@ -149,11 +156,17 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
         for name, m in rivals.items():
             lines.append(f"| {name} | " + " | ".join(f"{m['claims'][c]['holds_in']} of {m['claims'][c]['seeds']}"
                                                       for c in claim_names) + " |")
-    if summary.get("reward_model"):
-        rm = summary["reward_model"]
+    rm_rows = [(title, summary[key]) for key, title in (("reward_model", "first"), ("reward_model_rounds", "after the rounds"))
+               if summary.get(key)]
+    if rm_rows:
+        kinds = list(rm_rows[0][1])
         lines += ["", "Reward model, pairwise accuracy on held-out prompts by kind of pair (mean ± sd (min-max)):", "",
-                  "| " + " | ".join(rm) + " |", "|" + " ---: |" * len(rm),
-                  "| " + " | ".join(_cell(v, True) for v in rm.values()) + " |"]
+                  "| reward model | " + " | ".join(kinds) + " |", "| --- |" + " ---: |" * len(kinds)]
+        lines += [f"| {title} | " + " | ".join(_cell(rm[k], True) for k in kinds) + " |" for title, rm in rm_rows]
+    if summary.get("rounds_rm_accuracy_before"):
+        cells = [f"{name} {_cell(v, True)}" for name, v in summary["rounds_rm_accuracy_before"].items()]
+        lines += ["", "Ranking rounds, the reward model on the policy's new samples before training on them: "
+                  + "; ".join(cells) + "."]
     if summary.get("seconds"):
         secs = summary["seconds"]
         lines += ["", "Pipeline time per seed (s): " + ", ".join(f"seed {s} {t:.0f}" for s, t in secs.items())]
