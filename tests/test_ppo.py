@@ -267,3 +267,27 @@ def test_placement_moves_the_rollout_to_a_frozen_model_elsewhere_and_checks_the_
                                   "placement.reward_device=cuda:1"])
     with pytest.raises(ConfigError, match=r"placement.reward_device must be .* got 'gpu'"):
         load_config(PPOConfig, None, ["model.path=m", "rollout.prompts_path=p", "placement.reward_device=gpu"])
+
+
+def test_an_ensemble_of_one_model_twice_equals_the_model_and_another_member_changes_the_reward(
+        tiny_dir, prompts_file, reward_dir, tmp_path):
+    """The ensemble's reward is the members' mean minus coef x their spread: two copies of one reward
+    model have no spread and the same mean, so the run is the single model's, iteration for iteration;
+    a member with another score head moves the reward (with coef 0; with coef 1 two members give the
+    lower of their two rewards, mean - |a - b| / 2, here the first model's own)."""
+    args = ["train.max_steps=2", "optim.lr=1e-3"]
+    ppo(tiny_dir, prompts_file, tmp_path / "one", *args, reward_dir=reward_dir)
+    ppo(tiny_dir, prompts_file, tmp_path / "two", *args, f"reward_ensemble=[{reward_dir}]",
+        "reward_uncertainty_coef=2.0", reward_dir=reward_dir)
+    assert [r["reward"] for r in metrics(tmp_path / "one")] == pytest.approx([r["reward"] for r in metrics(tmp_path / "two")],
+                                                                              abs=1e-6)
+    other = tmp_path / "other-rm"
+    shutil.copytree(reward_dir, other)
+    weights = load_file(str(other / "model.safetensors"))
+    weights = {k: (v + 0.5 if k.startswith("score") else v) for k, v in weights.items()}
+    from safetensors.torch import save_file
+
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    ppo(tiny_dir, prompts_file, tmp_path / "mixed", *args, f"reward_ensemble=[{other}]", "reward_uncertainty_coef=0",
+        reward_dir=reward_dir)
+    assert metrics(tmp_path / "mixed")[0]["reward"] != pytest.approx(metrics(tmp_path / "one")[0]["reward"], abs=1e-4)

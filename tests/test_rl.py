@@ -199,3 +199,19 @@ def test_rollouts_ignore_the_models_own_generation_settings(tiny_dir):
     torch.manual_seed(0)
     shipped = sample_rollout(model, tok, convs, max_new_tokens=10)
     assert torch.equal(plain.sequences, shipped.sequences)
+
+
+def test_uncertainty_penalized_reward_is_mean_minus_coef_times_spread():
+    """Two reward models score response 1 at 1 and 3 (mean 2, population std 1) and response 2 at 2
+    and 2 (no disagreement): with coef 0.5 the rewards are 2 - 0.5 = 1.5 and 2. One model: its own."""
+    from alignkit.rl import ensemble_scorer, uncertainty_penalized
+
+    scores = torch.tensor([[1.0, 2.0], [3.0, 2.0]])
+    assert torch.allclose(uncertainty_penalized(scores, 0.5), torch.tensor([1.5, 2.0]))
+    assert torch.allclose(uncertainty_penalized(scores, 0.0), torch.tensor([2.0, 2.0]))
+    assert torch.equal(uncertainty_penalized(scores[:1], 3.0), scores[0])
+    a = lambda prompts, responses: torch.tensor([1.0, 2.0])  # noqa: E731
+    b = lambda prompts, responses: torch.tensor([3.0, 2.0])  # noqa: E731
+    assert torch.allclose(ensemble_scorer([a, b], 0.5)([[], []], ["x", "y"]), torch.tensor([1.5, 2.0]))
+    with pytest.raises(ValueError, match="expected \\(models, responses\\)"):
+        uncertainty_penalized(torch.zeros(3), 1.0)

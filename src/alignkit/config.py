@@ -374,6 +374,13 @@ class PPOConfig:
     """The initial policy and the reference: the SFT model (a full model or a LoRA adapter directory)."""
     reward_model: str = ""
     """The reward model directory from `alignkit rm` (its reward_normalization.json offset is subtracted)."""
+    reward_ensemble: list[str] = field(default_factory=list)
+    """Further reward model directories: the reward is then the mean over all of them (reward_model
+    first) minus reward_uncertainty_coef x their standard deviation, each with its own offset
+    subtracted (an uncertainty-penalised ensemble against over-optimisation). The critic still starts
+    from reward_model."""
+    reward_uncertainty_coef: float = 1.0
+    """With reward_ensemble: how many standard deviations of the members' disagreement to subtract."""
     reference_model: str = ""
     """The KL penalty's reference when it is not the initial policy: continuing PPO from a PPO policy
     (ranking rounds) keeps the SFT model as the anchor. Empty: model.path. Not with LoRA (there the
@@ -438,6 +445,9 @@ class PPOConfig:
         if self.keep_best and not (r.eval_prompts_path and self.train.eval_every):
             raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts) and "
                               "train.eval_every > 0 (how often they are scored)")
+        _check_non_negative(where, "reward_uncertainty_coef", self.reward_uncertainty_coef)
+        if self.reward_ensemble and not self.reward_model:
+            raise ConfigError(f"{where}: reward_ensemble needs reward_model (the first member, and the critic's start)")
         if self.reference_model and self.peft.method == "lora":
             raise ConfigError(f"{where}: reference_model with peft.method=lora: the reference is the policy with its "
                               "adapters disabled; leave reference_model empty, or train without LoRA")

@@ -35,7 +35,7 @@ from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_t
 from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
-from alignkit.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, whiten
+from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer, gae, kl_penalized_rewards, whiten
 from alignkit.rl.advantages import masked_mean, masked_var
 from alignkit.rl.rollout import Rollout, decode_responses, response_logprobs, sample_rollout, select, token_logprobs
 from alignkit.training import engine
@@ -134,6 +134,9 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     roles = {"module": accelerator.unwrap_model(actor), "reference": reference, "tokenizer": tokenizer,
              "autocast": accelerator.autocast,
              "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
+    if cfg.reward_ensemble and reward_fn is None:
+        roles["score"] = ensemble_scorer([roles["score"], *(ensemble_member(cfg, path, device) for path in
+                                                           cfg.reward_ensemble)], cfg.reward_uncertainty_coef)
     if start == 0 and eval_prompts and cfg.train.eval_every:
         first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
         metrics.write(0, **first)
@@ -243,6 +246,14 @@ def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list
     actor.train()
     return {"old_logp": old_logp, "values": values, "ref_logp": ref_logp, "raw_scores": raw, "scores": scores,
             "rewards": rewards, "kl": kl, "advantages": advantages, "returns": returns}
+
+
+def ensemble_member(cfg: PPOConfig, path: str, device: Any) -> RewardFn:
+    """A further reward model of the ensemble, frozen beside the first, as a scorer."""
+    with engine.whole_models():
+        model, offset = load_reward_model(path)
+    model.requires_grad_(False).eval().to(cfg.placement.reward_device or device)
+    return reward_model_scorer(model, load_tokenizer(path), offset, cfg.train.eval_batch_size)
 
 
 def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:
