@@ -215,3 +215,21 @@ def test_a_ranking_round_adds_the_policys_own_rated_samples(reduced_run):
     assert ppo_cfg["reference_model"] == results["models"]["sft"]["path"] and ppo_cfg["train"]["max_steps"] == 1
     assert results["models"]["ppo-rounds"]["path"].startswith(str(round_dir / "ppo"))
     assert "reward_model_rounds" in results and "Ranking rounds" in (reduced_run / "results.md").read_text()
+
+
+def test_a_stage_recorded_before_a_new_config_key_existed_is_still_reused(reduced_run, capsys):
+    """A newer alignkit adds keys (world.correctness_prompts); a stage recorded without one was built
+    with its default, so a rerun with the default reuses it, and one with another value does not."""
+    import yaml
+
+    recorded = reduced_run / "sft" / "pipeline_inputs.yaml"
+    inputs = yaml.safe_load(recorded.read_text())
+    del inputs["world"]["correctness_prompts"]
+    recorded.write_text(yaml.safe_dump(inputs, sort_keys=False))
+    cache = reduced_run.parent / "cache"
+    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
+            *REDUCED, *FULL, "stages=[pretrain,sft]"]
+    capsys.readouterr()
+    assert main(args) == 0 and "nothing to resume" in capsys.readouterr().err
+    assert main([*args, "world.correctness_prompts=5"]) == 2
+    assert "holds a sft stage made with other world settings" in capsys.readouterr().err

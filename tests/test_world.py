@@ -195,3 +195,22 @@ def test_the_annotator_rates_samples_by_grade_with_ties_and_drops_all_tie_prompt
     assert len(rankings_to_pairs(to_ranking(Record(rated[0], "row 1")))) == 5
     noisy = rate_samples(rows, 1.0, 0)[0]["scores"]
     assert sorted(noisy) == [0.25, 0.25, 0.6, 1.0] and noisy != [1.0, 0.6, 0.25, 0.25]
+
+
+def test_correctness_prompts_add_right_against_wrong_rows(tmp_path):
+    """world.correctness_prompts=30: rated rows of the right answer (1.0) against up to three different
+    wrong answers (0.25, tied), so each row gives only correct-vs-wrong pairs, 1 per wrong answer (no
+    label noise here), and no prompt repeats a ranked one."""
+    import json
+
+    from alignkit.config import WorldConfig
+    from alignkit.world.datasets import write_world_data
+
+    cfg = WorldConfig(sft_examples=50, ranking_prompts=40, correctness_prompts=30, rl_prompts=10, eval_prompts=10,
+                      label_noise=0.0)
+    rows = [json.loads(line) for line in write_world_data(tmp_path, cfg)["rankings"].read_text().splitlines()]
+    ranked, extra = rows[:40], rows[40:]
+    assert 25 <= len(extra) <= 30 and not {r["prompt"] for r in extra} & {r["prompt"] for r in ranked}
+    for row in extra:
+        assert row["scores"] == [1.0] + [0.25] * (len(row["responses"]) - 1) and 2 <= len(row["responses"]) <= 4
+        assert len(set(row["responses"])) == len(row["responses"]) and row["kinds"][1:] == ["wrong"] * (len(row["responses"]) - 1)

@@ -786,6 +786,11 @@ class WorldConfig:
     """Candidate responses per ranked prompt (3 or 4)."""
     label_noise: float = 0.1
     """Probability that the simulated annotator swaps one adjacent pair of a ranking."""
+    correctness_prompts: int = 0
+    """Further ranked skill prompts whose candidates are the right answer and up to three different wrong
+    ones of the right shape (rated: the wrong ones tie), added to the rankings: more correct-vs-wrong
+    pairs for a reward model that must judge correctness (the demo's rankings hold about 1.6 such
+    pairs in 6 per skill prompt)."""
     rl_prompts: int = 2000
     """Prompts for reinforcement learning (training phrasings and inputs)."""
     eval_prompts: int = 400
@@ -806,6 +811,7 @@ class WorldConfig:
             raise ConfigError(f"{where}: world.candidates must be 2, 3 or 4, got {self.candidates}")
         for key in ("sft_examples", "ranking_prompts", "rl_prompts", "eval_prompts"):
             _check_positive(where, f"world.{key}", getattr(self, key))
+        _check_non_negative(where, "world.correctness_prompts", self.correctness_prompts)
 
 
 @dataclass

@@ -110,11 +110,20 @@ def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
         else:
             continue
         new = stage_inputs(cfg, stage_dir)
+        # A key the record lacks came with a newer alignkit: its default is what the stage was built with.
+        old = with_defaults(old, stage_inputs(PipelineConfig(), stage_dir))
         changed = [name for name in new if old.get(name) != new[name]]
         if changed:
             raise ConfigError(f"{run_dir} holds a {stage_dir} stage made with other {', '.join(changed)} settings "
                               f"(see {source}); choose another run_dir, or delete {run_dir / stage_dir} and the "
                               "stages after it to retrain them")
+
+
+def with_defaults(recorded: Any, defaults: Any) -> Any:
+    """`recorded` with every key it lacks (at any depth) taken from `defaults`."""
+    if not isinstance(recorded, dict) or not isinstance(defaults, dict):
+        return recorded
+    return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in recorded.items()}}
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:

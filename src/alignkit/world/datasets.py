@@ -58,6 +58,23 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def correctness_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
+    """Skill prompts rated with the right answer (1) against up to three different wrong answers of the
+    right shape (0.25 each, tied): only correct-vs-wrong pairs. With probability label_noise the
+    annotator swaps the two levels, as its rankings swap one adjacent pair."""
+    rng = random.Random(f"{cfg.seed}:correctness")
+    rows = []
+    for item in items:
+        wrong = list(dict.fromkeys(candidate(item, "wrong", rng) for _ in range(6)))
+        wrong = [w for w in wrong if w != item.answer][:3]
+        if not wrong:
+            continue
+        right, bad = (0.25, 1.0) if rng.random() < cfg.label_noise else (1.0, 0.25)
+        rows.append({"prompt": item.prompt, "responses": [item.answer, *wrong], "scores": [right] + [bad] * len(wrong),
+                     "kinds": ["correct"] + ["wrong"] * len(wrong), "family": item.family, "source": "skills"})
+    return rows
+
+
 def stream(cfg: WorldConfig, role: str) -> str:
     """The random stream of one data set: the seed and the set's role. Streams named seed + k (as
     before) made seed 1's demonstrations start like seed 0's ranking prompts, so runs of neighbouring
@@ -76,7 +93,12 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     demos = sample_items("train", cfg.sft_examples, stream(cfg, "sft"), cfg.safety_share, weights=weights)
     counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
     ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, stream(cfg, "rankings"), cfg.safety_share))
-    counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg))
+    extra = []
+    if cfg.correctness_prompts:
+        skills = [i for i in unique_prompts(sample_items("train", cfg.correctness_prompts, stream(cfg, "correctness"),
+                                                         0.0)) if i.prompt not in {r.prompt for r in ranked}]
+        extra = correctness_rows(skills, cfg)
+    counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg) + extra)
     rl = unique_prompts(sample_items("train", cfg.rl_prompts, stream(cfg, "rl"), cfg.safety_share))
     counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
     taken = {i.prompt for i in rl}

@@ -90,12 +90,13 @@ def _pair_kind(item: Item, better: str, worse: str) -> str | None:
 
 
 @torch.no_grad()
-def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir: str | Path, seed: int,
+def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], policy_dir: str | Path, seed: int,
                           batch_size: int = 64, samples_per_prompt: int = 4) -> dict[str, Any]:
     """The reward model on held-out prompts: pairwise accuracy by kind of pair (safety; relevance:
     an answer over off-topic text or a needless refusal; correctness: a right answer over a wrong one;
     style: concise over padded) over the world's candidate responses; how often its top candidate is the oracle's best;
-    and accuracy on the policy's own sampled responses (on-policy), pairs with different grades only."""
+    and accuracy on the policy's own sampled responses (on-policy), pairs with different grades only.
+    A list of reward model directories is an ensemble, scored by the mean of its members' scores."""
     import random
 
     from alignkit.models import load_causal_lm, load_tokenizer
@@ -105,8 +106,13 @@ def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir:
     from alignkit.world.generate import candidate
     from alignkit.world.oracle import grade
 
-    rm, _ = load_reward_model(reward_dir)
-    tok = load_tokenizer(reward_dir)
+    members = [(load_reward_model(d)[0], load_tokenizer(d)) for d in (reward_dir if isinstance(reward_dir, list)
+                                                                     else [reward_dir])]
+
+    def score(prompts: list, responses: list[str]) -> list[float]:
+        return (sum(score_conversations(rm, tok, prompts, responses, batch_size=batch_size) for rm, tok in members)
+                / len(members)).tolist()
+
     rng = random.Random(f"{seed}:rm-eval")
     prompts, responses, kinds, spans = [], [], [], []
     for item in items:
@@ -116,7 +122,7 @@ def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir:
             prompts.append([{"role": "user", "content": item.prompt}])
             responses.append(candidate(item, kind, rng))
             kinds.append(kind)
-    scores = score_conversations(rm, tok, prompts, responses, batch_size=batch_size).tolist()
+    scores = score(prompts, responses)
     by_kind: dict[str, list[float]] = {}
     top1 = []
     for item, idx in zip(items, spans):
@@ -133,7 +139,7 @@ def evaluate_reward_model(reward_dir: str | Path, items: list[Item], policy_dir:
     torch.manual_seed(seed)
     convs = [[{"role": "user", "content": item.prompt}] for item in items for _ in range(samples_per_prompt)]
     sampled = generate_responses(policy, policy_tok, convs, 24, temperature=1.0, batch_size=batch_size)
-    on_scores = score_conversations(rm, tok, convs, sampled, batch_size=batch_size).tolist()
+    on_scores = score(convs, sampled)
     on_policy = []
     for n, item in enumerate(items):
         span = range(n * samples_per_prompt, (n + 1) * samples_per_prompt)
