@@ -373,10 +373,15 @@ def test_reward_model_and_token_distillation_on_two_processes_equal_one(engine, 
             assert metrics(tmp_path / f"{run}2", key) == pytest.approx(metrics(tmp_path / f"{run}1", key),
                                                                       rel=1e-5), (run, key)
     assert metrics(tmp_path / "kd1", "loss")[0] > 0.01  # the teacher differs: a real gradient
+    # Weights to a tenth of the learning rate: Adam divides each update by sqrt(v) + eps, so on a weight
+    # whose gradient is near zero a 1e-7 difference in the all-reduced gradient (another summation
+    # order) moves the update by a visible share of lr. Seen: 3.1e-5 after 3 steps at lr 1e-3 on the
+    # reward model once the world's data changed (the 3e-5 used before held for the old data); the
+    # losses above agree to rel 1e-5.
     for ours, ref in ((tmp_path / "rm2" / "model", rm1), (tmp_path / "kd2" / "model", kd1)):
         a, b = model_weights(ours), model_weights(ref)
         for key in b:
-            assert torch.allclose(a[key], b[key], atol=3e-5), (ours, key, float((a[key] - b[key]).abs().max()))
+            assert torch.allclose(a[key], b[key], atol=1e-4), (ours, key, float((a[key] - b[key]).abs().max()))
 
 
 def test_what_fsdp_cannot_do_yet_is_refused_before_any_work():
