@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignkit.config import RMConfig, WorldConfig, load_config
-from alignkit.errors import ModelError
+from alignkit.errors import ConfigError, ModelError
 from alignkit.stages.rm import run_rm
 from alignkit.world.datasets import write_world_data
 
@@ -106,3 +106,32 @@ def test_encoder_backbone_trains_through_the_stage(tokenizer, world_dir, tmp_pat
     assert losses[-1] < 0.9 * losses[0]
     assert rows(out)[-1]["eval_accuracy"] > 0.6
     assert not json.loads((out / "data_report.json").read_text()).get("packing")  # report has no SFT packing entry
+
+
+def test_keep_best_saves_the_weights_of_the_best_evaluation(tiny_dir, tmp_path):
+    """keep_best=eval_accuracy/correctness on a world with correctness rows: evaluated every 4 steps,
+    the saved model is the one of the evaluation with the highest correctness accuracy (the first
+    such, ties kept), its figures stored beside the offset; a per-source figure the data lacks is
+    named in the error."""
+    from safetensors.torch import load_file
+
+    from alignkit.models.reward import load_reward_model
+
+    world = tmp_path / "world"
+    write_world_data(world, WorldConfig(sft_examples=50, ranking_prompts=60, correctness_prompts=120, rl_prompts=20,
+                                        eval_prompts=20))
+    out = tmp_path / "rm"
+    model_dir = rm(tiny_dir, world, out, "train.max_steps=16", "train.eval_every=4", "data.eval_fraction=0.3",
+                   "keep_best=eval_accuracy/correctness", "optim.lr=5e-3")
+    evals = [r for r in rows(out) if "eval_accuracy/correctness" in r]
+    assert [r["step"] for r in evals] == [0, 4, 8, 12, 16]
+    best = max(evals, key=lambda r: r["eval_accuracy/correctness"])  # max keeps the first of equal values
+    norm = json.loads((model_dir / "reward_normalization.json").read_text())
+    assert norm["step"] == best["step"] and norm["eval_accuracy/correctness"] == best["eval_accuracy/correctness"]
+    kept, _ = load_reward_model(model_dir)
+    saved = load_file(str(out / "best.safetensors"))
+    for key, value in kept.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    with pytest.raises(ConfigError, match="keep_best=eval_accuracy/nothing, but the held-out figures are"):
+        rm(tiny_dir, world, tmp_path / "bad", "train.max_steps=2", "train.eval_every=1", "data.eval_fraction=0.3",
+           "keep_best=eval_accuracy/nothing")

@@ -257,6 +257,11 @@ class RMConfig:
     """Weight of the (r_chosen + r_rejected)^2 term that keeps rewards centred (0 disables)."""
     normalize: RewardNormConfig = field(default_factory=RewardNormConfig)
     """Reward normalisation stored with the model for PPO."""
+    keep_best: str = ""
+    """Early stopping: the held-out figure to keep the best weights by, e.g. eval_accuracy, or
+    eval_accuracy/SOURCE for one `source` of the data (the demo world's correctness rows:
+    eval_accuracy/correctness); the saved model is the one that scored highest at any evaluation
+    (every train.eval_every steps and the last). Empty: the last weights."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
     """Optimizer and learning-rate schedule."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -275,6 +280,11 @@ class RMConfig:
         _check_non_negative(where, "center_coef", self.center_coef)
         self.peft.validate(where, prefix_unsupported_in="reward models")
         _check_positive(where, "normalize.samples", self.normalize.samples)
+        if self.keep_best and not re.fullmatch(r"eval_accuracy(/.+)?|eval_margin", self.keep_best):
+            raise ConfigError(f"{where}: keep_best must be eval_accuracy, eval_accuracy/SOURCE or eval_margin, got "
+                              f"{self.keep_best!r}")
+        if self.keep_best and not self.train.eval_every:
+            raise ConfigError(f"{where}: keep_best needs train.eval_every > 0 (how often the held-out pairs are scored)")
 
 
 @dataclass

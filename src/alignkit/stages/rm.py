@@ -106,8 +106,16 @@ def run_rm(cfg: RMConfig) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
     pad_id = tokenizer.pad_token_id
+    if cfg.keep_best and engine.partitioned(accelerator):
+        raise ConfigError("keep_best copies the whole model at each better evaluation; under ZeRO-3 the weights are "
+                          "partitioned: use ZeRO-1/2, or leave keep_best empty")
+    if cfg.keep_best and not held:
+        raise ConfigError("keep_best needs held-out pairs to choose by: set data.eval_path or data.eval_fraction > 0")
+    best = Best(cfg.keep_best, run_dir, accelerator.is_main_process)
     if start == 0 and cfg.train.eval_every and held:
-        metrics.write(0, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows))
+        first = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+        metrics.write(0, **first)
+        best.consider(0, first, accelerator.unwrap_model(model))
 
     # ---------------------------------------------------------------- loop
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
@@ -146,8 +154,9 @@ def run_rm(cfg: RMConfig) -> Path:
                 bar.update(done)
             paused = time.perf_counter()
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
-                metrics.write(done, **evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator,
-                                                     rows))
+                figures = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
+                metrics.write(done, **figures)
+                best.consider(done, figures, accelerator.unwrap_model(model))
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
                 save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
             window["t0"] += time.perf_counter() - paused
@@ -158,9 +167,14 @@ def run_rm(cfg: RMConfig) -> Path:
         result = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
         metrics.write(total_steps, **result)
         say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
+        best.consider(total_steps, result, accelerator.unwrap_model(model))
     if cfg.checkpoint.save_every:
         save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
     rm = accelerator.unwrap_model(model)
+    if cfg.keep_best:  # early stopping: back to the weights of the best evaluation
+        accelerator.wait_for_everyone()
+        result = best.restore(rm)
+        say(accelerator, f"kept the weights of step {result['step']} ({cfg.keep_best} {result[cfg.keep_best]:.3f})")
     # Every process computes the offset (the same prompts, greedy): under ZeRO-3 each forward pass of
     # the reward model is a collective that all must join.
     norm = reward_offset(cfg, rm, tokenizer)
@@ -176,6 +190,46 @@ def run_rm(cfg: RMConfig) -> Path:
 
 
 @torch.no_grad()
+class Best:
+    """The best held-out evaluation so far by one figure: its weights, with its step and figures in the
+    file's metadata, in run_dir/best.safetensors (written whole, then renamed; read back on resume,
+    so early stopping survives an interruption)."""
+
+    def __init__(self, key: str, run_dir: Path, main: bool):
+        self.key, self.main, self.path = key, main, run_dir / "best.safetensors"
+        self.value = self.figures()[key] if key and self.path.is_file() else -math.inf
+
+    def figures(self) -> dict[str, float]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), "pt") as fh:
+            return json.loads(fh.metadata()["figures"])
+
+    def consider(self, step: int, figures: dict[str, float], model: torch.nn.Module) -> None:
+        if not self.key:
+            return
+        if self.key not in figures:
+            raise ConfigError(f"keep_best={self.key}, but the held-out figures are {', '.join(sorted(figures))} (a "
+                              "per-source figure needs a `source` field with that value in the data)")
+        if figures[self.key] <= self.value:
+            return
+        self.value = figures[self.key]
+        if self.main:
+            from safetensors.torch import save_file
+
+            tmp = self.path.with_suffix(".tmp")
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"figures": json.dumps({"step": step, **figures})})
+            tmp.replace(self.path)
+
+    def restore(self, model: torch.nn.Module) -> dict[str, float]:
+        """Load the best weights into `model`; their step and figures."""
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(self.path)))
+        return self.figures()
+
+
 def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batch_size: int, pad_id: int,
                    accelerator: Any, pack_rows: int = 0) -> dict[str, float]:
     """Held-out pairwise accuracy and mean margin r_c - r_r, overall and per source, all processes."""

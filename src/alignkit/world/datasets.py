@@ -71,7 +71,7 @@ def correctness_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]
             continue
         right, bad = (0.25, 1.0) if rng.random() < cfg.label_noise else (1.0, 0.25)
         rows.append({"prompt": item.prompt, "responses": [item.answer, *wrong], "scores": [right] + [bad] * len(wrong),
-                     "kinds": ["correct"] + ["wrong"] * len(wrong), "family": item.family, "source": "skills"})
+                     "kinds": ["correct"] + ["wrong"] * len(wrong), "family": item.family, "source": "correctness"})
     return rows
 
 
