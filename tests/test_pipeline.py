@@ -21,7 +21,7 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "ppo.rollout.eval_samples=16", "ppo.log.progress=false", "dpo.train.max_steps=3", "dpo.train.batch_size=8",
            "dpo.train.eval_every=0", "dpo.log.progress=false"]
 FULL = ["stages=[pretrain,sft,rm,ppo,rounds,dpo,best-of-n,distill,eval]", "rounds.rounds=1", "rounds.prompts=12",
-        "rounds.k=3", "rounds.rm_steps=3", "rounds.ppo_steps=1", "rounds.max_new_tokens=8", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
+        "rounds.k=3", "rounds.rm_steps=3", "rounds.ppo_steps=1", "rounds.max_new_tokens=8", "rm_ensemble=2", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
         "rft.train.max_steps=3", "rft.log.progress=false", "student.hidden=32", "student.layers=1",
         "distill.train.max_steps=3", "distill.train.batch_size=8", "distill.sampling.max_new_tokens=8",
         "distill.log.progress=false", "eval.also_vs=[sft,student-sft]"]
@@ -73,7 +73,7 @@ def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):
     assert main(["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={reduced_run}", f"cache_dir={cache}",
                  *REDUCED, *FULL, "stages=[pretrain,sft,rm]"]) == 0
     err = capsys.readouterr().err
-    assert "pretrain cached" in err and err.count("nothing to resume") == 3  # base, SFT and RM reused
+    assert "pretrain cached" in err and err.count("nothing to resume") == 4  # base, SFT, RM and its ensemble member
     assert (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime == before
 
 
@@ -233,3 +233,17 @@ def test_a_stage_recorded_before_a_new_config_key_existed_is_still_reused(reduce
     assert main(args) == 0 and "nothing to resume" in capsys.readouterr().err
     assert main([*args, "world.correctness_prompts=5"]) == 2
     assert "holds a sft stage made with other world settings" in capsys.readouterr().err
+
+
+def test_an_ensemble_of_reward_models_drives_ppo(reduced_run):
+    """rm_ensemble=2: a second reward model (seed + 1) beside rm/, PPO's reward from both (mean minus
+    the spread), and the ensemble judged like the single model."""
+    import yaml
+
+    member = reduced_run / "rm-ensemble" / "member-1"
+    assert yaml.safe_load((member / "config.yaml").read_text())["seed"] == 1
+    ppo_cfg = yaml.safe_load((reduced_run / "ppo" / "config.yaml").read_text())
+    assert ppo_cfg["reward_model"] == str(reduced_run / "rm" / "model")
+    assert ppo_cfg["reward_ensemble"] == [str(member / "model")]
+    results = json.loads((reduced_run / "results.json").read_text())
+    assert set(results["reward_model_ensemble"]["by_kind"]) == set(results["reward_model"]["by_kind"])

@@ -896,6 +896,9 @@ class PipelineConfig:
     """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
+    rm_ensemble: int = 1
+    """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
+    more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     """On-policy ranking rounds after PPO (the stage "rounds"; its policy is the row "ppo-rounds")."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -930,6 +933,7 @@ class PipelineConfig:
         if any(s < 0 for s in self.seeds):
             raise ConfigError(f"{where}: seeds must be non-negative integers, got {self.seeds}")
         _check_positive(where, "seed_workers", self.seed_workers)
+        _check_positive(where, "rm_ensemble", self.rm_ensemble)
         if self.seeds and "eval" not in self.stages:
             raise ConfigError(f"{where}: seeds needs the eval stage (the table across seeds is built from each "
                               "seed's results); add eval to stages")

@@ -56,13 +56,15 @@ def pretrain_key(cfg: Any) -> str:
 # What each stage's output depends on: a change to any of these sections makes it stale. Keys are the
 # directories the stages write under run_dir.
 DEPENDS_ON = {"sft": ("world", "pretrain", "sft"), "rm": ("world", "pretrain", "sft", "rm"),
-              "ppo": ("world", "pretrain", "sft", "rm", "ppo"),
-              "rounds": ("world", "pretrain", "sft", "rm", "ppo", "rounds"), "dpo": ("world", "pretrain", "sft", "dpo"),
+              "rm-ensemble": ("world", "pretrain", "sft", "rm", "rm_ensemble"),
+              "ppo": ("world", "pretrain", "sft", "rm", "rm_ensemble", "ppo"),
+              "rounds": ("world", "pretrain", "sft", "rm", "rm_ensemble", "ppo", "rounds"), "dpo": ("world", "pretrain", "sft", "dpo"),
               "best-of-n": ("world", "pretrain", "sft", "rm", "best_of_n"),
               "best-of-n/sft": ("world", "pretrain", "sft", "rm", "best_of_n", "rft"),
               "student-sft": ("world", "pretrain", "student", "sft"),
               "distill": ("world", "pretrain", "student", "sft", "distill", "distill_teacher")}
-PIPELINE_STAGE_OF = {"best-of-n/sft": "best-of-n", "student-sft": "distill"}  # directory -> the stage that makes it
+# directory -> the stage that makes it
+PIPELINE_STAGE_OF = {"best-of-n/sft": "best-of-n", "student-sft": "distill", "rm-ensemble": "rm"}
 INPUTS_FILE = "pipeline_inputs.yaml"
 
 
@@ -174,6 +176,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
     reward_dir: Path | None = None
     ppo_summary: dict[str, Any] | None = None
+    ensemble: list[Path] = []
     if "rm" in cfg.stages:
         from alignkit.stages.rm import run_rm
 
@@ -196,6 +199,12 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         console.print("[bold]rm[/] reward model on the annotator's rankings")
         record_inputs(cfg, run_dir, "rm")
         reward_dir = run_rm(rm_cfg)
+        if cfg.rm_ensemble > 1:
+            record_inputs(cfg, run_dir, "rm-ensemble")
+        for i in range(1, cfg.rm_ensemble):  # further members: the same data and settings, other seeds
+            console.print(f"[bold]rm[/] ensemble member {i + 1} of {cfg.rm_ensemble}")
+            ensemble.append(run_rm(dataclasses.replace(rm_cfg, output_dir=str(run_dir / "rm-ensemble" / f"member-{i}"),
+                                                       seed=rm_cfg.seed + i)))
         timings["rm"] = time.time() - t
 
     if "ppo" in cfg.stages:
@@ -205,6 +214,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         policy = models.get("sft") or Path(cfg.ppo.model.path)
         reward = reward_dir or Path(cfg.ppo.reward_model)
         ppo_cfg = ppo_config(cfg.ppo, run_dir / "ppo", policy, reward, world)
+        if ensemble:
+            ppo_cfg = dataclasses.replace(ppo_cfg, reward_ensemble=[str(m) for m in ensemble])
         ppo_cfg.validate(f"{run_dir / 'pipeline.yaml'} (ppo)")
         console.print("[bold]ppo[/] RLHF against the reward model")
         record_inputs(cfg, run_dir, "ppo")
@@ -323,6 +334,9 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             policy = models.get("sft") or next(iter(models.values()))
             results["reward_model"] = evaluate_reward_model(reward_dir, splits["heldout_phrasing"], policy,
                                                             cfg.world.seed, cfg.eval.batch_size)
+            if ensemble:
+                results["reward_model_ensemble"] = evaluate_reward_model([reward_dir, *ensemble], splits["heldout_phrasing"],
+                                                                         policy, cfg.world.seed, cfg.eval.batch_size)
             if rounds_reward is not None:  # the last round's, on the same pairs and the same SFT samples
                 results["reward_model_rounds"] = evaluate_reward_model(rounds_reward, splits["heldout_phrasing"],
                                                                        policy, cfg.world.seed, cfg.eval.batch_size)

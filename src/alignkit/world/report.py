@@ -75,7 +75,8 @@ def distill_lines(results: dict[str, Any]) -> list[str]:
 
 def reward_lines(results: dict[str, Any]) -> list[str]:
     out = []
-    for key, title in (("reward_model", "Reward model"), ("reward_model_rounds", "Reward model after the ranking rounds")):
+    for key, title in (("reward_model", "Reward model"), ("reward_model_ensemble", "Reward-model ensemble (mean score)"),
+                       ("reward_model_rounds", "Reward model after the ranking rounds")):
         r = results.get(key)
         if not r:
             continue
