@@ -118,7 +118,7 @@ def test_every_shipped_config_loads_and_validates(path):
     if stage == "smollm2":  # one recipe per stage, named after it
         stage = path.stem
     cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig, "demo.yaml": C.PipelineConfig,
-           "demo-full.yaml": C.PipelineConfig}[stage]
+           "demo-full.yaml": C.PipelineConfig, "demo-rounds.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 

@@ -84,18 +84,20 @@ def test_every_sample_is_seen_once_per_epoch_across_processes():
 
 def test_lockstep_keeps_every_process_at_the_same_number_of_passes():
     """7 items, 2 processes, batches of 2: process 0 has 4 items (2 batches), process 1 has 3 (2
-    batches). With partitioned weights, 5 items over 2 processes in batches of 2: process 1 has 2
-    items but must still make 2 passes, the second a repeat marked not real."""
+    batches). 5 items: process 1 has 2 items but must still make 2 passes, the second a repeat marked
+    not real (a forward pass may be a collective: ZeRO-3 gathers weights, DDP broadcasts buffers; an
+    uneven count left one process waiting in a forward and the other in the all-reduce after it)."""
     items = list(range(7))
     for rank in range(2):
-        batches = list(lockstep(items, rank, 2, 2, partitioned_weights=False))
-        assert [b for b, real in batches if real] == [items[rank::2][i:i + 2] for i in range(0, len(items[rank::2]), 2)]
+        batches = list(lockstep(items, rank, 2, 2))
+        assert batches == [(items[rank::2][i:i + 2], True) for i in range(0, len(items[rank::2]), 2)]
     five = list(range(5))
-    assert list(lockstep(five, 0, 2, 2, True)) == [([0, 2], True), ([4], True)]
-    assert list(lockstep(five, 1, 2, 2, True)) == [([1, 3], True), ([1, 3], False)]
-    assert list(lockstep([0], 1, 2, 2, True)) == [([0], False)]  # nothing of its own: one ignored pass
+    assert list(lockstep(five, 0, 2, 2)) == [([0, 2], True), ([4], True)]
+    assert list(lockstep(five, 1, 2, 2)) == [([1, 3], True), ([1, 3], False)]
+    assert list(lockstep([0], 1, 2, 2)) == [([0], False)]  # nothing of its own: one ignored pass
+    assert list(lockstep(five, 0, 1, 2)) == [([0, 1], True), ([2, 3], True), ([4], True)]  # one process: no filler
     for rank in range(2):  # every real item once over the processes
-        assert sorted(i for r in range(2) for b, real in lockstep(five, r, 2, 2, True) if real for i in b) == five
+        assert sorted(i for r in range(2) for b, real in lockstep(five, r, 2, 2) if real for i in b) == five
 
 
 def test_deepspeed_settings_come_from_the_stage_config():

@@ -284,7 +284,7 @@ def mean_divergence(cfg: DistillConfig, accelerator: Any, student: Any, teacher:
     student.eval()
     total = count = 0.0
     for chunk, real in engine.lockstep(pairs, accelerator.process_index, accelerator.num_processes,
-                                       cfg.train.eval_batch_size, engine.partitioned(accelerator)):
+                                       cfg.train.eval_batch_size):
         seqs, starts = text_sequences(tokenizer, [c for c, _ in chunk], [t for _, t in chunk], cfg.max_length)
         with accelerator.autocast():
             per, _ = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)

@@ -249,7 +249,7 @@ def evaluate_pairs(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: tor
     acc = {s: 0.0 for s in sources}
     n = {s: 0.0 for s in sources}
     for idx, real in engine.lockstep(list(range(len(pairs))), accelerator.process_index, accelerator.num_processes,
-                                     cfg.train.eval_batch_size, engine.partitioned(accelerator)):
+                                     cfg.train.eval_batch_size):
         chunk = [pairs[j] for j in idx]
         with accelerator.autocast():
             _, stats = pair_losses(cfg, model, chunk, None if ref is None else ref[idx].to(accelerator.device),

@@ -433,7 +433,7 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], pro
     total = n = length = 0.0
     # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
     for part, real in engine.lockstep(prompts, accelerator.process_index, accelerator.num_processes,
-                                      cfg.train.eval_batch_size, engine.partitioned(accelerator)):
+                                      cfg.train.eval_batch_size):
         with roles["autocast"]():
             texts = generate_responses(policy, roles["tokenizer"], part, cfg.rollout.max_new_tokens,
                                        batch_size=cfg.train.eval_batch_size)

@@ -237,8 +237,7 @@ def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batc
     acc = {s: 0.0 for s in sources}
     n = {s: 0.0 for s in sources}
     margin = 0.0
-    for chunk, real in engine.lockstep(pairs, accelerator.process_index, accelerator.num_processes, batch_size,
-                                       engine.partitioned(accelerator)):
+    for chunk, real in engine.lockstep(pairs, accelerator.process_index, accelerator.num_processes, batch_size):
         batch = {k: v.to(accelerator.device) for k, v in collate_pairs(chunk, pad_id, pack_rows).items()}
         with accelerator.autocast():
             scores = model(**model_inputs(batch))

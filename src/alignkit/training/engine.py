@@ -193,14 +193,14 @@ def whole_models() -> Iterator[None]:
         hf_deepspeed._hf_deepspeed_config_weak_ref = ref
 
 
-def lockstep(items: list, rank: int, world: int, batch_size: int, partitioned_weights: bool
-             ) -> Iterator[tuple[list, bool]]:
-    """This process's strided share of `items`, in batches, as (batch, real). With partitioned weights
-    every forward pass is a collective, so a process with fewer batches than the others repeats its
-    first one with real=False (to be run and ignored) until all have made the same number of passes."""
+def lockstep(items: list, rank: int, world: int, batch_size: int) -> Iterator[tuple[list, bool]]:
+    """This process's strided share of `items`, in batches, as (batch, real). With several processes
+    a forward pass may be a collective (under ZeRO-3 every one gathers weights; a DDP-wrapped model
+    with buffers broadcasts them), so a process with fewer batches than the others repeats its first
+    one with real=False (to be run and ignored) until all have made the same number of passes."""
     mine = items[rank::world]
     batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
-    if partitioned_weights and world > 1:
+    if world > 1:
         most = -(-(-(-len(items) // world)) // batch_size)  # ceil(ceil(n / world) / batch_size)
         filler = (batches or [items[:1]])[0]
         batches += [None] * (most - len(batches))

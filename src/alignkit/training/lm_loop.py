@@ -199,8 +199,7 @@ def evaluate(model: Any, rows: list, batch_size: int, pad_id: int, accelerator: 
     """Token-weighted held-out NLL and its perplexity, over all processes."""
     model.eval()
     nll = tokens = 0.0
-    for part, real in engine.lockstep(rows, accelerator.process_index, accelerator.num_processes, batch_size,
-                                      engine.partitioned(accelerator)):
+    for part, real in engine.lockstep(rows, accelerator.process_index, accelerator.num_processes, batch_size):
         batch = collate(part, pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         labels = batch.pop("labels")
