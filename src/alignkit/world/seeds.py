@@ -184,7 +184,7 @@ def seeds_png(summary: dict[str, Any], out_png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(f, m) for f in FIGURES for m in [summary["models"]]]
+    panels = [(f, summary["models"]) for f in FIGURES]
     if summary.get("reward_model"):
         panels += [("reward model", None)]
     cols = 3
