@@ -1,13 +1,16 @@
 """The reward model's levers on the demo world, one at a time, each judged on correctness.
 
     make demo-seeds                                          # or make demo: a finished run
-    python examples/rm_levers.py runs/demo-seeds/seed-0      # ~15 minutes on 2 cores; RUN_DIR/rm_levers.md
+    python examples/rm_levers.py runs/demo-seeds/seed-0      # ~25 minutes on 2 cores; RUN_DIR/rm_levers.md
 
-Every variant starts from the run's SFT model with the demo's reward-model settings and changes one
-thing: twice the steps; more correct-vs-wrong pairs (world.correctness_prompts); on-policy ratings of
-the SFT model's own samples; an ensemble of three (seeds 0-2, the mean score). Each is scored by the
-oracle on the world's candidate responses to the held-out prompts (pairwise accuracy by kind of
-pair) and on the SFT model's own samples, as the pipeline scores its reward model.
+Every variant starts from the run's SFT model with the demo's reward-model settings (the annotator's
+rankings, batches of 32 pairs, 900 steps) and changes one thing: batches of whole rankings for 400
+steps (about the same time, 3x the pairs); 3,000 more prompts rated over right and wrong answers
+(world.correctness_prompts), by pair or by ranking (configs/demo-correctness.yaml); on-policy ratings
+of the SFT model's own samples; an ensemble of three (seeds 0-2, the mean score). Each is scored by
+the oracle on the world's candidate responses to the held-out prompts (pairwise accuracy by kind of
+pair; correctness also split by the kinds of the two responses) and on the SFT model's own samples,
+as the pipeline scores its reward model.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from alignkit.world.datasets import correctness_rows, read_items, stream
 from alignkit.world.evaluate import evaluate_reward_model
 from alignkit.world.generate import sample_items, unique_prompts
 
-VARIANTS = ("demo", "twice the steps", "+3000 correctness prompts", "+512 rated SFT samples", "ensemble of 3")
+VARIANTS = ("demo", "by ranking, 400 steps", "+3000 correctness prompts", "+3000 correctness prompts, by ranking",
+            "+512 rated SFT samples", "ensemble of 3")
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
 
     def train(name: str, data: str | None = None, **changes) -> Path:
         """The pipeline's rm stage with this variant's data and settings."""
-        out = out_root / name.replace(" ", "_").replace("+", "plus")
+        out = out_root / name.replace(" ", "_").replace("+", "plus").replace(",", "")
         path = world / "rankings.jsonl"
         if data is not None:
             path = out_root / f"{out.name}.jsonl"
@@ -65,14 +69,18 @@ def main() -> None:
             continue
         if name == "demo":
             models[name] = args.run_dir / "rm" / "model"
-        elif name == "twice the steps":
-            models[name] = train(name, train=dataclasses.replace(cfg.rm.train, max_steps=2 * cfg.rm.train.max_steps))
-        elif name == "+3000 correctness prompts":
+        elif name == "by ranking, 400 steps":
+            models[name] = train(name, batch_by="ranking", train=dataclasses.replace(cfg.rm.train, max_steps=400))
+        elif name.startswith("+3000 correctness prompts"):
             w = dataclasses.replace(cfg.world, correctness_prompts=3000)
             taken = {json.loads(line)["prompt"] for line in rankings.splitlines() if line.strip()}
             items = [i for i in unique_prompts(sample_items("train", 3000, stream(w, "correctness"), 0.0))
-                     if i.prompt not in taken]
-            models[name] = train(name, rankings + "".join(json.dumps(r) + "\n" for r in correctness_rows(items, w)))
+                     if i.prompt not in taken]  # as the world writes them (world.correctness_prompts=3000)
+            data = rankings + "".join(json.dumps(r) + "\n" for r in correctness_rows(items, w))
+            if name.endswith("by ranking"):
+                models[name] = train(name, data, batch_by="ranking", train=dataclasses.replace(cfg.rm.train, max_steps=400))
+            else:
+                models[name] = train(name, data)
         elif name == "+512 rated SFT samples":
             rl = [json.loads(line) for line in (world / "rl_prompts.jsonl").read_text().splitlines() if line.strip()]
             rows, _ = sample_round(sft, draw_prompts(rl, 512, cfg.world.seed, 0),
@@ -87,10 +95,13 @@ def main() -> None:
     results = {name: evaluate_reward_model(m, items, sft, cfg.world.seed, cfg.eval.batch_size)
                for name, m in models.items()}
     kinds = ["correctness", "safety", "relevance", "style"]
-    lines = ["| variant | held-out pairs | " + " | ".join(kinds) + " | top response is the best | SFT model's own samples |",
-             "| --- |" + " ---: |" * (len(kinds) + 3)]
+    split = {"correct>wrong": "right > wrong", "verbose>wrong": "padded right > wrong"}
+    lines = ["| variant | held-out pairs | " + " | ".join(kinds) + " | " + " | ".join(split.values())
+             + " | top response is the best | SFT model's own samples |",
+             "| --- |" + " ---: |" * (len(kinds) + len(split) + 3)]
     for name, r in results.items():
         cells = [f"{100 * r['accuracy']:.1f}%", *(f"{100 * r['by_kind'][k]:.1f}%" for k in kinds),
+                 *(f"{100 * r['correctness_by_pair'][k]:.0f}%" for k in split),
                  f"{100 * r['top1_is_best']:.0f}%", f"{100 * r['on_policy_accuracy']:.1f}%"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"

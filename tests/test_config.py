@@ -118,7 +118,8 @@ def test_every_shipped_config_loads_and_validates(path):
     if stage == "smollm2":  # one recipe per stage, named after it
         stage = path.stem
     cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig, "demo.yaml": C.PipelineConfig,
-           "demo-full.yaml": C.PipelineConfig, "demo-rounds.yaml": C.PipelineConfig}[stage]
+           "demo-full.yaml": C.PipelineConfig, "demo-rounds.yaml": C.PipelineConfig,
+           "demo-correctness.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 
@@ -187,6 +188,9 @@ def test_demo_full_extends_the_demo():
     full = C.load_config(C.PipelineConfig, ROOT / "configs" / "demo-full.yaml")
     assert full.sft == demo.sft and full.dpo == demo.dpo and full.run_dir == "runs/demo-full"
     assert full.stages[-3:] == ["best-of-n", "distill", "eval"]
+    right = C.load_config(C.PipelineConfig, ROOT / "configs" / "demo-correctness.yaml")
+    assert right.sft == demo.sft and right.ppo == demo.ppo and right.world.correctness_prompts == 3000
+    assert (right.rm.batch_by, right.rm.train.max_steps, right.rm.optim) == ("ranking", 400, demo.rm.optim)
 
 
 def test_a_section_keeps_its_stage_defaults_for_keys_it_does_not_name(tmp_path):

@@ -198,19 +198,64 @@ def test_the_annotator_rates_samples_by_grade_with_ties_and_drops_all_tie_prompt
 
 
 def test_correctness_prompts_add_right_against_wrong_rows(tmp_path):
-    """world.correctness_prompts=30: rated rows of the right answer (1.0) against up to three different
-    wrong answers (0.25, tied), so each row gives only correct-vs-wrong pairs, 1 per wrong answer (no
-    label noise here), and no prompt repeats a ranked one."""
+    """world.correctness_prompts=30 (no label noise): rows of the right answer (grade 1.0), the right
+    answer padded (0.6), a near miss and another input's answer (0.25 each, tied, when of the answer's
+    shape; 0.1 when not, as "plum plum" for "plum plum plum"; 0.6 when the near miss contains the right
+    answer, as "fig fig fig fig" for three figs) and a padded wrong answer (0.1). A 5-response row gives
+    C(5,2) = 10 pairs less its ties; no prompt repeats a ranked one. Scores are the oracle's grades;
+    with label noise 1 every row has two adjacent grade levels swapped."""
+    import dataclasses
     import json
 
     from alignkit.config import WorldConfig
-    from alignkit.world.datasets import write_world_data
+    from alignkit.data.preferences import rankings_to_pairs, to_ranking
+    from alignkit.data.records import Record
+    from alignkit.world.datasets import correctness_rows, read_items, write_world_data
+    from alignkit.world.oracle import grade
 
     cfg = WorldConfig(sft_examples=50, ranking_prompts=40, correctness_prompts=30, rl_prompts=10, eval_prompts=10,
                       label_noise=0.0)
     rows = [json.loads(line) for line in write_world_data(tmp_path, cfg)["rankings"].read_text().splitlines()]
     ranked, extra = rows[:40], rows[40:]
     assert 25 <= len(extra) <= 30 and not {r["prompt"] for r in extra} & {r["prompt"] for r in ranked}
-    for row in extra:
-        assert row["scores"] == [1.0] + [0.25] * (len(row["responses"]) - 1) and 2 <= len(row["responses"]) <= 4
-        assert len(set(row["responses"])) == len(row["responses"]) and row["kinds"][1:] == ["wrong"] * (len(row["responses"]) - 1)
+    five = [row for row in extra if len(row["responses"]) == 5]
+    assert len(five) >= 20
+    for row in five:
+        assert row["scores"][:2] == [1.0, 0.6] and max(row["scores"][2:]) < 1.0 and len(set(row["responses"])) == 5
+        assert row["kinds"] == ["correct", "verbose", "wrong", "wrong", "verbose_wrong"] and row["source"] == "correctness"
+        assert row["responses"][0] in row["responses"][1] and any(w in row["responses"][4] for w in row["responses"][2:4])
+        ties = sum(a == b for n, a in enumerate(row["scores"]) for b in row["scores"][n + 1:])
+        assert len(rankings_to_pairs(to_ranking(Record(row, "row 1")))) == 10 - ties
+    assert sum(row["scores"] == [1.0, 0.6, 0.25, 0.25, 0.1] for row in five) >= 15  # 9 pairs: one tie
+    items = read_items(tmp_path / "eval_heldout_phrasing.jsonl")
+    skills = [i for i in items if i.family not in ("harmful", "benign")]
+    for row in correctness_rows(skills, cfg):
+        item = next(i for i in skills if i.prompt == row["prompt"])
+        assert row["scores"] == [grade(item, r) for r in row["responses"]]  # the annotator's grades, exactly
+    noisy = correctness_rows(skills, dataclasses.replace(cfg, label_noise=1.0))
+    assert all(r["scores"] != [grade(next(i for i in skills if i.prompt == r["prompt"]), x) for x in r["responses"]]
+               for r in noisy)
+
+
+def test_near_misses_are_wrong_and_one_step_from_the_right_answer():
+    """Hand-derived option sets: 3 + 4 = 7 -> 5, 6, 8 or 9; sorting "3 6 0" (answer "0 3 6") with one
+    digit replaced by another of its digits, or left unsorted -> 3 3 6, 3 6 6, 0 0 6, 0 6 6, 0 0 3,
+    0 3 3, 3 6 0; the largest of "2 9 5" -> 2 or 5; "wool" reversed ("loow") with two neighbours
+    swapped -> olow, (loow: the right one), lowo, or the word itself; twice "fig" -> once or three
+    times. Over 300 items of every family, a near miss is never the right answer."""
+    from alignkit.world.generate import near_miss, sample_items
+    from alignkit.world.tasks import FAMILIES
+
+    rng = random.Random(0)
+
+    def options(family: str, params: dict, n: int = 60) -> set[str]:
+        item = Item(family, "?", FAMILIES[family].solve(params), params)
+        return {near_miss(item, rng) for _ in range(n)}
+
+    assert options("add", {"a": 3, "b": 4}) == {"5", "6", "8", "9"}
+    assert options("sort", {"xs": "3 6 0"}) == {"3 3 6", "3 6 6", "0 0 6", "0 6 6", "0 0 3", "0 3 3", "3 6 0"}
+    assert options("max", {"xs": "2 9 5"}) == {"2", "5"}
+    assert options("reverse", {"w": "wool"}) == {"olow", "lowo", "wool"}
+    assert options("repeat", {"w": "fig", "n": 2}) == {"fig", "fig fig fig"}
+    for item in sample_items("train", 300, "near", 0.0):
+        assert not FAMILIES[item.family].check(near_miss(item, rng), item.params), item

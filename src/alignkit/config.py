@@ -255,6 +255,11 @@ class RMConfig:
     """Preference data."""
     center_coef: float = 0.0
     """Weight of the (r_chosen + r_rejected)^2 term that keeps rewards centred (0 disables)."""
+    batch_by: Literal["pair", "ranking"] = "pair"
+    """What a batch element is. pair: one comparison, both responses forwarded for it. ranking: every
+    pair of one ranking, each response forwarded once however many pairs it is in (InstructGPT,
+    Ouyang et al. 2022, sec. 3.5: K forward passes for C(K,2) comparisons); train.batch_size then
+    counts rankings. The loss is the same mean over pairs; a ranking of 4 costs 4 passes, not 12."""
     normalize: RewardNormConfig = field(default_factory=RewardNormConfig)
     """Reward normalisation stored with the model for PPO."""
     keep_best: str = ""
@@ -797,10 +802,10 @@ class WorldConfig:
     label_noise: float = 0.1
     """Probability that the simulated annotator swaps one adjacent pair of a ranking."""
     correctness_prompts: int = 0
-    """Further ranked skill prompts whose candidates are the right answer and up to three different wrong
-    ones of the right shape (rated: the wrong ones tie), added to the rankings: more correct-vs-wrong
-    pairs for a reward model that must judge correctness (the demo's rankings hold about 1.6 such
-    pairs in 6 per skill prompt)."""
+    """Further skill prompts rated by the annotator over the right answer, bare and padded, a near miss,
+    another input's answer and one of them padded, added to the rankings: more right-vs-wrong pairs
+    for a reward model that must judge correctness (6 of a row's 9 pairs; the ranked prompts hold
+    about 1.6 such pairs in 6 per skill prompt)."""
     rl_prompts: int = 2000
     """Prompts for reinforcement learning (training phrasings and inputs)."""
     eval_prompts: int = 400

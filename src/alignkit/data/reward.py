@@ -31,6 +31,8 @@ class RewardPair:
     """Index of the chosen response's first token in chosen_ids (the prompt comes before it)."""
     rejected_start: int = 0
     """Index of the rejected response's first token in rejected_ids."""
+    group: int = -1
+    """Index of the ranking the pair comes from, within its split (pairs of one ranking share responses)."""
 
 
 def conversation_ids(tokenizer: Any, prompt: tuple, response: str, max_length: int) -> list[int] | None:
@@ -97,16 +99,19 @@ def load_rankings(path: str, split: str = "train") -> list[Ranking]:
     return [to_ranking(r) for r in read_records(path, split)]
 
 
-def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str, report: DataReport) -> list[RewardPair]:
+def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str, report: DataReport,
+                   groups: list[int] | None = None) -> list[RewardPair]:
+    """Tokenised pairs; groups[i], where given, is the ranking pair i came from."""
     out = []
-    for p in pairs:
+    for n, p in enumerate(pairs):
         chosen = conversation_with_start(tokenizer, p.prompt, p.chosen, max_length)
         rejected = conversation_with_start(tokenizer, p.prompt, p.rejected, max_length)
         if chosen is None or rejected is None:
             report.drop(split, "response longer than data.max_length", p.where)
             continue
         report.truncated[split] += bool(chosen.cut or rejected.cut)  # the prompt lost its start
-        out.append(RewardPair(chosen.ids, rejected.ids, p.margin, p.source, p.where, chosen.start, rejected.start))
+        out.append(RewardPair(chosen.ids, rejected.ids, p.margin, p.source, p.where, chosen.start, rejected.start,
+                              groups[n] if groups is not None else -1))
     report.kept[split] = len(out)
     return out
 
@@ -133,6 +138,9 @@ def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tok
     else:
         train, held = split_rankings(unique, eval_fraction, seed)
         report.read["eval"] = report.held_out = len(held)
-    to_pairs = lambda rs: [p for r in rs for p in rankings_to_pairs(r, adjacent_only, rating_margin)]  # noqa: E731
-    return (tokenize_pairs(to_pairs(train), tokenizer, max_length, "train", report),
-            tokenize_pairs(to_pairs(held), tokenizer, max_length, "eval", report), report)
+
+    def tokenized(rankings: list[Ranking], split: str) -> list[RewardPair]:
+        pairs = [(g, p) for g, r in enumerate(rankings) for p in rankings_to_pairs(r, adjacent_only, rating_margin)]
+        return tokenize_pairs([p for _, p in pairs], tokenizer, max_length, split, report, [g for g, _ in pairs])
+
+    return tokenized(train, "train"), tokenized(held, "eval"), report

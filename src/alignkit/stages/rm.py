@@ -2,7 +2,8 @@
 
 setup   accelerator, run dir, tokenizer, preference data (rankings split whole, pairs tokenised),
         the backbone as a sequence-classification model + PEFT, optimizer, resume
-loop    one optimizer step per global batch of pairs: chosen and rejected in one forward pass,
+loop    one optimizer step per global batch of pairs (or of whole rankings, each response forwarded
+        once however many of the ranking's pairs it is in): chosen and rejected in one forward pass,
         -log sigmoid(r_c - r_r - margin) averaged over the global batch; held-out pairwise accuracy
         and margin at intervals
 save    final evaluation (overall and per source), the reward offset that makes the policy's mean
@@ -40,25 +41,45 @@ from alignkit.training.run import begin_stage, reduce_sum, say
 NORMALIZATION_FILE = "reward_normalization.json"
 
 
-def collate_pairs(pairs: list[RewardPair], pad_id: int, pack_rows: int = 0) -> dict[str, torch.Tensor]:
-    """Chosen sequences then rejected ones, for one forward pass of both: right-padded together
-    (input_ids, attention_mask), or packed into rows of pack_rows tokens (input_ids, position_ids,
-    ends). Scores come back in the same order: the chosen ones, then the rejected ones."""
+def collate_pairs(pairs: list[RewardPair], pad_id: int, pack_rows: int = 0, share: bool = False) -> dict[str, torch.Tensor]:
+    """The sequences of a batch of pairs for one forward pass: right-padded together (input_ids,
+    attention_mask) or packed into rows of pack_rows tokens (input_ids, position_ids, ends), with
+    `chosen` and `rejected`, the positions of each pair's two sequences among the scores. Without
+    `share`, the chosen sequences then the rejected ones; with it, each distinct sequence once (the
+    pairs of one ranking share their responses)."""
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
-    margin = torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs])
+    if share:
+        position = {s: i for i, s in enumerate(dict.fromkeys(map(tuple, seqs)))}
+        where = [position[tuple(s)] for s in seqs]
+        seqs = [list(s) for s in position]
+    else:
+        where = list(range(len(seqs)))
+    out = {"margin": torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs]),
+           "chosen": torch.tensor(where[:len(pairs)]), "rejected": torch.tensor(where[len(pairs):])}
     if pack_rows:
-        return {**pack_sequences(seqs, pack_rows, pad_id), "margin": margin}
+        return {**pack_sequences(seqs, pack_rows, pad_id), **out}
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "margin": margin}
+    return {"input_ids": ids, "attention_mask": mask, **out}
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "margin"}
+    return {k: v for k, v in batch.items() if k not in ("margin", "chosen", "rejected")}
+
+
+def batch_units(pairs: list[RewardPair], by: str) -> list[list[int]]:
+    """The elements batches are drawn from, as lists of pair indices: each pair alone, or (by ranking)
+    the pairs of one ranking together, in order of first appearance."""
+    if by == "pair":
+        return [[i] for i in range(len(pairs))]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(p.group, []).append(i)
+    return list(groups.values())
 
 
 def run_rm(cfg: RMConfig) -> Path:
@@ -92,13 +113,15 @@ def run_rm(cfg: RMConfig) -> Path:
         raise ConfigError("data.packing=on, but this backbone's scores change when sequences are packed "
                           "(an encoder, or a kernel that ignores restarting position ids); use auto or off")
     rows = cfg.data.max_length if packing else 0
+    units = batch_units(train, cfg.batch_by)
     trainable, total = count_parameters(model)
     say(accelerator, f"reward model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
-                     f"{len(train)} training pairs, {len(held)} held-out pairs; packing {'on' if packing else 'off'}")
+                     f"{len(train)} training pairs" + (f" in {len(units)} rankings" if cfg.batch_by == "ranking" else "")
+                     + f", {len(held)} held-out pairs; packing {'on' if packing else 'off'}")
 
     world = accelerator.num_processes
     global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
+    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(units) / global_size))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
@@ -122,17 +145,19 @@ def run_rm(cfg: RMConfig) -> Path:
     with ProgressBar(total_steps, start, "rm", cfg.log.progress and accelerator.is_main_process) as bar:
         for step in range(start, total_steps):
             model.train()
-            indices = global_batch(len(train), step, global_size, cfg.seed)
+            indices = global_batch(len(units), step, global_size, cfg.seed)
+            global_pairs = sum(len(units[u]) for u in indices)  # every process knows the whole global batch
             mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
-            for k, mb in enumerate(mine):
-                batch = {key: v.to(accelerator.device)
-                         for key, v in collate_pairs([train[i] for i in mb], pad_id, rows).items()}
+            for k, mb_units in enumerate(mine):
+                mb = [i for u in mb_units for i in units[u]]
+                batch = {key: v.to(accelerator.device) for key, v in
+                         collate_pairs([train[i] for i in mb], pad_id, rows, share=cfg.batch_by == "ranking").items()}
                 with engine.micro_batch(accelerator, model, last=k == len(mine) - 1):
                     scores = model(**model_inputs(batch))
-                    r_c, r_r = scores[:len(mb)], scores[len(mb):]
+                    r_c, r_r = scores[batch["chosen"]], scores[batch["rejected"]]
                     loss = pairwise_ranking_loss(r_c, r_r, batch["margin"], cfg.center_coef)  # margin 0 unless given
                     # Mean over the global batch of pairs, whatever its split (engines average, hence x world).
-                    engine.backward(accelerator, loss.sum() * world / global_size)
+                    engine.backward(accelerator, loss.sum() * world / global_pairs)
                 window["loss"] += float(loss.detach().sum())
                 window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
                 window["margin"] += float((r_c - r_r).detach().sum())
@@ -243,7 +268,7 @@ def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batc
             scores = model(**model_inputs(batch))
         if not real:
             continue
-        r_c, r_r = scores[:len(chunk)], scores[len(chunk):]
+        r_c, r_r = scores[batch["chosen"]], scores[batch["rejected"]]
         for p, a in zip(chunk, pairwise_accuracy(r_c, r_r).tolist()):
             acc[p.source] += a
             n[p.source] += 1

@@ -20,7 +20,8 @@ from typing import Any
 
 from alignkit.config import WorldConfig
 from alignkit.world import safety
-from alignkit.world.generate import candidate, sample_items, sft_rows, unique_prompts
+from alignkit.world.annotate import rate_samples
+from alignkit.world.generate import candidate, near_miss, sample_items, sft_rows, unique_prompts, verbose
 from alignkit.world.oracle import annotate_ranking
 from alignkit.world.tasks import FAMILIES, Item
 
@@ -59,20 +60,25 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
 
 
 def correctness_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
-    """Skill prompts rated with the right answer (1) against up to three different wrong answers of the
-    right shape (0.25 each, tied): only correct-vs-wrong pairs. With probability label_noise the
-    annotator swaps the two levels, as its rankings swap one adjacent pair."""
+    """Skill prompts rated by the annotator over the right answer, the right answer padded, a near miss
+    (one step from the right answer: `generate.near_miss`), another input's answer and one of the two
+    padded (grades 1, 0.6, then 0.25 for a wrong answer of the right shape, 0.1 otherwise; equal
+    grades tie). Padding and correctness vary independently, so the rows teach whether the right
+    answer is there, not only that padding is disliked (without padded right answers a reward model
+    preferred a concise wrong answer to a padded right one in 89-98% of such pairs on the demo); the
+    near misses are the mistakes a policy makes, which another input's answer is not. With
+    probability label_noise the annotator swaps two adjacent grades, as its rankings swap a pair."""
     rng = random.Random(f"{cfg.seed}:correctness")
     rows = []
     for item in items:
-        wrong = list(dict.fromkeys(candidate(item, "wrong", rng) for _ in range(6)))
-        wrong = [w for w in wrong if w != item.answer][:3]
-        if not wrong:
-            continue
-        right, bad = (0.25, 1.0) if rng.random() < cfg.label_noise else (1.0, 0.25)
-        rows.append({"prompt": item.prompt, "responses": [item.answer, *wrong], "scores": [right] + [bad] * len(wrong),
-                     "kinds": ["correct"] + ["wrong"] * len(wrong), "family": item.family, "source": "correctness"})
-    return rows
+        near = near_miss(item, rng)
+        other = [w for w in dict.fromkeys(candidate(item, "wrong", rng) for _ in range(8)) if w not in (near, item.answer)]
+        bare = [near, *other[:1]]
+        rows.append({**item.as_dict(), "responses": [item.answer, verbose(item.answer, rng), *bare,
+                                                     verbose(rng.choice(bare), rng)],
+                     "kinds": ["correct", "verbose", *["wrong"] * len(bare), "verbose_wrong"]})
+    rated = rate_samples(rows, cfg.label_noise, f"{cfg.seed}:correctness-ratings")  # keeps every row: the
+    return [{**r, "kinds": row["kinds"], "source": "correctness"} for r, row in zip(rated, rows)]  # right answer and its padded form always differ
 
 
 def stream(cfg: WorldConfig, role: str) -> str:

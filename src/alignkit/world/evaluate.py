@@ -96,6 +96,8 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
     an answer over off-topic text or a needless refusal; correctness: a right answer over a wrong one;
     style: concise over padded) over the world's candidate responses; how often its top candidate is the oracle's best;
     and accuracy on the policy's own sampled responses (on-policy), pairs with different grades only.
+    Correctness pairs are also reported by the kinds of their two responses ("verbose>wrong": a padded
+    right answer over a bare wrong one), since padding and correctness pull apart there.
     A list of reward model directories is an ensemble, scored by the mean of its members' scores."""
     import random
 
@@ -124,6 +126,7 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
             kinds.append(kind)
     scores = score(prompts, responses)
     by_kind: dict[str, list[float]] = {}
+    by_pair: dict[str, list[float]] = {}  # correctness pairs by the two responses' kinds
     top1 = []
     for item, idx in zip(items, spans):
         grades = {i: grade(item, responses[i]) for i in idx}
@@ -135,6 +138,8 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
                     kind = _pair_kind(item, kinds[i], kinds[j])
                     if kind:
                         by_kind.setdefault(kind, []).append(float(scores[i] > scores[j]))
+                    if kind == "correctness":
+                        by_pair.setdefault(f"{kinds[i]}>{kinds[j]}", []).append(float(scores[i] > scores[j]))
     policy, policy_tok = load_causal_lm(policy_dir), load_tokenizer(policy_dir)
     torch.manual_seed(seed)
     convs = [[{"role": "user", "content": item.prompt}] for item in items for _ in range(samples_per_prompt)]
@@ -150,4 +155,5 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
     return {"accuracy": mean(all_pairs), "n_pairs": len(all_pairs),
             "by_kind": {k: mean(v) for k, v in sorted(by_kind.items())},
             "n_by_kind": {k: len(v) for k, v in sorted(by_kind.items())},
+            "correctness_by_pair": {k: mean(v) for k, v in sorted(by_pair.items())},
             "top1_is_best": mean(top1), "on_policy_accuracy": mean(on_policy), "n_on_policy_pairs": len(on_policy)}

@@ -155,3 +155,31 @@ def sft_rows(items: list[Item], sloppy_share: float, seed: int) -> list[dict[str
         rows.append({"messages": [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": response}],
                      "family": item.family, "kind": kind})
     return rows
+
+
+def near_miss(item: Item, rng: random.Random) -> str:
+    """A wrong answer of the kind a model that almost knows makes: one step from the right one (a
+    number off by one or two, a digit repeated in a sort, another of the given words or digits, two
+    letters swapped, one repetition too many or few, a quote mark lost). Another input's answer when
+    no such variant is wrong."""
+    family, p, answer = FAMILIES[item.family], item.params, item.answer
+    options: list[str] = []
+    if item.family in ("add", "subtract", "multiply", "count"):
+        options = [str(int(answer) + d) for d in (-2, -1, 1, 2) if int(answer) + d >= 0]
+    elif item.family == "sort":
+        xs = answer.split()
+        options = [" ".join(sorted(xs[:i] + [x] + xs[i + 1:])) for i in range(3) for x in xs] + [p["xs"]]
+    elif item.family == "max":
+        options = p["xs"].split()
+    elif item.family in ("first_word", "last_word"):
+        options = p["s"].split()
+    elif item.family == "reverse":
+        options = [answer[:i] + answer[i + 1] + answer[i] + answer[i + 2:] for i in range(len(answer) - 1)] + [p["w"]]
+    elif item.family == "upper":
+        options = [p["w"], p["w"].capitalize(), answer[:-1] + answer[-1].lower()]
+    elif item.family == "repeat":
+        options = [" ".join([p["w"]] * n) for n in (p["n"] - 1, p["n"] + 1) if n >= 1]
+    elif item.family == "quote":
+        options = [p["w"], f"'{p['w']}'", f"\"{p['w']}"]
+    options = [o for o in dict.fromkeys(options) if not family.check(o, p)]
+    return rng.choice(options) if options else wrong_answer(item, rng)
