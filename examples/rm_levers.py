@@ -24,9 +24,8 @@ from alignkit.config import PipelineConfig, load_config
 from alignkit.stages.rm import run_rm
 from alignkit.stages.rounds import draw_prompts, sample_round
 from alignkit.world.annotate import rate_samples
-from alignkit.world.datasets import correctness_rows, read_items, stream
+from alignkit.world.datasets import extra_correctness_rows, read_items
 from alignkit.world.evaluate import evaluate_reward_model
-from alignkit.world.generate import sample_items, unique_prompts
 
 VARIANTS = ("demo", "by ranking, 400 steps", "+3000 correctness prompts", "+3000 correctness prompts, by ranking",
             "+512 rated SFT samples", "ensemble of 3")
@@ -72,11 +71,9 @@ def main() -> None:
         elif name == "by ranking, 400 steps":
             models[name] = train(name, batch_by="ranking", train=dataclasses.replace(cfg.rm.train, max_steps=400))
         elif name.startswith("+3000 correctness prompts"):
-            w = dataclasses.replace(cfg.world, correctness_prompts=3000)
             taken = {json.loads(line)["prompt"] for line in rankings.splitlines() if line.strip()}
-            items = [i for i in unique_prompts(sample_items("train", 3000, stream(w, "correctness"), 0.0))
-                     if i.prompt not in taken]  # as the world writes them (world.correctness_prompts=3000)
-            data = rankings + "".join(json.dumps(r) + "\n" for r in correctness_rows(items, w))
+            extra = extra_correctness_rows(dataclasses.replace(cfg.world, correctness_prompts=3000), taken)
+            data = rankings + "".join(json.dumps(r) + "\n" for r in extra)
             if name.endswith("by ranking"):
                 models[name] = train(name, data, batch_by="ranking", train=dataclasses.replace(cfg.rm.train, max_steps=400))
             else:

@@ -49,9 +49,10 @@ def collate_pairs(pairs: list[RewardPair], pad_id: int, pack_rows: int = 0, shar
     pairs of one ranking share their responses)."""
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     if share:
-        position = {s: i for i, s in enumerate(dict.fromkeys(map(tuple, seqs)))}
-        where = [position[tuple(s)] for s in seqs]
-        seqs = [list(s) for s in position]
+        keys = [tuple(s) for s in seqs]
+        position = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        where = [position[key] for key in keys]
+        seqs = [list(key) for key in position]
     else:
         where = list(range(len(seqs)))
     out = {"margin": torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs]),

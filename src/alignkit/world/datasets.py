@@ -75,10 +75,16 @@ def correctness_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]
         other = [w for w in dict.fromkeys(candidate(item, "wrong", rng) for _ in range(8)) if w not in (near, item.answer)]
         bare = [near, *other[:1]]
         rows.append({**item.as_dict(), "responses": [item.answer, verbose(item.answer, rng), *bare,
-                                                     verbose(rng.choice(bare), rng)],
-                     "kinds": ["correct", "verbose", *["wrong"] * len(bare), "verbose_wrong"]})
-    rated = rate_samples(rows, cfg.label_noise, f"{cfg.seed}:correctness-ratings")  # keeps every row: the
-    return [{**r, "kinds": row["kinds"], "source": "correctness"} for r, row in zip(rated, rows)]  # right answer and its padded form always differ
+                                                     verbose(rng.choice(bare), rng)]})
+    return [{**r, "kinds": ["correct", "verbose", *["wrong"] * (len(r["responses"]) - 3), "verbose_wrong"],
+             "source": "correctness"} for r in rate_samples(rows, cfg.label_noise, f"{cfg.seed}:correctness-ratings")]
+
+
+def extra_correctness_rows(cfg: WorldConfig, taken: set[str]) -> list[dict[str, Any]]:
+    """The rows world.correctness_prompts adds: that many skill prompts from their own stream, less
+    any prompt in `taken` (the ranked ones), rated by correctness_rows."""
+    items = unique_prompts(sample_items("train", cfg.correctness_prompts, stream(cfg, "correctness"), 0.0))
+    return correctness_rows([i for i in items if i.prompt not in taken], cfg)
 
 
 def stream(cfg: WorldConfig, role: str) -> str:
@@ -99,11 +105,7 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     demos = sample_items("train", cfg.sft_examples, stream(cfg, "sft"), cfg.safety_share, weights=weights)
     counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
     ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, stream(cfg, "rankings"), cfg.safety_share))
-    extra = []
-    if cfg.correctness_prompts:
-        skills = [i for i in unique_prompts(sample_items("train", cfg.correctness_prompts, stream(cfg, "correctness"),
-                                                         0.0)) if i.prompt not in {r.prompt for r in ranked}]
-        extra = correctness_rows(skills, cfg)
+    extra = extra_correctness_rows(cfg, {i.prompt for i in ranked}) if cfg.correctness_prompts else []
     counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg) + extra)
     rl = unique_prompts(sample_items("train", cfg.rl_prompts, stream(cfg, "rl"), cfg.safety_share))
     counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
