@@ -215,7 +215,6 @@ def run_rm(cfg: RMConfig) -> Path:
     return model_dir
 
 
-@torch.no_grad()
 class Best:
     """The best held-out evaluation so far by one figure: its weights, with its step and figures in the
     file's metadata, in run_dir/best.safetensors (written whole, then renamed; read back on resume,
