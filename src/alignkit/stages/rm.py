@@ -255,6 +255,7 @@ class Best:
         return self.figures()
 
 
+@torch.no_grad()
 def evaluate_pairs(model: Any, pairs: list[RewardPair], sources: list[str], batch_size: int, pad_id: int,
                    accelerator: Any, pack_rows: int = 0) -> dict[str, float]:
     """Held-out pairwise accuracy and mean margin r_c - r_r, overall and per source, all processes."""
