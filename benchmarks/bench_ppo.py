@@ -445,7 +445,7 @@ def side_alignkit(settings: dict, work: Path, trl_dir: Path, side: str = "alignk
     n_iter, batch = settings["iterations"], settings["batch_size"]
     out = work / f"{side}-out"
     try:  # what the stage does to a score 0.5 whose response never ended: TRL's rule gives 0.5 - penalty
-        from alignkit.stages.ppo import final_scores
+        from alignkit.rl.experience import final_scores
         got = float(final_scores(torch.tensor([0.5]), torch.tensor([False]), NO_EOS_PENALTY, 0.0)[0])
         penalty = {"score_0.5_without_eos_becomes": got, "as_trl": abs(got - (0.5 - NO_EOS_PENALTY)) < 1e-6}
     except Exception as exc:  # noqa: BLE001 (the stage is young; record, do not fail the benchmark)

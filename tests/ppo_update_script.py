@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from alignkit.config import PPOConfig, load_config
 from alignkit.models import load_causal_lm
 from alignkit.models.value import PolicyAndValue, disable_dropout, hidden_size
+from alignkit.rl.experience import Experience
 from alignkit.rl.rollout import Rollout
 from alignkit.stages.ppo import ppo_update
 from alignkit.training import engine
@@ -62,7 +63,8 @@ def main(model_dir: str, out: str) -> None:
     mine = slice(rank * per, (rank + 1) * per)  # this process's share of the rollout
     roll = Rollout(roll.sequences[mine], roll.attention_mask[mine], roll.prompt_width, roll.response_mask[mine],
                    roll.ended[mine])
-    stats = ppo_update(cfg, accelerator, actor, optimizer, roll, {k: v[mine] for k, v in exp.items()}, [], 0, 0)
+    stats = ppo_update(cfg, accelerator, actor, optimizer, roll, Experience(**{k: v[mine] for k, v in exp.items()}), [], 0,
+                       0)
     keys = ("policy_loss", "value_loss", "clip_fraction", "approx_kl")
     mean = [s / world for s in reduce_sum(accelerator, *[stats[k] for k in keys])]
     with engine.gathered_parameters(accelerator, actor):

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, perplexity, rouge
+from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, perplexity, rouge, wilson_interval
 
 HYPS = ["the cat sat on the mat", "a quick brown fox jumps over the dog", "hello there general kenobi"]
 REFS = ["the cat is on the mat", "the quick brown fox jumps over the lazy dog", "hello there general kenobi"]
@@ -71,3 +71,17 @@ def test_bootstrap_interval_covers_the_true_rate():
 def test_bootstrap_of_a_constant_and_of_nothing():
     assert bootstrap_interval([2.0] * 10) == (2.0, 2.0)
     assert all(math.isnan(x) for x in bootstrap_interval([]))
+
+
+def test_wilson_interval_values():
+    """z = 1.96, z^2 = 3.8416. Centre (p + z^2/2n) / (1 + z^2/n), half-width
+    z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n).
+    50/100: centre 0.5, half 1.96 sqrt(0.0025 + 0.00009604) / 1.038416 = 0.09617 -> (0.4038, 0.5962).
+    2/10 (p = 0.2): centre 0.39208 / 1.38416 = 0.28326, half 1.96 sqrt(0.016 + 0.009604) / 1.38416
+    = 0.22658 -> (0.05668, 0.50984): not symmetric around 0.2, unlike p +- 1.96 se.
+    0/10: centre = half = 0.19208 / 1.38416 = 0.13877 -> (0, 0.27754), not the empty (0, 0)."""
+    assert wilson_interval(50, 100) == pytest.approx((0.40383, 0.59617), abs=1e-4)
+    assert wilson_interval(2, 10) == pytest.approx((0.05668, 0.50984), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-4)
+    lo, hi = wilson_interval(0, 0)
+    assert lo != lo and hi != hi  # no decided prompts: no interval (NaN)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from alignkit.cli import main
 from alignkit.config import PPOConfig, load_config
 from alignkit.errors import ConfigError, DataError
-from alignkit.stages.ppo import final_scores, run_ppo
+from alignkit.rl.experience import final_scores
+from alignkit.stages.ppo import run_ppo
 
 from conftest import WORDS, write_jsonl
 
@@ -255,7 +256,7 @@ def test_placement_moves_the_rollout_to_a_frozen_model_elsewhere_and_checks_the_
     computed on the rollout moved there (to `meta` here, the one other device a CPU machine has),
     and a device name that is not one is refused when the config loads."""
     from alignkit.rl.rollout import Rollout
-    from alignkit.stages.ppo import moved
+    from alignkit.rl.experience import moved
 
     roll = Rollout(torch.ones(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.long), 2,
                    torch.ones(2, 3, dtype=torch.long), torch.ones(2, dtype=torch.bool))

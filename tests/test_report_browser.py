@@ -30,7 +30,7 @@ def fake_results(models: list[str]) -> dict:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    from alignkit.eval.report import write_report
+    from alignkit.world.html_report import write_report
 
     models = ["base", "sft", "dpo"]
     page = write_report(fake_results(models), tmp_path)

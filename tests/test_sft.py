@@ -152,7 +152,7 @@ def test_logged_lr_is_the_rate_each_step_used(tiny_dir, train_file, tmp_path):
 
 def test_diverged_loss_stops_the_run_before_saving(tiny_dir, train_file, tmp_path):
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.training.lm_loop import TrainingDiverged
+    from alignkit.errors import TrainingDiverged
 
     broken = load_causal_lm(tiny_dir)
     with torch.no_grad():

@@ -10,7 +10,6 @@ import pytest
 from alignkit.world import FAMILIES, SPLITS, annotate_ranking, grade, sample_items, score, sft_rows, win_rate
 from alignkit.world import safety
 from alignkit.world.generate import candidate, skill_item
-from alignkit.world.oracle import wilson_interval
 from alignkit.world.tasks import Item
 
 # family -> (params, a right answer in another surface form, a wrong answer, a malformed answer)
@@ -139,13 +138,6 @@ def test_win_rate_excludes_ties_and_reports_them():
     result = win_rate(items, a, b)
     assert (result["wins"], result["losses"], result["ties"]) == (2, 1, 2)
     assert result["win_rate"] == pytest.approx(2 / 3) and result["tie_rate"] == pytest.approx(0.4)
-
-
-def test_wilson_interval_values():
-    """p = 0.5, n = 100, z = 1.96: centre 0.5, half-width 1.96 * sqrt(0.0025 + 0.00009604) / 1.0384
-    = 0.09617, so (0.4038, 0.5962)."""
-    lo, hi = wilson_interval(50, 100)
-    assert lo == pytest.approx(0.40383, abs=1e-4) and hi == pytest.approx(0.59617, abs=1e-4)
 
 
 def test_annotator_ranks_by_grade_and_noise_swaps_pairs():

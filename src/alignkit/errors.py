@@ -15,3 +15,7 @@ class DataError(AlignkitError):
 
 class ModelError(AlignkitError):
     """A model or tokenizer cannot be loaded as asked."""
+
+
+class TrainingDiverged(AlignkitError):
+    """The loss became NaN or infinite: nothing is saved from a diverged run."""

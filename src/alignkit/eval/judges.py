@@ -59,7 +59,7 @@ def lm_prefers_first(model: Any, tokenizer: Any, template: str, prompts: Sequenc
 def win_rate_summary(outcomes: Sequence[str]) -> dict[str, Any]:
     """Wins, losses and ties of A; the win rate over decided prompts with its 95% Wilson interval, and
     the tie rate beside it."""
-    from alignkit.world.oracle import wilson_interval
+    from alignkit.eval.metrics import wilson_interval
 
     wins, losses = outcomes.count("a"), outcomes.count("b")
     ties, decided = len(outcomes) - wins - losses, wins + losses

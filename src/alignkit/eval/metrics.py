@@ -117,3 +117,14 @@ def pooled_win_rate(groups: Sequence[tuple[int, int, int]], resamples: int = 400
     hi = draws[int(math.ceil((1 + level) / 2 * (len(draws) - 1)))]
     out["win_rate_ci95"] = (float(lo), float(hi))
     return out
+
+
+def wilson_interval(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion wins / n (Wilson 1927): unlike p +- z*se it stays
+    inside [0, 1] and is not empty at 0 or n wins."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)

@@ -105,7 +105,7 @@ def convert_model(src: str, out_dir: str, dtype: str = "float32") -> str:
     written as a plain Hugging Face directory: safetensors weights, config, tokenizer with its chat
     template. Written atomically (save_final_model)."""
     from alignkit.models.loading import is_adapter_dir, load_causal_lm, load_tokenizer
-    from alignkit.training.checkpoint import save_final_model
+    from alignkit.models.saving import save_final_model
 
     if is_adapter_dir(src):
         return merge_adapter(src, out_dir, dtype)

@@ -107,3 +107,14 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: 
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
+
+
+def load_policy(model_cfg: Any) -> torch.nn.Module:
+    """The causal LM a stage trains or samples from, as one plain model (model_cfg: path, dtype,
+    trust_remote_code, attn_implementation): an adapter directory is loaded on its base and folded
+    into it, so the result trains whole or takes a fresh adapter. Every parameter trainable."""
+    model = load_causal_lm(model_cfg.path, model_cfg.dtype, model_cfg.trust_remote_code,
+                           model_cfg.attn_implementation)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # peft leaves the merged weights frozen
+    return model.requires_grad_(True)

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from alignkit.config import _Loader, yaml_key_lines  # the stage configs' YAML reading (no repeated keys)
+from alignkit.config import read_yaml, yaml_key_lines  # the stage configs' YAML reading
 from alignkit.errors import ConfigError
 
 SIDES = ("input", "output")
@@ -101,12 +100,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
     if not path.is_file():
         raise ConfigError(f"rules file {path} does not exist")
     text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f", line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(text, str(path))
     return parse_rules(data, str(path), yaml_key_lines(text))
 
 

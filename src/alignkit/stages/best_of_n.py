@@ -20,7 +20,8 @@ import torch
 
 from alignkit.config import BestOfNConfig
 from alignkit.data.prompts import read_prompts
-from alignkit.models import load_causal_lm, load_tokenizer
+from alignkit.models import load_tokenizer
+from alignkit.models.loading import load_policy
 from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.rl.rollout import decode_responses, sample_rollout
 from alignkit.rl.selection import expected_best_of_k, pick_best
@@ -50,9 +51,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> Path:
     prompts = read_prompts(cfg.prompts_path)[: cfg.limit or None]
     mine = shard(list(range(len(prompts))), accelerator.process_index, accelerator.num_processes)
     device = accelerator.device
-    policy = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code).to(device)
-    if hasattr(policy, "merge_and_unload"):
-        policy = policy.merge_and_unload()
+    policy = load_policy(cfg.model).requires_grad_(False).to(device)  # sampled, never trained
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     reward, offset = load_reward_model(cfg.reward_model)
     reward.to(device)

@@ -13,9 +13,7 @@ save    final evaluation, the student as a standard HF directory in output_dir/m
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +26,14 @@ from alignkit.data.reward import conversation_with_start
 from alignkit.errors import ConfigError, DataError
 from alignkit.losses.distill import token_forward_kl, token_generalized_jsd, token_reverse_kl
 from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models.loading import load_policy
 from alignkit.models.generate import generate_responses
 from alignkit.models.value import disable_dropout
 from alignkit.rl.rollout import sample_rollout
 from alignkit.training import engine
-from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.lm_loop import optimizer_step, resume_step, save_model, save_resumable, train_and_save
-from alignkit.training.metrics import MetricsWriter
-from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.plots import plot_metrics
-from alignkit.training.progress import ProgressBar
+from alignkit.training.batching import shard
+from alignkit.training.lm_loop import train_and_save
+from alignkit.training.loop import close_run, save_model, start_training, train_steps
 from alignkit.training.run import begin_stage, reduce_sum, say, seed_per_process
 
 TEACHER_FILE = "teacher_data.jsonl"
@@ -54,18 +50,13 @@ def run_distill(cfg: DistillConfig) -> Path:
     random.Random(cfg.seed).shuffle(order)
     n_held = round(cfg.eval_fraction * len(prompts)) if len(prompts) > 1 else 0
     held_idx, train_idx = sorted(order[:n_held]), sorted(order[n_held:])
-    with engine.whole_models():  # the teacher stays out of the engine (frozen, whole on every process)
-        teacher = load_causal_lm(cfg.teacher).to(accelerator.device)
-        teacher = engine.like_engine(accelerator, teacher)  # DeepSpeed trains the student in its dtype
+    teacher = engine.load_frozen(accelerator, lambda: load_causal_lm(cfg.teacher))  # out of the engine, whole
     teacher_tokenizer = load_tokenizer(cfg.teacher)
     answers = teacher_responses(cfg, accelerator, teacher, teacher_tokenizer, prompts, run_dir)
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     if cfg.mode == "token":
         check_same_tokenizer(teacher_tokenizer, tokenizer, cfg)
-    student = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
-    if hasattr(student, "merge_and_unload"):  # an adapter directory: start from base + adapter folded together
-        student = student.merge_and_unload().requires_grad_(True)
-    student = apply_peft(student.to(accelerator.device), cfg.peft)
+    student = apply_peft(load_policy(cfg.model).to(accelerator.device), cfg.peft)
     trainable, total = count_parameters(student)
     say(accelerator, f"student {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); teacher "
                      f"{sum(p.numel() for p in teacher.parameters()):,}; mode {cfg.mode}"
@@ -76,77 +67,46 @@ def run_distill(cfg: DistillConfig) -> Path:
         del teacher
         return sequence_distill(cfg, accelerator, student, tokenizer, run_dir)
 
-    teacher.eval()
     disable_dropout(student)  # the divergence compares two deterministic distributions
     train = [(prompts[i], answers[i]) for i in train_idx]
     held = [(prompts[i], answers[i]) for i in held_idx]
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
-    optimizer = build_optimizer(student, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    student, optimizer = engine.prepare(accelerator, student, optimizer, batch_size=cfg.train.batch_size,
-                                        grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-    start = resume_step(cfg, run_dir, accelerator, student, optimizer, scheduler, metrics)
-    if start == 0:
+    run = start_training(cfg, accelerator, student, run_dir, len(train), "prompts")
+    student, device = run.model, accelerator.device
+    if run.start == 0:
         seed_per_process(accelerator, cfg.seed)  # on-policy samples differ across processes
-    evaluate = lambda: {"eval_loss": mean_divergence(cfg, accelerator, student, teacher, tokenizer, held)}  # noqa: E731
-    if start == 0 and cfg.train.eval_every and held:
-        metrics.write(0, **evaluate())
 
     # ---------------------------------------------------------------- loop
-    window = {"loss": 0.0, "tokens": 0.0, "responses": 0.0, "t0": time.perf_counter()}
-    with ProgressBar(total_steps, start, "distill", cfg.log.progress and accelerator.is_main_process) as bar:
-        for step in range(start, total_steps):
-            student.train()
-            indices = global_batch(len(train), step, global_size, cfg.seed)
-            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
-            for k, mb in enumerate(mine):
-                convs = [train[i][0] for i in mb]
-                seqs, starts = student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else \
-                    text_sequences(tokenizer, convs, [train[i][1] for i in mb], cfg.max_length)
-                with engine.micro_batch(accelerator, student, last=k == len(mine) - 1):
-                    per_response, tokens = divergences(cfg, student, teacher, tokenizer, seqs, starts, accelerator.device)
-                    # Mean over the global batch of responses (engines average, hence x world).
-                    engine.backward(accelerator, per_response.sum() * world / global_size)
-                window["loss"] += float(per_response.detach().sum())
-                window["tokens"] += float(tokens.sum())
-                window["responses"] += len(mb)
-            grad_norm, lr = optimizer_step(cfg, "distill", step, window["loss"], accelerator, student, optimizer, scheduler)
+    def batches(indices: list[int], mine: list[list[int]]) -> tuple[list, float]:
+        # Sampling every micro-batch before any update draws the same samples as sampling each
+        # before its own forward pass: the weights change only at the optimizer step, and the
+        # forward passes draw no random numbers (dropout is off).
+        parts = []
+        for mb in mine:
+            convs = [train[i][0] for i in mb]
+            parts.append(student_samples(cfg, accelerator, student, tokenizer, convs) if cfg.on_policy else
+                         text_sequences(tokenizer, convs, [train[i][1] for i in mb], cfg.max_length))
+        return parts, run.global_size  # the mean over the global batch of responses
 
-            done = step + 1
-            if done % cfg.log.every == 0 or done == total_steps:
-                loss, tokens, responses = reduce_sum(accelerator, window["loss"], window["tokens"], window["responses"])
-                row = {"loss": loss / responses, "response_tokens": tokens / responses, "lr": lr,
-                       "responses_per_s": responses / (time.perf_counter() - window["t0"]),
-                       "epoch": done * global_size / len(train)}
-                if grad_norm is not None:
-                    row["grad_norm"] = grad_norm
-                metrics.write(done, **row)
-                bar.update(done, loss=row["loss"], resp_s=round(row["responses_per_s"], 1))
-                window = {"loss": 0.0, "tokens": 0.0, "responses": 0.0, "t0": time.perf_counter()}
-            else:
-                bar.update(done)
-            paused = time.perf_counter()
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
-                metrics.write(done, **evaluate())
-            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
-                save_resumable(cfg, run_dir, done, accelerator, student, optimizer, scheduler)
-            window["t0"] += time.perf_counter() - paused
+    def loss(part: tuple[list[list[int]], list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        per_response, tokens = divergences(cfg, student, teacher, tokenizer, *part, device)
+        return per_response.sum(), {"loss": float(per_response.detach().sum()), "tokens": float(tokens.sum()),
+                                    "responses": float(len(part[0]))}
+
+    def summarize(sums: dict[str, float], seconds: float, done: int) -> dict[str, float]:
+        n = sums["responses"]
+        return {"loss": sums["loss"] / n, "response_tokens": sums["tokens"] / n, "responses_per_s": n / seconds,
+                "epoch": done * run.global_size / len(train)}
+
+    evaluate = (lambda: {"eval_loss": mean_divergence(cfg, accelerator, student, teacher, tokenizer, held)}) \
+        if held else None
+    result = train_steps(cfg, run, name="distill", batches=batches, loss=loss, summarize=summarize,
+                         evaluate=evaluate, show=("loss", "responses_per_s"))
 
     # ---------------------------------------------------------------- save
-    if held:
-        result = evaluate()
-        metrics.write(total_steps, **result)
+    if result:
         say(accelerator, f"held-out {cfg.divergence} {result['eval_loss']:.4f} per response token")
-    if cfg.checkpoint.save_every:
-        save_resumable(cfg, run_dir, total_steps, accelerator, student, optimizer, scheduler)
     save_model(accelerator, student, tokenizer, model_dir, cfg.model.path)
-    if accelerator.is_main_process:
-        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='distill')}")
-    metrics.close()
-    return model_dir
+    return close_run(run, model_dir, "distill")
 
 
 def teacher_responses(cfg: DistillConfig, accelerator: Any, teacher: Any, tokenizer: Any,

@@ -11,8 +11,8 @@ save    final evaluation, the model (or adapter) as a standard HF directory in o
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,12 @@ from alignkit.data.reward import RewardPair, build_reward_data
 from alignkit.errors import ConfigError, DataError
 from alignkit.losses import pairwise_accuracy
 from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
-from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models import apply_peft, count_parameters, load_tokenizer
+from alignkit.models.loading import is_adapter_dir, load_policy
 from alignkit.models.value import disable_dropout
 from alignkit.training import engine
-from alignkit.training.batching import global_batch, micro_batches, shard
-from alignkit.training.lm_loop import optimizer_step, resume_step, save_model, save_resumable
-from alignkit.training.metrics import MetricsWriter
-from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.plots import plot_metrics
-from alignkit.training.progress import ProgressBar
+from alignkit.training.batching import global_batch, shard
+from alignkit.training.loop import close_run, save_model, start_training, train_steps
 from alignkit.training.run import begin_stage, reduce_sum, say
 
 # Per-pair quantities summed into each metrics row (divided by the pair count when written).
@@ -60,21 +57,18 @@ def run_dpo(cfg: DPOConfig) -> Path:
     if not train:
         raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
 
-    model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
-    if hasattr(model, "merge_and_unload"):  # an adapter directory: start from base + adapter folded together
+    if is_adapter_dir(cfg.model.path):  # start from base + adapter folded together
         say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
-        model = model.merge_and_unload().requires_grad_(True)
-    model.to(accelerator.device)
+    model = load_policy(cfg.model).to(accelerator.device)
     with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
         rows = d.max_length if resolve_packing(cfg, model, len(tokenizer)) else 0
     model = apply_peft(model, cfg.peft)
     # Dropout (LoRA's included) would make the policy differ from the reference at step 0 (the first
     # loss would not be ln 2) and adds noise to a loss that compares two log-probabilities.
     disable_dropout(model)
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
+    global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
-    pad_id = tokenizer.pad_token_id
+    pad_id, device = tokenizer.pad_token_id, accelerator.device
     ref_train = ref_held = None
     if cfg.loss not in REFERENCE_FREE:
         # The reference log-probs of the pairs the run will train on (a short run on a large set does not
@@ -82,8 +76,9 @@ def run_dpo(cfg: DPOConfig) -> Path:
         # reference_path's), so no second model stays in memory during training. With PEFT the
         # adapters are switched off: LoRA starts at zero anyway, but a prefix starts random.
         used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
-        reference = load_reference(cfg, tokenizer).to(accelerator.device) if cfg.reference_path else model
-        reference = engine.like_engine(accelerator, reference)  # DeepSpeed trains the policy in its dtype
+        # DeepSpeed trains the policy in its dtype: the reference's log-probs come in the same one.
+        reference = engine.load_frozen(accelerator, lambda: load_reference(cfg, tokenizer)) if cfg.reference_path \
+            else engine.like_engine(accelerator, model)
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
         # Under ZeRO-3 the weights arrive partitioned: whole on every process for this pass.
@@ -95,70 +90,30 @@ def run_dpo(cfg: DPOConfig) -> Path:
     say(accelerator, f"policy {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); loss {cfg.loss}, "
                      f"beta {cfg.beta}; {len(train)} training pairs, {len(held)} held-out pairs; "
                      f"packing {'on' if rows else 'off'}")
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
-                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
-    evaluate = lambda: evaluate_pairs(cfg, model, held, ref_held, pad_id, accelerator, rows)  # noqa: E731
-    if start == 0 and cfg.train.eval_every and held:
-        metrics.write(0, **evaluate())
+    run = start_training(cfg, accelerator, model, run_dir, len(train), "pairs")
+    model = run.model
 
     # ---------------------------------------------------------------- loop
-    window = new_window()
-    with ProgressBar(total_steps, start, "dpo", cfg.log.progress and accelerator.is_main_process) as bar:
-        for step in range(start, total_steps):
-            model.train()
-            indices = global_batch(len(train), step, global_size, cfg.seed)
-            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
-            for k, mb in enumerate(mine):
-                with engine.micro_batch(accelerator, model, last=k == len(mine) - 1):
-                    ref = None if ref_train is None else ref_train[mb].to(accelerator.device)
-                    loss, stats = pair_losses(cfg, model, [train[i] for i in mb], ref, pad_id, accelerator.device, rows)
-                    # Mean over the global batch of pairs, whatever its split (engines average, hence x world).
-                    engine.backward(accelerator, loss.sum() * world / global_size)
-                for key, value in stats.items():
-                    window[key] += float(value.sum())
-                    window["seen"].add(key)
-                window["pairs"] += len(mb)
-            grad_norm, lr = optimizer_step(cfg, "dpo", step, window["loss"], accelerator, model, optimizer, scheduler)
+    def loss(mb: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        ref = None if ref_train is None else ref_train[mb].to(device)
+        losses, stats = pair_losses(cfg, model, [train[i] for i in mb], ref, pad_id, device, rows)
+        return losses.sum(), {**{k: float(v.sum()) for k, v in stats.items()}, "pairs": float(len(mb))}
 
-            done = step + 1
-            if done % cfg.log.every == 0 or done == total_steps:
-                sums = dict(zip(STATS, reduce_sum(accelerator, *[window[k] for k in STATS])))
-                (pairs,) = reduce_sum(accelerator, window["pairs"])
-                row = {k: v / pairs for k, v in sums.items() if k in window["seen"]}
-                row.update(lr=lr, pairs_per_s=pairs / (time.perf_counter() - window["t0"]), pairs=int(pairs),
-                           epoch=done * global_size / len(train))
-                if grad_norm is not None:
-                    row["grad_norm"] = grad_norm
-                metrics.write(done, **row)
-                bar.update(done, loss=row["loss"], acc=row["accuracy"], pairs_s=round(row["pairs_per_s"], 1))
-                window = new_window()
-            else:
-                bar.update(done)
-            paused = time.perf_counter()
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
-                metrics.write(done, **evaluate())
-            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
-                save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
-            window["t0"] += time.perf_counter() - paused
+    def summarize(sums: dict[str, float], seconds: float, done: int) -> dict[str, float]:
+        pairs = sums["pairs"]
+        return {**{k: sums[k] / pairs for k in STATS if k in sums}, "pairs_per_s": pairs / seconds,
+                "pairs": int(pairs), "epoch": done * global_size / len(train)}
+
+    evaluate = (lambda: evaluate_pairs(cfg, model, held, ref_held, pad_id, accelerator, rows)) if held else None
+    result = train_steps(cfg, run, name="dpo", batches=lambda indices, mine: (mine, global_size), loss=loss,
+                         summarize=summarize, evaluate=evaluate, show=("loss", "accuracy", "pairs_per_s"))
 
     # ---------------------------------------------------------------- save
-    if held:
-        result = evaluate()
-        metrics.write(total_steps, **result)
+    if result:
         say(accelerator, f"held-out preference accuracy {result['eval_accuracy']:.3f}, "
                          f"margin {result['eval_margin']:.3f}, loss {result['eval_loss']:.4f}")
-    if cfg.checkpoint.save_every:
-        save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
     save_model(accelerator, model, tokenizer, model_dir, cfg.model.path)
-    if accelerator.is_main_process:
-        say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='dpo')}")
-    accelerator.wait_for_everyone()
-    metrics.close()
-    return model_dir
+    return close_run(run, model_dir, "dpo")
 
 
 def load_reference(cfg: DPOConfig, tokenizer: Any) -> Any:
@@ -166,14 +121,7 @@ def load_reference(cfg: DPOConfig, tokenizer: Any) -> Any:
     if load_tokenizer(cfg.reference_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
         raise ConfigError(f"reference_path {cfg.reference_path} has another tokenizer than {cfg.model.path}: DPO compares "
                           "the log-probs both give to the same token ids")
-    reference = load_causal_lm(cfg.reference_path, cfg.model.dtype, cfg.model.trust_remote_code,
-                               cfg.model.attn_implementation)
-    return reference.merge_and_unload() if hasattr(reference, "merge_and_unload") else reference
-
-
-def new_window() -> dict[str, Any]:
-    """Running sums between two metrics rows; `seen` names the statistics this loss produces."""
-    return {**{k: 0.0 for k in STATS}, "pairs": 0.0, "seen": set(), "t0": time.perf_counter()}
+    return load_policy(dataclasses.replace(cfg.model, path=cfg.reference_path))
 
 
 def forward_pairs(model: Any, pairs: list[RewardPair], pad_id: int, device: Any, pack_rows: int

@@ -349,7 +349,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
         timings["eval"] = time.time() - t
         results["timings_s"] = {**timings, "total": time.time() - started}
         paths = write_results(results, run_dir)
-        from alignkit.eval.report import write_report
+        from alignkit.world.html_report import write_report
 
         report = write_report(results, run_dir)
         console.print(results_table(results))

@@ -23,35 +23,31 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from alignkit.config import PPOConfig
 from alignkit.data.prompts import read_prompts
-from alignkit.errors import ConfigError, DataError
+from alignkit.errors import ConfigError, DataError, TrainingDiverged
 from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
-from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
-from alignkit.models.loading import is_adapter_dir
+from alignkit.models import apply_peft, count_parameters, load_tokenizer
+from alignkit.models.loading import is_adapter_dir, load_policy
 from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
-from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer, gae, kl_penalized_rewards, whiten
+from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer
 from alignkit.rl.advantages import masked_mean, masked_var
-from alignkit.rl.rollout import Rollout, decode_responses, response_logprobs, sample_rollout, select, token_logprobs
+from alignkit.rl.experience import Conversation, Experience, RewardFn, Roles, experience
+from alignkit.rl.rollout import Rollout, sample_rollout, select, token_logprobs
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
-from alignkit.training.checkpoint import latest_checkpoint, save_final_model
-from alignkit.training.lm_loop import TrainingDiverged
-from alignkit.training.metrics import MetricsWriter, truncate_metrics
+from alignkit.models.saving import save_final_model
+from alignkit.training.loop import resume_step
+from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
 from alignkit.training.progress import ProgressBar
 from alignkit.training.run import begin_stage, reduce_sum, say, seed_per_process
-
-Conversation = list[dict[str, str]]
-
-
-RewardFn = Callable[[list[Conversation], list[str]], torch.Tensor]
 
 
 def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
@@ -76,10 +72,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         if cfg.rollout.eval_prompts_path else []
     ptx_rows = load_ptx_rows(cfg, tokenizer)
 
-    policy = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
-    if hasattr(policy, "merge_and_unload"):  # an SFT adapter: fold it in; the result is the reference
-        policy = policy.merge_and_unload()
-    policy.requires_grad_(True)
+    policy = load_policy(cfg.model)  # an SFT adapter is folded in; the result is the reference
     # With LoRA the reference is the same weights with the adapters disabled: one copy in memory.
     # Otherwise a frozen copy, outside the engine: whole on every process, inference only (under
     # ZeRO-3 the policy arrives partitioned, so the copy is loaded from disk instead).
@@ -89,23 +82,14 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                           "with several processes use \"cpu\" or leave it empty")
     reference = None
     if cfg.peft.method != "lora":
-        if engine.partitioned(accelerator) or cfg.reference_model:
-            with engine.whole_models():
-                reference = load_causal_lm(cfg.reference_model or cfg.model.path, cfg.model.dtype,
-                                           cfg.model.trust_remote_code, cfg.model.attn_implementation)
-            reference = reference.merge_and_unload() if hasattr(reference, "merge_and_unload") else reference
-        else:
-            reference = copy.deepcopy(policy)
-        reference = reference.requires_grad_(False).eval().to(cfg.placement.reference_device or device)
-        if not cfg.placement.reference_device:  # beside the policy: in the dtype DeepSpeed casts it to
-            reference = engine.like_engine(accelerator, reference)
+        from_disk = engine.partitioned(accelerator) or cfg.reference_model
+        reference_cfg = dataclasses.replace(cfg.model, path=cfg.reference_model or cfg.model.path)
+        reference = engine.load_frozen(accelerator, (lambda: load_policy(reference_cfg)) if from_disk else
+                                       (lambda: copy.deepcopy(policy)), cfg.placement.reference_device or None)
     policy = apply_peft(policy, cfg.peft)
     reward, offset, reward_tokenizer = None, 0.0, None
     if cfg.reward_model:
-        with engine.whole_models():  # frozen, outside the engine
-            reward, offset = load_reward_model(cfg.reward_model)
-        reward.requires_grad_(False).eval().to(cfg.placement.reward_device or device)
-        reward_tokenizer = load_tokenizer(cfg.reward_model)
+        reward, offset, reward_tokenizer = frozen_reward_model(cfg, accelerator, cfg.reward_model)
     if cfg.value_model == "reward" and reward_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(f"value_model=reward starts the critic from {cfg.reward_model}, whose tokenizer differs from "
                           f"the policy's ({cfg.model.path}); the critic reads the policy's tokens: use "
@@ -130,13 +114,12 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
-    # "module": the actor without its DDP wrapper, for passes that need no gradient synchronisation.
-    roles = {"module": accelerator.unwrap_model(actor), "reference": reference, "tokenizer": tokenizer,
-             "autocast": accelerator.autocast,
-             "score": reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)}
+    score = reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)
     if cfg.reward_ensemble and reward_fn is None:
-        roles["score"] = ensemble_scorer([roles["score"], *(ensemble_member(cfg, path, device) for path in
-                                                           cfg.reward_ensemble)], cfg.reward_uncertainty_coef)
+        members = [frozen_reward_model(cfg, accelerator, path) for path in cfg.reward_ensemble]
+        score = ensemble_scorer([score, *(reward_model_scorer(m, tok, off, cfg.train.eval_batch_size)
+                                          for m, off, tok in members)], cfg.reward_uncertainty_coef)
+    roles = Roles(accelerator.unwrap_model(actor), reference, tokenizer, accelerator.autocast, score)
     if start == 0 and eval_prompts and cfg.train.eval_every:
         first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
         metrics.write(0, **first)
@@ -153,7 +136,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             batch = [prompts[i] for i in indices]
             roll, gen_s = rollout_batch(cfg, accelerator, roles, batch)
             t1 = time.perf_counter()
-            exp = experience(cfg, roles, roll, batch, kl_ctl.value)
+            exp = experience(cfg, roles, roll, batch, kl_ctl.value, micro_size(cfg))
             t2 = time.perf_counter()
             stats = ppo_update(cfg, accelerator, actor, optimizer, roll, exp, ptx_rows, it, tokenizer.pad_token_id)
             lr = scheduler.get_last_lr()[0]
@@ -202,58 +185,27 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 # -------------------------------------------------------------------- rollout and experience
 
 
-def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], batch: list[Conversation],
+def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: Roles, batch: list[Conversation],
                   ) -> tuple[Rollout, float]:
     """One sampled response per prompt, with the KV cache (generate); seconds it took."""
     t = time.perf_counter()
-    policy = roles["module"].policy
+    policy = roles.module.policy
     r = cfg.rollout
-    with roles["autocast"]():  # the precision of the training forward pass (bf16), not fp32 weights
-        roll = sample_rollout(policy, roles["tokenizer"], batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+    with roles.autocast():  # the precision of the training forward pass (bf16), not fp32 weights
+        roll = sample_rollout(policy, roles.tokenizer, batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     return roll, time.perf_counter() - t
 
 
-@torch.no_grad()
-def experience(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, batch: list[Conversation],
-               kl_coef: float) -> dict[str, torch.Tensor]:
-    """Everything the update needs, without gradients: old log-probs and values, reference log-probs,
-    scores, KL-penalised rewards, advantages and returns."""
-    actor = roles["module"]
-    actor.eval()
-    chunk = micro_size(cfg)
-    old_logp, values = [], []
-    width = roll.responses.shape[1]
-    for s in range(0, roll.sequences.shape[0], chunk):
-        part = select(roll, slice(s, s + chunk))
-        logits, v = actor(part.sequences, part.attention_mask, part.prompt_width)
-        old_logp.append(widen(token_logprobs(logits, part.responses, cfg.rollout.temperature), width))
-        values.append(widen(v, width))
-    mask = roll.response_mask
-    old_logp = torch.cat(old_logp) * mask
-    values = torch.cat(values) * mask
-    ref_logp = reference_logprobs(cfg, roles, roll, chunk)
+def frozen_reward_model(cfg: PPOConfig, accelerator: Any, path: str) -> tuple[Any, float, Any]:
+    """(reward model, its offset, its tokenizer), frozen beside the engine (or on placement.reward_device)."""
+    loaded = {}
 
-    texts = decode_responses(roles["tokenizer"], roll)
-    raw = roles["score"](batch, texts).to(values.device).float()
-    scores = final_scores(raw, roll.ended, cfg.rollout.no_eos_penalty, cfg.ppo.reward_clip)
+    def load() -> Any:
+        loaded["model"], loaded["offset"] = load_reward_model(path)
+        return loaded["model"]
 
-    rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef, cfg.kl.estimator)
-    if cfg.ppo.whiten_rewards:
-        rewards = whiten(rewards, mask, shift_mean=False)
-    advantages, returns = gae(rewards, values, mask, cfg.ppo.gamma, cfg.ppo.lam)
-    if cfg.ppo.whiten_advantages:
-        advantages = whiten(advantages, mask)
-    actor.train()
-    return {"old_logp": old_logp, "values": values, "ref_logp": ref_logp, "raw_scores": raw, "scores": scores,
-            "rewards": rewards, "kl": kl, "advantages": advantages, "returns": returns}
-
-
-def ensemble_member(cfg: PPOConfig, path: str, device: Any) -> RewardFn:
-    """A further reward model of the ensemble, frozen beside the first, as a scorer."""
-    with engine.whole_models():
-        model, offset = load_reward_model(path)
-    model.requires_grad_(False).eval().to(cfg.placement.reward_device or device)
-    return reward_model_scorer(model, load_tokenizer(path), offset, cfg.train.eval_batch_size)
+    model = engine.load_frozen(accelerator, load, cfg.placement.reward_device or None, cast=False)
+    return model, loaded["offset"], load_tokenizer(path)
 
 
 def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:
@@ -261,39 +213,6 @@ def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: 
     def score(prompts: list[Conversation], responses: list[str]) -> torch.Tensor:
         return score_conversations(reward, tokenizer, prompts, responses, batch_size=batch_size) - offset
     return score
-
-
-def final_scores(raw: torch.Tensor, ended: torch.Tensor, no_eos_penalty: float, clip: float) -> torch.Tensor:
-    """The scores PPO optimises: clipped to [-clip, clip] (0: no clipping), then no_eos_penalty
-    subtracted where the response never ended (it has no end to judge; TRL's missing_eos_penalty)."""
-    scores = raw.clamp(-clip, clip) if clip else raw
-    return scores - no_eos_penalty * (~ended.bool()).to(scores.dtype)
-
-
-def reference_logprobs(cfg: PPOConfig, roles: dict[str, Any], roll: Rollout, chunk: int) -> torch.Tensor:
-    policy = roles["module"].policy
-    ctx = policy.disable_adapter() if roles["reference"] is None else nullcontext()
-    model = policy if roles["reference"] is None else roles["reference"]
-    device = next(model.parameters()).device  # placement.reference_device may keep it elsewhere
-    out = []
-    with ctx, roles["autocast"]():  # the same precision as the policy's forward, so KL is 0 at the start
-        for s in range(0, roll.sequences.shape[0], chunk):
-            part = moved(select(roll, slice(s, s + chunk)), device)
-            logp = response_logprobs(model, part, cfg.rollout.temperature).to(roll.sequences.device)
-            out.append(widen(logp, roll.responses.shape[1]))
-    return torch.cat(out)
-
-
-def moved(roll: Rollout, device: Any) -> Rollout:
-    if roll.sequences.device == device:
-        return roll
-    return dataclasses.replace(roll, sequences=roll.sequences.to(device), attention_mask=roll.attention_mask.to(device),
-                               response_mask=roll.response_mask.to(device))
-
-
-def widen(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad (B, w) per-token values with zeros back to the rollout's response width."""
-    return torch.nn.functional.pad(x, (0, width - x.shape[1]))
 
 
 def micro_size(cfg: PPOConfig) -> int:
@@ -304,7 +223,7 @@ def micro_size(cfg: PPOConfig) -> int:
 
 
 def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, roll: Rollout,
-               exp: dict[str, torch.Tensor], ptx_rows: list, iteration: int, pad_id: int) -> dict[str, float]:
+               exp: Experience, ptx_rows: list, iteration: int, pad_id: int) -> dict[str, float]:
     """ppo.epochs passes of ppo.minibatches optimizer steps over the rollout batch. Each sequence's
     loss is the mean over its response tokens, averaged over the minibatch's sequences. Stops the
     iteration's remaining minibatches once the approx-KL to the rollout policy passes the bound."""
@@ -325,8 +244,8 @@ def ppo_update(cfg: PPOConfig, accelerator: Any, actor: Any, optimizer: Any, rol
                 idx = order[m * mb + k * micro: m * mb + (k + 1) * micro]
                 sub = select(roll, idx)
                 w = sub.responses.shape[1]
-                m_, old_, adv_, v_old, ret = (x[idx][:, :w] for x in (mask, exp["old_logp"], exp["advantages"],
-                                                                      exp["values"], exp["returns"]))
+                m_, old_, adv_, v_old, ret = (x[idx][:, :w] for x in (mask, exp.old_logp, exp.advantages,
+                                                                      exp.values, exp.returns))
                 with engine.micro_batch(accelerator, actor, last=k == cfg.train.grad_accum - 1):
                     logits, values = actor(sub.sequences, sub.attention_mask, sub.prompt_width)
                     logp, logp_all = token_logprobs(logits, sub.responses, cfg.rollout.temperature, with_all=True)
@@ -403,14 +322,14 @@ def ptx_loss(cfg: PPOConfig, accelerator: Any, actor: Any, rows: list, iteration
 # -------------------------------------------------------------------- metrics, evaluation, saving
 
 
-def iteration_metrics(accelerator: Any, roll: Rollout, exp: dict[str, torch.Tensor],
+def iteration_metrics(accelerator: Any, roll: Rollout, exp: Experience,
                       stats: dict[str, float]) -> dict[str, float]:
     """Per-iteration figures, rollout ones summed over all processes."""
     mask = roll.response_mask
     n = float(mask.shape[0])
-    explained = 1.0 - float(masked_var(exp["returns"] - exp["values"], mask) / masked_var(exp["returns"], mask).clamp(min=1e-8))
-    sums = reduce_sum(accelerator, n, float(exp["raw_scores"].sum()), float(exp["rewards"].sum()),
-                      float(exp["kl"].sum()), float(mask.sum()), float((~roll.ended).sum()),
+    explained = 1.0 - float(masked_var(exp.returns - exp.values, mask) / masked_var(exp.returns, mask).clamp(min=1e-8))
+    sums = reduce_sum(accelerator, n, float(exp.raw_scores.sum()), float(exp.rewards.sum()),
+                      float(exp.kl.sum()), float(mask.sum()), float((~roll.ended).sum()),
                       *[stats[k] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl",
                                            "value_clip_fraction", "ptx_loss")], explained)
     total, world = sums[0], accelerator.num_processes
@@ -423,22 +342,22 @@ def iteration_metrics(accelerator: Any, roll: Rollout, exp: dict[str, torch.Tens
 
 
 @torch.no_grad()
-def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], prompts: list[Conversation],
+def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: Roles, prompts: list[Conversation],
                     ) -> dict[str, float]:
     """Mean reward (offset subtracted) of the policy's greedy responses to the held-out prompts
     (no length penalty: generate_responses keeps no record of which responses ended)."""
     from alignkit.models.generate import generate_responses
 
-    policy = roles["module"].policy
+    policy = roles.module.policy
     total = n = length = 0.0
     # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
     for part, real in engine.lockstep(prompts, accelerator.process_index, accelerator.num_processes,
                                       cfg.train.eval_batch_size):
-        with roles["autocast"]():
-            texts = generate_responses(policy, roles["tokenizer"], part, cfg.rollout.max_new_tokens,
+        with roles.autocast():
+            texts = generate_responses(policy, roles.tokenizer, part, cfg.rollout.max_new_tokens,
                                        batch_size=cfg.train.eval_batch_size)
         if real:
-            total += float(roles["score"](part, texts).float().sum())
+            total += float(roles.score(part, texts).float().sum())
             n += len(part)
             length += sum(len(t.split()) for t in texts)
     total, n, length = reduce_sum(accelerator, total, n, length)
@@ -448,22 +367,16 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: dict[str, Any], pro
 def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimizer: Any, scheduler: Any,
            metrics: MetricsWriter, kl_ctl: Any) -> tuple[int, float]:
     """(iteration to start from, best held-out reward so far); restores the whole state when resuming."""
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is None:
-        if cfg.resume and accelerator.is_main_process:
-            truncate_metrics(metrics.path, 0)
-        return 0, -math.inf
-    state = engine.load_resumable(ckpt, accelerator, actor, optimizer, scheduler,
-                                  global_batch=cfg.train.batch_size * accelerator.num_processes)
-    kl_ctl.value = state["extra"]["kl_coef"]
-    best = float(state["extra"]["best_eval_reward"])
+    start, extra = resume_step(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics,
+                               cfg.train.batch_size * accelerator.num_processes, unit="iteration")
+    if not extra:
+        return start, -math.inf
+    kl_ctl.value = extra["kl_coef"]
+    best = float(extra["best_eval_reward"])
     saved = run_dir / "best" / BEST_FILE  # a best policy saved after the checkpoint, by the interrupted run
     if saved.is_file():
         best = max(best, float(json.loads(saved.read_text())["eval_reward"]))
-    if accelerator.is_main_process:
-        truncate_metrics(metrics.path, state["step"])
-    say(accelerator, f"resumed from {ckpt} at iteration {state['step']}")
-    return state["step"], best
+    return start, best
 
 
 BEST_FILE = "best_eval_reward.json"

@@ -2,7 +2,7 @@
 
 setup   accelerator, run dir, corpus (a file, or the demo world's "web"), tokenizer trained on it,
         documents tokenised (BOS + text + EOS, every token labelled) and packed, model built
-loop    training.lm_loop.train_loop, the same loop as SFT
+loop    training.lm_loop.train_and_save, as SFT (the shared step loop, training/loop.py)
 save    final evaluation, the model and tokenizer (with a chat template for later stages) in
         output_dir/model
 """

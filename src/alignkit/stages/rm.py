@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,8 @@ from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
                                     score_conversations)
 from alignkit.training import engine
-from alignkit.training.batching import global_batch, micro_batches
-from alignkit.training.checkpoint import save_final_model
-from alignkit.training.lm_loop import optimizer_step, resume_step, save_resumable
-from alignkit.training.metrics import MetricsWriter
-from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.plots import plot_metrics
-from alignkit.training.progress import ProgressBar
+from alignkit.models.saving import save_final_model
+from alignkit.training.loop import close_run, start_training, train_steps
 from alignkit.training.run import begin_stage, reduce_sum, say
 
 NORMALIZATION_FILE = "reward_normalization.json"
@@ -120,82 +114,43 @@ def run_rm(cfg: RMConfig) -> Path:
                      f"{len(train)} training pairs" + (f" in {len(units)} rankings" if cfg.batch_by == "ranking" else "")
                      + f", {len(held)} held-out pairs; packing {'on' if packing else 'off'}")
 
-    world = accelerator.num_processes
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * world
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(units) / global_size))
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
-                                      grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-    start = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
-    pad_id = tokenizer.pad_token_id
+    run = start_training(cfg, accelerator, model, run_dir, len(units), "rankings" if cfg.batch_by == "ranking" else "pairs")
+    model, pad_id, device, share = run.model, tokenizer.pad_token_id, accelerator.device, cfg.batch_by == "ranking"
     if cfg.keep_best and engine.partitioned(accelerator):
         raise ConfigError("keep_best copies the whole model at each better evaluation; under ZeRO-3 the weights are "
                           "partitioned: use ZeRO-1/2, or leave keep_best empty")
     if cfg.keep_best and not held:
         raise ConfigError("keep_best needs held-out pairs to choose by: set data.eval_path or data.eval_fraction > 0")
     best = Best(cfg.keep_best, run_dir, accelerator.is_main_process)
-    if start == 0 and cfg.train.eval_every and held:
-        first = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
-        metrics.write(0, **first)
-        best.consider(0, first, accelerator.unwrap_model(model))
 
     # ---------------------------------------------------------------- loop
-    window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
-    with ProgressBar(total_steps, start, "rm", cfg.log.progress and accelerator.is_main_process) as bar:
-        for step in range(start, total_steps):
-            model.train()
-            indices = global_batch(len(units), step, global_size, cfg.seed)
-            global_pairs = sum(len(units[u]) for u in indices)  # every process knows the whole global batch
-            mine = micro_batches(indices, cfg.train.batch_size, cfg.train.grad_accum, accelerator.process_index, world)
-            for k, mb_units in enumerate(mine):
-                mb = [i for u in mb_units for i in units[u]]
-                batch = {key: v.to(accelerator.device) for key, v in
-                         collate_pairs([train[i] for i in mb], pad_id, rows, share=cfg.batch_by == "ranking").items()}
-                with engine.micro_batch(accelerator, model, last=k == len(mine) - 1):
-                    scores = model(**model_inputs(batch))
-                    r_c, r_r = scores[batch["chosen"]], scores[batch["rejected"]]
-                    loss = pairwise_ranking_loss(r_c, r_r, batch["margin"], cfg.center_coef)  # margin 0 unless given
-                    # Mean over the global batch of pairs, whatever its split (engines average, hence x world).
-                    engine.backward(accelerator, loss.sum() * world / global_pairs)
-                window["loss"] += float(loss.detach().sum())
-                window["acc"] += float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum())
-                window["margin"] += float((r_c - r_r).detach().sum())
-                window["pairs"] += len(mb)
-            grad_norm, lr = optimizer_step(cfg, "rm", step, window["loss"], accelerator, model, optimizer, scheduler)
+    def batches(indices: list[int], mine: list[list[int]]) -> tuple[list[list[int]], float]:
+        # Every process knows the whole global batch, so each can count its pairs.
+        return [[i for u in mb_units for i in units[u]] for mb_units in mine], sum(len(units[u]) for u in indices)
 
-            done = step + 1
-            if done % cfg.log.every == 0 or done == total_steps:
-                loss_sum, acc_sum, margin_sum, pairs = reduce_sum(accelerator, window["loss"], window["acc"],
-                                                                  window["margin"], window["pairs"])
-                row = {"loss": loss_sum / pairs, "accuracy": acc_sum / pairs, "margin": margin_sum / pairs, "lr": lr,
-                       "pairs_per_s": pairs / (time.perf_counter() - window["t0"]), "pairs": int(pairs)}
-                if grad_norm is not None:
-                    row["grad_norm"] = grad_norm
-                metrics.write(done, **row)
-                bar.update(done, loss=row["loss"], acc=row["accuracy"], pairs_s=round(row["pairs_per_s"], 1))
-                window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "pairs": 0.0, "t0": time.perf_counter()}
-            else:
-                bar.update(done)
-            paused = time.perf_counter()
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and held and done != total_steps:
-                figures = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
-                metrics.write(done, **figures)
-                best.consider(done, figures, accelerator.unwrap_model(model))
-            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != total_steps:
-                save_resumable(cfg, run_dir, done, accelerator, model, optimizer, scheduler)
-            window["t0"] += time.perf_counter() - paused
+    def loss(mb: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = {k: v.to(device) for k, v in collate_pairs([train[i] for i in mb], pad_id, rows, share).items()}
+        scores = model(**model_inputs(batch))
+        r_c, r_r = scores[batch["chosen"]], scores[batch["rejected"]]
+        losses = pairwise_ranking_loss(r_c, r_r, batch["margin"], cfg.center_coef)  # margin 0 unless given
+        return losses.sum(), {"loss": float(losses.detach().sum()), "pairs": float(len(mb)),
+                              "acc": float(pairwise_accuracy(r_c.detach(), r_r.detach()).sum()),
+                              "margin": float((r_c - r_r).detach().sum())}
+
+    def summarize(sums: dict[str, float], seconds: float, done: int) -> dict[str, float]:
+        pairs = sums["pairs"]
+        return {"loss": sums["loss"] / pairs, "accuracy": sums["acc"] / pairs, "margin": sums["margin"] / pairs,
+                "pairs_per_s": pairs / seconds, "pairs": int(pairs)}
+
+    evaluate = (lambda: evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)) \
+        if held else None
+    result = train_steps(cfg, run, name="rm", batches=batches, loss=loss, summarize=summarize, evaluate=evaluate,
+                         on_eval=lambda step, figures: best.consider(step, figures, accelerator.unwrap_model(model)),
+                         show=("loss", "accuracy", "pairs_per_s"))
 
     # ---------------------------------------------------------------- save
-    result: dict[str, Any] = {}
-    if held:
-        result = evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)
-        metrics.write(total_steps, **result)
+    if result:
         say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
-        best.consider(total_steps, result, accelerator.unwrap_model(model))
-    if cfg.checkpoint.save_every:
-        save_resumable(cfg, run_dir, total_steps, accelerator, model, optimizer, scheduler)
     rm = accelerator.unwrap_model(model)
     if cfg.keep_best:  # early stopping: back to the weights of the best evaluation
         accelerator.wait_for_everyone()
@@ -209,10 +164,7 @@ def run_rm(cfg: RMConfig) -> Path:
             hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
             save_final_model(hf_out, tokenizer, model_dir,
                              extra_files={NORMALIZATION_FILE: json.dumps({**norm, **result}, indent=2) + "\n"})
-            say(accelerator, f"[green]saved {model_dir}; curves in {plot_metrics(metrics.path, title='reward model')}")
-    accelerator.wait_for_everyone()
-    metrics.close()
-    return model_dir
+    return close_run(run, model_dir, "reward model")
 
 
 class Best:

@@ -1,9 +1,10 @@
 """Supervised fine-tuning: causal-LM loss on response tokens only.
 
 setup   accelerator, run dir, tokenizer, data (validated, deduped, tokenised, packed), model + PEFT
-loop    training.lm_loop.train_and_save: optimizer and schedule, resume from the newest checkpoint,
-        one optimizer step per global batch (token-weighted loss over the micro-batches, clip, step),
-        metrics, evaluation and checkpoints at their intervals
+loop    training.lm_loop.train_and_save on the shared step loop (training/loop.py): optimizer and
+        schedule, resume from the newest checkpoint, one optimizer step per global batch
+        (token-weighted loss over the micro-batches, clip, step), metrics, evaluation and
+        checkpoints at their intervals
 save    (same call) final evaluation, the model (or adapter) as a standard HF directory in
         output_dir/model, training curves
 """
@@ -16,7 +17,8 @@ from alignkit.config import SFTConfig
 from alignkit.data import build_sft_data, pack_examples
 from alignkit.data.packing import resolve_packing
 from alignkit.errors import DataError
-from alignkit.models import apply_peft, count_parameters, load_causal_lm, load_tokenizer
+from alignkit.models import apply_peft, count_parameters, load_tokenizer
+from alignkit.models.loading import is_adapter_dir, load_policy
 from alignkit.training import engine
 from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import begin_stage, say
@@ -38,11 +40,9 @@ def run_sft(cfg: SFTConfig) -> Path:
             data.report.write(run_dir / "data_report.json")
         raise DataError(f"{cfg.data.train_path}: no training rows left after filtering (see data_report.json)")
 
-    model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, cfg.model.attn_implementation)
-    if hasattr(model, "merge_and_unload"):  # an adapter directory: train on base + adapter folded together
+    if is_adapter_dir(cfg.model.path):  # train on base + adapter folded together
         say(accelerator, f"{cfg.model.path} is an adapter; merging it into its base before training")
-        model = model.merge_and_unload().requires_grad_(True)
-    model.to(accelerator.device)  # so the packing check runs on the device (and kernel) used to train
+    model = load_policy(cfg.model).to(accelerator.device)  # so the packing check runs on the device (and kernel) used to train
     with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3
         packing = resolve_packing(cfg, model, len(tokenizer))
     train_rows = pack_examples(data.train, cfg.data.max_length) if packing else data.train

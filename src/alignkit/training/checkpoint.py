@@ -136,28 +136,3 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     else:
         set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
     return state
-
-
-def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None,
-                     extra_files: dict[str, str] | None = None, state_dict: dict[str, Any] | None = None) -> Path:
-    """Save a standard HF directory (safetensors) atomically; a peft model saves its adapter.
-
-    An adapter records the absolute path of its base model, so `alignkit merge`, `alignkit chat` and
-    later stages find the base without being told.
-    """
-    out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    if hasattr(model, "peft_config") and base_model_path:
-        for cfg in model.peft_config.values():
-            cfg.base_model_name_or_path = str(Path(base_model_path).resolve())
-    # state_dict: the whole weights when the model itself holds shards (FSDP)
-    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
-    tokenizer.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():  # e.g. a reward model's normalisation
-        (tmp / name).write_text(text)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out

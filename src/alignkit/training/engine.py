@@ -2,12 +2,13 @@
 FSDP), kept in one place so that every training loop reads the same under all of them.
 
 The engine is chosen at launch (`accelerate launch --config_file configs/accelerate/...`); alignkit
-never builds its own parallelism. The loops call, per optimizer step:
+never builds its own parallelism. The shared step loop (training/loop.py; PPO has its own) calls,
+per optimizer step:
 
     for k, micro in enumerate(micro_batches):
         with micro_batch(accelerator, model, last=k == len(micro_batches) - 1):
             backward(accelerator, loss)      # loss already normalised over the whole global batch
-    optimizer_step(...)                      # lm_loop: divergence check, clip, step, schedule
+    optimizer_step(...)                      # training/loop.py: divergence check, clip, step, schedule
 
 The differences this module absorbs, and why:
 - DeepSpeed steps its optimizer inside `backward` of the last micro-batch, so it must know the micro
@@ -77,6 +78,17 @@ def like_engine(accelerator: Any, frozen: Any) -> Any:
     """A frozen model compared with the trained one, cast to DeepSpeed's dtype when it has one."""
     dtype = engine_dtype(accelerator)
     return frozen.to(dtype) if dtype else frozen
+
+
+def load_frozen(accelerator: Any, load: Any, device: Any = None, cast: bool = True) -> Any:
+    """A model that stays out of the engine (a reference, a reward model, a teacher): loaded by
+    `load()` whole on this process (see whole_models), without gradients, in eval mode, on `device`
+    (this process's by default); with `cast`, in the dtype DeepSpeed trains the policy in, so that the
+    two compare like with like (not when it is kept on another device)."""
+    with whole_models():
+        model = load()
+    model = model.requires_grad_(False).eval().to(device or accelerator.device)
+    return like_engine(accelerator, model) if cast and not device else model
 
 
 # What DeepSpeed must be told, from which of the stage's settings.
@@ -314,8 +326,7 @@ def save_resumable(run_dir: Path, step: int, accelerator: Any, model: Any, optim
     """Everything needed to resume at `step` (a collective: every process calls it). The state
     records the engine, the process count and the global batch, which decide where it can resume."""
     from alignkit.training.checkpoint import save_checkpoint
-    from alignkit.training.run import gather_rng
-    from alignkit.training.seed import rng_state
+    from alignkit.training.seed import gather_rng, rng_state
 
     rngs = gather_rng(accelerator) or [rng_state()]
     layout = {"engine": engine_name(accelerator), "processes": accelerator.num_processes,

@@ -107,18 +107,6 @@ def reduce_sum(accelerator: Any, *values: float | torch.Tensor) -> list[float]:
     return t.tolist()
 
 
-def gather_rng(accelerator: Any) -> list | None:
-    """Every process's random state, in rank order (None with one process): a collective, so every
-    process must call it."""
-    if accelerator.num_processes == 1:
-        return None
-    from accelerate.utils import gather_object
-
-    from alignkit.training.seed import rng_state
-
-    return gather_object([rng_state()])
-
-
 def begin_stage(cfg: Any, stage: str) -> tuple[Any, Path, Path | None]:
     """What every training stage does first: quiet the libraries, make the accelerator (and refuse
     what its engine cannot do yet), check and record the run directory, seed. Returns (accelerator,

@@ -40,3 +40,13 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
     random.setstate((version, tuple(state), gauss))
     name, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((name, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def gather_rng(accelerator: Any) -> list | None:
+    """Every process's random state, in rank order (None with one process): a collective, so every
+    process must call it."""
+    if accelerator.num_processes == 1:
+        return None
+    from accelerate.utils import gather_object
+
+    return gather_object([rng_state()])

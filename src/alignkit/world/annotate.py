@@ -44,7 +44,7 @@ def rate_samples(rows: list[dict], label_noise: float, seed: int | str) -> list[
     grades are ties and give no pair (two different wrong answers are not ordered at random, as a
     strict ranking would have to); a prompt whose samples all tie is left out. With probability `label_noise` the scores of one adjacent pair of
     distinct grades are swapped, as the annotator's rankings swap one adjacent pair."""
-    from alignkit.world.datasets import item_from_dict
+    from alignkit.world.tasks import item_from_dict
     from alignkit.world.oracle import grade
 
     rng = random.Random(seed)

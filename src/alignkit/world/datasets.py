@@ -23,7 +23,7 @@ from alignkit.world import safety
 from alignkit.world.annotate import rate_samples
 from alignkit.world.generate import candidate, near_miss, sample_items, sft_rows, unique_prompts, verbose
 from alignkit.world.oracle import annotate_ranking
-from alignkit.world.tasks import FAMILIES, Item
+from alignkit.world.tasks import FAMILIES, Item, check_families, item_from_dict
 
 KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal", "verbose_wrong")
 KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose", "hedge")
@@ -33,11 +33,6 @@ KINDS_BENIGN = ("correct", "refusal", "verbose", "off_topic")
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
-
-
-def item_from_dict(row: dict[str, Any]) -> Item:
-    return Item(row["family"], row["prompt"], row["answer"], row.get("params", {}), row.get("template", 0),
-                row.get("harmful", False))
 
 
 def read_items(path: str | Path) -> list[Item]:
@@ -96,6 +91,7 @@ def stream(cfg: WorldConfig, role: str) -> str:
 
 def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     """Write every data set under out_dir; return their paths by name."""
+    check_families(cfg.thin_families, "world.thin_families")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: cfg.thin_weight for name in cfg.thin_families}

@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from alignkit.eval.metrics import wilson_interval
 from alignkit.world import safety
 from alignkit.world.tasks import FAMILIES, Item, normalise
 
@@ -80,16 +81,6 @@ def score(items: list[Item], responses: list[str]) -> dict[str, Any]:
         "n_benign": len(refused["benign"]),
         "mean_grade": mean([grade(i, r) for i, r in zip(items, responses)]),
     }
-
-
-def wilson_interval(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion wins / n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = wins / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def win_rate(items: list[Item], responses_a: list[str], responses_b: list[str]) -> dict[str, Any]:

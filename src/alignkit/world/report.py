@@ -46,7 +46,7 @@ HEADERS = ["model", "accuracy, new phrasings", "accuracy, new inputs", "refuses 
            "over-refuses benign", "over-refuses benign, new inputs"]
 
 
-def _headers(results: dict[str, Any]) -> list[str]:
+def headers(results: dict[str, Any]) -> list[str]:
     return [*HEADERS, *[f"win rate vs {b} [95% CI] (ties)" for b in _baselines(results)], "answer ppl"]
 
 
@@ -102,7 +102,7 @@ def rounds_lines(results: dict[str, Any]) -> list[str]:
 def results_table(results: dict[str, Any]) -> Table:
     n = results["splits"]
     table = Table(title=f"Demo world, held-out requests (phrasings: {n['heldout_phrasing']}, inputs: {n['heldout_input']})")
-    for h in _headers(results):
+    for h in headers(results):
         table.add_column(h, justify="left" if h == "model" else "right")
     for row in rows(results):
         table.add_row(*row)
@@ -110,7 +110,7 @@ def results_table(results: dict[str, Any]) -> Table:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["| " + " | ".join(_headers(results)) + " |", "|" + " --- |" * len(_headers(results))]
+    lines = ["| " + " | ".join(headers(results)) + " |", "|" + " --- |" * len(headers(results))]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
     families = sorted(next(iter(results["models"].values()))["scores"]["heldout_phrasing"]["per_family"])
     lines += ["", "Accuracy per family (held-out phrasings / held-out inputs):", "",

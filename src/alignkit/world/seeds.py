@@ -146,7 +146,7 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(_cell(m["figures"][f], f in PERCENT) for f in figs) + " |")
     rivals = {name: m for name, m in summary["models"].items() if "win_vs_sft" in m}
     if rivals:
-        lines += ["", f"Win rate against SFT on new phrasings, ties excluded (wins-losses); pooled over seeds with a 95% "
+        lines += ["", "Win rate against SFT on new phrasings, ties excluded (wins-losses); pooled over seeds with a 95% "
                   "interval from a bootstrap over seeds and prompts:", "",
                   "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled |", "|" + " --- |" * (len(seeds) + 2)]
         for name, m in rivals.items():
@@ -231,7 +231,7 @@ def seeds_png(summary: dict[str, Any], out_png: Path) -> Path:
 
 def write_seeds_report(summary: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
     """seeds.json, seeds.md and seeds.html (self-contained: the tables and the per-seed panels)."""
-    from alignkit.eval.report import _img
+    from alignkit.world.html_report import img_tag
 
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "seeds.json", "md": run_dir / "seeds.md", "html": run_dir / "seeds.html",
@@ -252,7 +252,7 @@ gives other numbers for the same seed, so what holds is what holds across seeds.
 {_markdown_tables_html(md)}
 <h2>Every seed, every figure</h2>
 <p>A point per seed, the black bar at the mean.</p>
-{_img(paths['png'], 'every figure with a point per seed')}
+{img_tag(paths['png'], 'every figure with a point per seed')}
 <h2>Each seed's own report</h2><ul>{links}</ul>
 </body></html>
 """, encoding="utf-8")

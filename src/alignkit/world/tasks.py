@@ -176,3 +176,22 @@ class Item:
     def as_dict(self) -> dict[str, Any]:
         return {"family": self.family, "prompt": self.prompt, "answer": self.answer, "params": self.params,
                 "template": self.template, "harmful": self.harmful}
+
+
+def check_families(names: list[str], key: str) -> None:
+    """Refuse a family name the world does not have, suggesting the closest (a config key's value)."""
+    import difflib
+
+    from alignkit.errors import ConfigError
+
+    for name in names:
+        if name not in FAMILIES:
+            close = difflib.get_close_matches(name, FAMILIES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; families: {', '.join(FAMILIES)}"
+            raise ConfigError(f"{key} names unknown family '{name}'{hint}")
+
+
+def item_from_dict(row: dict[str, Any]) -> Item:
+    """An item back from its JSON row (the world's data files and the blind sheets)."""
+    return Item(row["family"], row["prompt"], row["answer"], row.get("params", {}), row.get("template", 0),
+                row.get("harmful", False))

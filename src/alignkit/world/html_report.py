@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from alignkit.world.oracle import wilson_interval
+from alignkit.eval.metrics import wilson_interval
 
 # Stage directory under run_dir -> (title, the metrics worth a curve). Missing ones are skipped.
 CURVES = {
@@ -109,19 +109,19 @@ def curves_png(metrics: Path, keys: list[str], title: str, out_png: Path) -> Pat
     return plot_metrics(metrics, out_png, title=title, keys=present) if present else None
 
 
-def _img(path: Path, alt: str) -> str:
+def img_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
-    from alignkit.world.report import _headers, distill_lines, ppo_lines, reward_lines, rounds_lines, rows
+    from alignkit.world.report import headers, distill_lines, ppo_lines, reward_lines, rounds_lines, rows
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(results))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(results))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(results))
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in reward_lines(results) + ppo_lines(results)
                     + rounds_lines(results) + distill_lines(results))
-    curves = "".join(f"<h3>{html.escape(title)}</h3>{_img(png, title)}" for title, png in charts.items() if title != "axes")
+    curves = "".join(f"<h3>{html.escape(title)}</h3>{img_tag(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []
     for split, items in results.get("samples", {}).items():
         names = [k for k in items[0] if k not in ("prompt", "answer")] if items else []
@@ -148,7 +148,7 @@ from the rate and shown beside it. Intervals are 95%.</p>
 <table><tr>{head}</tr>{body}</table>
 {notes}
 <h2>At a glance</h2>
-{_img(charts['axes'], 'accuracy, refusal, over-refusal and win rate per model')}
+{img_tag(charts['axes'], 'accuracy, refusal, over-refusal and win rate per model')}
 <h2>Training curves</h2>
 {curves}
 <h2>Sample answers</h2>

@@ -1,0 +1,190 @@
+"""The demo pipeline's configs: the world's data sets, its evaluation, ranking rounds, and the
+pipeline that runs the stages in order.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from alignkit.config.parts import OptimConfig, TrainConfig, check_non_negative, check_positive
+from alignkit.config.ppo import PPOConfig
+from alignkit.config.stages import (BestOfNConfig, DistillConfig, DPOConfig, PretrainConfig, RMConfig, SFTConfig,
+                                    TinyModelConfig)
+from alignkit.errors import ConfigError
+
+
+@dataclass
+class WorldConfig:
+    """The demo world's data sets (alignkit.world)."""
+
+    seed: int = 0
+    """Seed for every data set; the same seed gives the same files."""
+    sft_examples: int = 8000
+    """Instruction-response demonstrations to write (before exact duplicates are dropped)."""
+    sloppy_share: float = 0.1
+    """Share of demonstrations that are imperfect: padded, wrong, over-cautious, or unsafe compliance."""
+    thin_families: list[str] = field(default_factory=lambda: ["quote", "last_word"])
+    """Families covered thinly in the demonstrations (room for preference learning to help)."""
+    thin_weight: float = 0.3
+    """Sampling weight of a thin family relative to 1.0 for the others."""
+    safety_share: float = 0.2
+    """Share of requests from the safety family (harmful and benign look-alikes in equal number)."""
+    ranking_prompts: int = 3000
+    """Prompts with ranked candidate responses (preference data)."""
+    candidates: int = 4
+    """Candidate responses per ranked prompt (3 or 4)."""
+    label_noise: float = 0.1
+    """Probability that the simulated annotator swaps one adjacent pair of a ranking."""
+    correctness_prompts: int = 0
+    """Further skill prompts rated by the annotator over the right answer, bare and padded, a near miss,
+    another input's answer and one of them padded, added to the rankings: more right-vs-wrong pairs
+    for a reward model that must judge correctness (6 of a row's 9 pairs; the ranked prompts hold
+    about 1.6 such pairs in 6 per skill prompt)."""
+    rl_prompts: int = 2000
+    """Prompts for reinforcement learning (training phrasings and inputs)."""
+    eval_prompts: int = 400
+    """Prompts in each held-out evaluation split."""
+
+    def validate(self, where: str) -> None:
+        # The family names in thin_families are the world's to check (world.datasets.write_world_data).
+        for key in ("sloppy_share", "safety_share", "label_noise"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{where}: world.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.candidates not in (2, 3, 4):
+            raise ConfigError(f"{where}: world.candidates must be 2, 3 or 4, got {self.candidates}")
+        for key in ("sft_examples", "ranking_prompts", "rl_prompts", "eval_prompts"):
+            check_positive(where, f"world.{key}", getattr(self, key))
+        check_non_negative(where, "world.correctness_prompts", self.correctness_prompts)
+
+
+@dataclass
+class WorldEvalConfig:
+    max_new_tokens: int = 24
+    """Longest answer generated per request (greedy decoding)."""
+    batch_size: int = 128
+    """Requests generated together."""
+    baseline: str = "base"
+    """Model the others' win rates are measured against."""
+    also_vs: list[str] = field(default_factory=lambda: ["sft"])
+    """Further baselines for win rates (e.g. PPO against SFT), where those models were trained."""
+    safety_filter: bool = True
+    """Also evaluate the SFT model behind the rule-based safety filter, as the row "sft+filter"."""
+    filter_rules: str = ""
+    """Rules YAML for that filter (empty: the rules alignkit ships)."""
+
+
+@dataclass
+class RoundsConfig:
+    """On-policy ranking rounds after PPO (iterated RLHF: Bai et al. 2022, "Training a helpful and
+    harmless assistant", §4.5; Touvron et al. 2023, Llama 2, §3.2.2): the current policy samples k
+    responses per prompt, the annotator rates them, the pairs join the reward data, the reward model
+    continues on all of it, and PPO continues from the current policy against it."""
+
+    rounds: int = 2
+    """Rounds after the first PPO run."""
+    prompts: int = 256
+    """RL prompts sampled per round (a seeded draw of the RL prompts, another each round)."""
+    k: int = 4
+    """Responses sampled per prompt from the current policy (different ones; a prompt with fewer than 2
+    different responses, or whose responses all tie, adds nothing)."""
+    temperature: float = 1.0
+    """Sampling temperature of those responses."""
+    max_new_tokens: int = 48
+    """Longest sampled response."""
+    rm_steps: int = 300
+    """Reward-model steps per round, continuing from the current reward model on every ranking so far
+    (the world's and each round's), with the rm section's other settings."""
+    ppo_steps: int = 20
+    """PPO iterations per round, from the current policy (its best held-out iteration when ppo.keep_best),
+    with the SFT model as the KL reference and the ppo section's other settings."""
+
+    def validate(self, where: str) -> None:
+        for key in ("rounds", "prompts", "k", "temperature", "max_new_tokens", "rm_steps", "ppo_steps"):
+            check_positive(where, f"rounds.{key}", getattr(self, key))
+        if self.k < 2:
+            raise ConfigError(f"{where}: rounds.k must be at least 2 (a ranking compares responses), got {self.k}")
+
+
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "rounds", "dpo", "best-of-n", "distill", "eval")
+
+
+@dataclass
+class PipelineConfig:
+    """The pipeline: the demo world's data, then each listed stage reading the previous one's output."""
+
+    run_dir: str = "runs/demo"
+    """Everything the pipeline writes goes under this directory."""
+    stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
+    """Stages to run, in order: pretrain, sft, rm, ppo, rounds, dpo, best-of-n, distill, eval."""
+    cache_dir: str = ""
+    """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
+    else run_dir/cache)."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The demo world's data sets."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Pretraining of the base model (output_dir is set by the pipeline)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised fine-tuning (model.path, data paths and output_dir are set by the pipeline)."""
+    rm: RMConfig = field(default_factory=RMConfig)
+    """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
+    rm_ensemble: int = 1
+    """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
+    more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    """On-policy ranking rounds after PPO (the stage "rounds"; its policy is the row "ppo-rounds")."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """DPO (or a kin) from the SFT model on the reward model's rankings (paths set by the pipeline)."""
+    best_of_n: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """best-of-n: the SFT model's n samples per RL prompt, the reward model's favourite kept (paths set by
+    the pipeline); then `rft` fine-tunes the SFT model on them."""
+    rft: SFTConfig = field(default_factory=lambda: SFTConfig(optim=OptimConfig(lr=1e-4), train=TrainConfig(
+        batch_size=32, max_steps=100)))
+    """Rejection-sampling fine-tuning: SFT from the SFT model on the best-of-n data (the "best-of-n" row)."""
+    student: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(hidden=80))
+    """distill: the student's architecture (hidden 80: 44% of the demo base's parameters). It is
+    pretrained like the base (same corpus, hence the same tokenizer) and fine-tuned with the sft
+    settings ("student-sft") before distillation."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """distill: the teacher (distill_teacher) into the student's SFT model, on the RL prompts."""
+    distill_teacher: str = "dpo"
+    """distill: which model of this run teaches: dpo, ppo, best-of-n or sft."""
+    eval: WorldEvalConfig = field(default_factory=WorldEvalConfig)
+    """Evaluation of every model on the held-out requests."""
+    seeds: list[int] = field(default_factory=list)
+    """Run the whole pipeline once per seed (e.g. `seeds=0,1,2,3,4`), each under run_dir/seed-N with
+    world.seed and every stage's seed set to N, then write the results across seeds (seeds.md,
+    seeds.json, seeds.html in run_dir). Empty: one run, with the seeds as configured."""
+    seed_workers: int = 1
+    """Seeds run at the same time, each in its own process (its log in run_dir/seed-N/log.txt). Each
+    process uses torch's default threads, so the numbers do not depend on this; on 2 cores, 1 is fastest."""
+
+    def validate(self, where: str) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{where}: seeds lists a seed twice: {self.seeds}")
+        if any(s < 0 for s in self.seeds):
+            raise ConfigError(f"{where}: seeds must be non-negative integers, got {self.seeds}")
+        check_positive(where, "seed_workers", self.seed_workers)
+        check_positive(where, "rm_ensemble", self.rm_ensemble)
+        if self.seeds and "eval" not in self.stages:
+            raise ConfigError(f"{where}: seeds needs the eval stage (the table across seeds is built from each "
+                              "seed's results); add eval to stages")
+        for stage in self.stages:
+            if stage not in PIPELINE_STAGES:
+                close = difflib.get_close_matches(stage, PIPELINE_STAGES, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
+        self.world.validate(where)
+        self.pretrain.validate(where)
+        if "rounds" in self.stages:
+            self.rounds.validate(where)
+            missing = [s for s in ("rm", "ppo") if s not in self.stages]
+            if missing:
+                raise ConfigError(f"{where}: the rounds stage continues the reward model and PPO of this run; add "
+                                  f"{' and '.join(missing)} to stages")
+        if "distill" in self.stages and self.distill_teacher not in self.stages and not self.distill.teacher:
+            raise ConfigError(f"{where}: distill_teacher '{self.distill_teacher}' is not a stage of this run "
+                              f"(stages: {', '.join(self.stages)}); list it in stages, or set distill.teacher to a "
+                              "model directory")
