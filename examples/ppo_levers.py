@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from alignkit.config import PipelineConfig, load_config
-from alignkit.stages.pipeline import ppo_config
+from alignkit.config import pipeline_ppo_config
 from alignkit.stages.ppo import run_ppo
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import read_items
@@ -60,7 +60,7 @@ def main() -> None:
         variant = load_config(PipelineConfig, args.config, [
             f"run_dir={args.run_dir}", "ppo.log.progress=false",
             *(f"ppo.{o}".replace("WORLD", str(world)) for o in overrides if o != NO_OFFSET)])
-        ppo_cfg = ppo_config(variant.ppo, out, sft, no_offset if NO_OFFSET in overrides else rm, world_files)
+        ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, no_offset if NO_OFFSET in overrides else rm, world_files)
         ppo_cfg.validate(name)
         print(f"== {name}", flush=True)
         final = run_ppo(ppo_cfg)

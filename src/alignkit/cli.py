@@ -9,29 +9,72 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Any, Callable
 
+from alignkit import config as C  # dataclasses and the YAML loader only: cheap to import
 from alignkit.errors import AlignkitError
 
 
-def _stage_command(name: str, config_cls_path: str, run_path: str) -> Callable[[list[str]], int]:
-    def command(argv: list[str]) -> int:
-        import importlib
+# The function behind each stage command. Each imports its stage when it runs, so `alignkit --help`
+# and the plain commands do not pay for torch and transformers (2.7 s on our machines).
+def run_pretrain(cfg: Any) -> Any:
+    from alignkit.stages.pretrain import run_pretrain
+    return run_pretrain(cfg)
 
+
+def run_sft(cfg: Any) -> Any:
+    from alignkit.stages.sft import run_sft
+    return run_sft(cfg)
+
+
+def run_pipeline(cfg: Any) -> Any:
+    from alignkit.stages.pipeline import run_pipeline
+    return run_pipeline(cfg)
+
+
+def run_rm(cfg: Any) -> Any:
+    from alignkit.stages.rm import run_rm
+    return run_rm(cfg)
+
+
+def run_ppo(cfg: Any) -> Any:
+    from alignkit.stages.ppo import run_ppo
+    return run_ppo(cfg)
+
+
+def run_dpo(cfg: Any) -> Any:
+    from alignkit.stages.dpo import run_dpo
+    return run_dpo(cfg)
+
+
+def run_distill(cfg: Any) -> Any:
+    from alignkit.stages.distill import run_distill
+    return run_distill(cfg)
+
+
+def run_best_of_n(cfg: Any) -> Any:
+    from alignkit.stages.best_of_n import run_best_of_n
+    return run_best_of_n(cfg)
+
+
+def run_eval(cfg: Any) -> Any:
+    from alignkit.stages.evaluate import run_eval
+    return run_eval(cfg)
+
+
+def _stage_command(name: str, config_cls: type, run: Callable[[Any], Any]) -> Callable[[list[str]], int]:
+    """A stage command: an optional YAML file and key=value overrides into `config_cls`, then `run`."""
+    def command(argv: list[str]) -> int:
         from alignkit.config import describe, load_config
 
-        mod, cls_name = config_cls_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(mod), cls_name)
         if any(a in ("-h", "--help") for a in argv):
-            print(f"usage: alignkit {name} [CONFIG.yaml] [key=value ...]\n\n{(cls.__doc__ or '').strip()}\n\nkeys:")
-            for key, tp, default, doc in describe(cls):
+            print(f"usage: alignkit {name} [CONFIG.yaml] [key=value ...]\n\n{(config_cls.__doc__ or '').strip()}\n\nkeys:")
+            for key, tp, default, doc in describe(config_cls):
                 print(f"  {key} ({tp}, default {default})\n      {doc}")
             return 0
         path = argv[0] if argv and "=" not in argv[0] else None
         overrides = argv[1:] if path else argv
-        cfg = load_config(cls, path, overrides)
-        mod, fn = run_path.rsplit(".", 1)
-        getattr(importlib.import_module(mod), fn)(cfg)
+        run(load_config(config_cls, path, overrides))
         return 0
 
     return command
@@ -258,8 +301,7 @@ def cmd_eval(argv: list[str]) -> int:
         print(f"{r['model']} vs {r['versus']}: {r['wins']} wins, {r['losses']} losses, {r['ties']} ties; win rate "
               f"{100 * r['win_rate']:.1f}% [95% CI {100 * lo:.1f}-{100 * hi:.1f}] of {r['wins'] + r['losses']} decided")
         return 0
-    return _stage_command("eval", "alignkit.config.EvalConfig", "alignkit.stages.evaluate.run_eval")(
-        eval_models_as_override(argv))
+    return _stage_command("eval", C.EvalConfig, run_eval)(eval_models_as_override(argv))
 
 
 def eval_models_as_override(argv: list[str]) -> list[str]:
@@ -288,7 +330,13 @@ def cmd_world(argv: list[str]) -> int:
             return 2
         from alignkit.world.annotate import fill_ranking_sheet
 
-        n = fill_ranking_sheet(argv[1], argv[2], float(argv[3]) if len(argv) > 3 else 0.0)
+        try:
+            noise = float(argv[3]) if len(argv) > 3 else 0.0
+        except ValueError:
+            noise = -1.0
+        if not 0.0 <= noise <= 1.0:
+            raise AlignkitError(f"label_noise must be a number in [0, 1], got '{argv[3]}'")
+        n = fill_ranking_sheet(argv[1], argv[2], noise)
         print(f"{argv[1]}: {n} rows ranked by the simulated annotator")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] != "data" or len(argv) < 2:
@@ -321,24 +369,24 @@ def cmd_demo(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "pretrain": (_stage_command("pretrain", "alignkit.config.PretrainConfig", "alignkit.stages.pretrain.run_pretrain"),
+    "pretrain": (_stage_command("pretrain", C.PretrainConfig, run_pretrain),
                  "train a tokenizer and a small base model from scratch (the demo world's corpus by default)"),
-    "sft": (_stage_command("sft", "alignkit.config.SFTConfig", "alignkit.stages.sft.run_sft"),
+    "sft": (_stage_command("sft", C.SFTConfig, run_sft),
             "supervised fine-tuning on instruction-response data"),
-    "pipeline": (_stage_command("pipeline", "alignkit.config.PipelineConfig", "alignkit.stages.pipeline.run_pipeline"),
+    "pipeline": (_stage_command("pipeline", C.PipelineConfig, run_pipeline),
                  "run the stages a config lists (the demo: configs/demo.yaml)"),
     "world": (cmd_world, "write the demo world's data sets (alignkit world data OUT_DIR [key=value ...])"),
-    "rm": (_stage_command("rm", "alignkit.config.RMConfig", "alignkit.stages.rm.run_rm"),
+    "rm": (_stage_command("rm", C.RMConfig, run_rm),
            "train a reward model on pairwise or ranked preference data"),
-    "ppo": (_stage_command("ppo", "alignkit.config.PPOConfig", "alignkit.stages.ppo.run_ppo"),
+    "ppo": (_stage_command("ppo", C.PPOConfig, run_ppo),
             "RLHF: PPO on a policy with a reward model and a KL penalty to the reference"),
-    "dpo": (_stage_command("dpo", "alignkit.config.DPOConfig", "alignkit.stages.dpo.run_dpo"),
+    "dpo": (_stage_command("dpo", C.DPOConfig, run_dpo),
             "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
-    "distill": (_stage_command("distill", "alignkit.config.DistillConfig", "alignkit.stages.distill.run_distill"),
+    "distill": (_stage_command("distill", C.DistillConfig, run_distill),
                 "distil a teacher into a student: on the teacher's text (sequence) or its token distributions (token)"),
     "eval": (cmd_eval, "compare models on a prompt set (metrics, reward, win rates, refusals, with intervals); "
                        "export-human / import-human for people's side-by-side ratings"),
-    "best-of-n": (_stage_command("best-of-n", "alignkit.config.BestOfNConfig", "alignkit.stages.best_of_n.run_best_of_n"),
+    "best-of-n": (_stage_command("best-of-n", C.BestOfNConfig, run_best_of_n),
                   "sample n responses per prompt, keep the reward model's favourite: SFT data and the reward gain per n"),
     "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
@@ -378,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`alignkit sft --help | head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":

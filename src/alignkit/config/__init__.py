@@ -17,7 +17,8 @@ from alignkit.config.stages import (BestOfNConfig, CorpusConfig, DistillConfig, 
                                     RewardNormConfig, RMConfig, SFTConfig, TinyModelConfig)
 from alignkit.config.ppo import KLConfig, PlacementConfig, PPOAlgoConfig, PPOConfig, RolloutConfig
 from alignkit.errors import ConfigError  # raised by every loader here; importable from both
-from alignkit.config.demo import PIPELINE_STAGES, PipelineConfig, RoundsConfig, WorldConfig, WorldEvalConfig
+from alignkit.config.demo import (PIPELINE_STAGES, PipelineConfig, RoundsConfig, WorldConfig, WorldEvalConfig,
+                                  pipeline_ppo_config)
 
 __all__ = ["ConfigError", "BestOfNConfig", "CheckpointConfig", "CorpusConfig", "DPOConfig", "DataConfig", "DistillConfig",
            "EvalConfig", "KLConfig", "LogConfig", "ModelConfig", "OptimConfig", "PIPELINE_STAGES",
@@ -25,5 +26,5 @@ __all__ = ["ConfigError", "BestOfNConfig", "CheckpointConfig", "CorpusConfig", "
            "PreferenceDataConfig", "PretrainConfig", "RMConfig", "RewardNormConfig", "RolloutConfig",
            "RoundsConfig", "SFTConfig", "SamplingConfig", "TinyModelConfig", "TrainConfig", "WorldConfig",
            "WorldEvalConfig", "all_keys", "check_data_part", "check_non_negative", "check_positive",
-           "check_training_parts", "describe", "field_docs", "from_dict", "load_config", "parse_override",
+           "check_training_parts", "describe", "field_docs", "from_dict", "load_config", "parse_override", "pipeline_ppo_config",
            "read_yaml", "to_dict", "to_yaml", "yaml_key_lines"]

@@ -4,8 +4,11 @@ pipeline that runs the stages in order.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alignkit.config.parts import OptimConfig, TrainConfig, check_non_negative, check_positive
 from alignkit.config.ppo import PPOConfig
@@ -161,6 +164,13 @@ class PipelineConfig:
     """Seeds run at the same time, each in its own process (its log in run_dir/seed-N/log.txt). Each
     process uses torch's default threads, so the numbers do not depend on this; on 2 cores, 1 is fastest."""
 
+    def cache_root(self) -> Path:
+        """Where pretrained bases are cached: cache_dir, else $ALIGNKIT_CACHE, else run_dir/cache (so
+        everything the demo writes stays under its run directory)."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return Path(os.environ.get("ALIGNKIT_CACHE", Path(self.run_dir) / "cache"))
+
     def validate(self, where: str) -> None:
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"{where}: seeds lists a seed twice: {self.seeds}")
@@ -188,3 +198,12 @@ class PipelineConfig:
             raise ConfigError(f"{where}: distill_teacher '{self.distill_teacher}' is not a stage of this run "
                               f"(stages: {', '.join(self.stages)}); list it in stages, or set distill.teacher to a "
                               "model directory")
+
+
+def pipeline_ppo_config(ppo: PPOConfig, output_dir: Path, policy: Path, reward: Path, world: dict[str, Path]) -> PPOConfig:
+    """The pipeline's PPO stage config (and each ranking round's): `ppo` with the policy, the reward
+    model and the world's RL prompts (held-out reward on its other training-split prompts) filled in."""
+    return dataclasses.replace(
+        ppo, output_dir=str(output_dir), resume=True, model=dataclasses.replace(ppo.model, path=str(policy)),
+        reward_model=str(reward), rollout=dataclasses.replace(ppo.rollout, prompts_path=str(world["rl_prompts"]),
+                                                              eval_prompts_path=str(world["rl_eval_prompts"])))

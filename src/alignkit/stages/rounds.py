@@ -77,7 +77,7 @@ def run_rounds(cfg: Any, run_dir: Path, sft_dir: Path, policy_dir: Path, reward_
                rate: Rate) -> tuple[Path, Path, list[dict[str, Any]]]:
     """cfg.rounds.rounds rounds from `policy_dir` (the PPO policy) and `reward_dir` (its reward model);
     returns (the last policy, the last reward model, each round's record)."""
-    from alignkit.stages.pipeline import ppo_config
+    from alignkit.config import pipeline_ppo_config
     from alignkit.stages.ppo import run_ppo
     from alignkit.stages.rm import run_rm
 
@@ -113,7 +113,7 @@ def run_rounds(cfg: Any, run_dir: Path, sft_dir: Path, policy_dir: Path, reward_
                                           policy_path=str(policy_dir)))
         rm_cfg.validate(f"rounds (round {round_}, rm)")
         new_reward = run_rm(rm_cfg)
-        ppo_cfg = ppo_config(cfg.ppo, out / "ppo", policy_dir, new_reward, world)
+        ppo_cfg = pipeline_ppo_config(cfg.ppo, out / "ppo", policy_dir, new_reward, world)
         ppo_cfg = dataclasses.replace(ppo_cfg, reference_model=str(sft_dir),
                                       train=dataclasses.replace(ppo_cfg.train, max_steps=r.ppo_steps))
         ppo_cfg.validate(f"rounds (round {round_}, ppo)")

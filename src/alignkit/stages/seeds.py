@@ -27,12 +27,10 @@ SEED_CONFIG = "pipeline-seed.yaml"
 def seed_config(cfg: PipelineConfig, seed: int) -> PipelineConfig:
     """The one-seed pipeline of `cfg` for `seed`: its own run directory, the shared base cache, and
     every section that has a seed (world, pretrain, each stage) set to it."""
-    from alignkit.stages.pipeline import cache_root
-
     seeded = {f.name: dataclasses.replace(getattr(cfg, f.name), seed=seed) for f in dataclasses.fields(cfg)
               if dataclasses.is_dataclass(getattr(cfg, f.name)) and hasattr(getattr(cfg, f.name), "seed")}
     return dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / f"seed-{seed}"), seeds=[], seed_workers=1,
-                               cache_dir=str(cache_root(cfg)), **seeded)
+                               cache_dir=str(cfg.cache_root()), **seeded)
 
 
 def finished(seed_cfg: PipelineConfig) -> bool:

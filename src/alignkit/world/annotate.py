@@ -16,7 +16,14 @@ from alignkit.world.tasks import Item
 def fill_ranking_sheet(sheet_csv: str | Path, key_json: str | Path, label_noise: float = 0.0, seed: int = 0) -> int:
     """Write the annotator's order into every row of a sheet whose items come from the world (their
     key carries family, answer and params). Returns the number of rows filled."""
-    key = json.loads(Path(key_json).read_text())["items"]
+    for path in (sheet_csv, key_json):
+        if not Path(path).is_file():
+            raise DataError(f"{path} does not exist (expected the sheet .csv and key .json of "
+                            "`alignkit data export-ranking`)")
+    try:
+        key = json.loads(Path(key_json).read_text())["items"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{key_json}: not a ranking sheet's key (JSON with an 'items' mapping)") from None
     rng = random.Random(seed)
     with open(sheet_csv, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)

@@ -157,3 +157,38 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
             "n_by_kind": {k: len(v) for k, v in sorted(by_kind.items())},
             "correctness_by_pair": {k: mean(v) for k, v in sorted(by_pair.items())},
             "top1_is_best": mean(top1), "on_policy_accuracy": mean(on_policy), "n_on_policy_pairs": len(on_policy)}
+
+
+def summarize_distill(results: dict[str, Any], teacher: str, models: dict[str, Path]) -> dict[str, Any]:
+    """How much of the teacher's accuracy gain over the student's own SFT model the distilled student
+    recovers, per split: (distilled - student SFT) / (teacher - student SFT); and the two sizes."""
+    from alignkit.models import load_causal_lm
+
+    acc = lambda name, split: results["models"][name]["scores"][split]["accuracy"]  # noqa: E731
+    size = lambda name: sum(p.numel() for p in load_causal_lm(models[name]).parameters())  # noqa: E731
+    recovered, gains = {}, {}
+    for split in results["splits"]:
+        gap = acc(teacher, split) - acc("student-sft", split)
+        gains[split] = {"teacher": gap, "student": acc("student-distill", split) - acc("student-sft", split)}
+        recovered[split] = gains[split]["student"] / gap if gap > 0 else None
+    return {"teacher": teacher, "teacher_params": size(teacher), "student_params": size("student-distill"),
+            "recovered": recovered, "gains": gains}
+
+
+def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
+    """The PPO run in a few numbers: iterations, the one kept (best held-out reward, or the last),
+    its held-out reward and KL to the reference, and the largest KL of any iteration."""
+    from alignkit.training.metrics import read_metrics
+
+    rows = read_metrics(metrics_path)
+    train = [r for r in rows if "kl" in r]
+    evals = [r for r in rows if "eval_reward" in r]
+    if not train or not evals:
+        return None
+    kept = max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+    # Iteration 0 is the starting (SFT) policy itself: KL 0. A row's KL is that of its rollouts, taken
+    # before its update; the policy kept after iteration k is nearest to the rollouts of k + 1.
+    after = next((r for r in train if r["step"] == kept["step"] + 1), train[-1])
+    return {"iterations": train[-1]["step"], "kept_iteration": kept["step"], "eval_reward": kept["eval_reward"],
+            "eval_reward_start": evals[0]["eval_reward"], "kl": after["kl"] if kept["step"] else 0.0,
+            "kl_max": max(r["kl"] for r in train)}
