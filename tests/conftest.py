@@ -84,3 +84,19 @@ def tokenizer(tiny_dir):
 @pytest.fixture
 def train_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", task_rows())
+
+
+@pytest.fixture(scope="session")
+def reward_dir(tiny_dir, tmp_path_factory) -> Path:
+    """A reward model as `alignkit rm` saves one: the tiny Llama with a fresh score head, and an offset."""
+    from alignkit.models import load_tokenizer
+    from alignkit.models.reward import load_reward_backbone
+
+    out = tmp_path_factory.mktemp("rm") / "model"
+    import torch
+
+    torch.manual_seed(0)
+    load_reward_backbone(tiny_dir).save_pretrained(out)
+    load_tokenizer(tiny_dir).save_pretrained(out)
+    (out / "reward_normalization.json").write_text(json.dumps({"offset": 0.25}))
+    return out

@@ -5,10 +5,12 @@ exhaustion or a lost file. Each case was found by trying it; the message fragmen
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from alignkit import config as C
 from alignkit.errors import AlignkitError
@@ -41,6 +43,45 @@ def sft_overrides(*overrides: str) -> Callable[[Path], object]:
     return lambda tmp: C.load_config(C.SFTConfig, None, [*REQUIRED, *overrides])
 
 
+def sft_run(*overrides: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path], object]:
+    """run_sft on a tiny setup; {tmp} in an override is the test's directory. The refusals here all
+    come before any model or data is loaded."""
+    def run(tmp: Path) -> object:
+        from alignkit.stages.sft import run_sft
+
+        if setup is not None:
+            setup(tmp)
+        args = [o.replace("{tmp}", str(tmp)) for o in overrides]
+        return run_sft(C.load_config(C.SFTConfig, None, [*REQUIRED, *args]))
+    return run
+
+
+def write(rel: str, text: str = "x") -> Callable[[Path], None]:
+    def make(tmp: Path) -> None:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+    return make
+
+
+def base_file(target: str, setup: Callable[[Path], None] | None = None) -> Callable[[Path], object]:
+    def run(tmp: Path) -> object:
+        if setup is not None:
+            setup(tmp)
+        path = tmp / "child.yaml"
+        path.write_text(f"base: {target.replace('{tmp}', str(tmp))}\n")
+        return C.load_config(C.SFTConfig, path, REQUIRED)
+    return run
+
+
+def base_chain(depth: int) -> Callable[[Path], object]:
+    def run(tmp: Path) -> object:
+        for i in range(depth):
+            (tmp / f"c{i}.yaml").write_text(f"base: c{i + 1}.yaml\n")
+        (tmp / f"c{depth}.yaml").write_text("optim:\n  lr: 1.0e-4\n")
+        return C.load_config(C.SFTConfig, tmp / "c0.yaml", REQUIRED)
+    return run
+
+
 def cli(*argv: str) -> Callable[[Path], object]:
     """The command as a user types it; its clear errors become AlignkitError here as in main()."""
     def run(tmp: Path) -> object:
@@ -58,6 +99,24 @@ CASES = {
     "world annotate with a label noise that is not a number": (cli("world", "annotate", "x", "y", "abc"),
                                                                "label_noise must be a number in [0, 1], got 'abc'"),
     "world annotate with files that do not exist": (cli("world", "annotate", "x.csv", "y.json"), "x.csv does not exist"),
+    "a rule the linear-time engine cannot take": (rules_file("categories:\n  a:\n    patterns: ['(?=x)ab']\n"),
+                                                  "needs a construct the linear-time regex engine (RE2) does not have"),
+    "empty output_dir": (sft_run("output_dir="), "output_dir is empty"),
+    "output_dir that is a file": (sft_run("output_dir={tmp}/f", setup=write("f")), "is a file, not a directory"),
+    "output_dir equal to the input model": (sft_run("output_dir={tmp}/m", "model.path={tmp}/m", setup=write("m/config.json")),
+                                            "model.path="),
+    "input model inside output_dir/model": (sft_run("output_dir={tmp}/run", "model.path={tmp}/run/model",
+                                                    setup=write("run/model/config.json")), "is inside output_dir"),
+    "a user's own files in output_dir/model": (sft_run("output_dir={tmp}/run", setup=write("run/model/notes.txt")),
+                                               "model already exists, and the run would replace it"),
+    "resume with another learning rate": (sft_run("output_dir={tmp}/run", "resume=true", "optim.lr=0.5",
+                                                  setup=lambda tmp: [write("run/metrics.jsonl", "")(tmp),
+                                                                     write("run/config.yaml", "optim:\n  lr: 0.0001\n")(tmp)]),
+                                          "optim.lr (0.0001 -> 0.5)"),
+    "base: a file that is not YAML": (base_file("{tmp}/shadow", write("shadow", "root:$6$secrethash:19000:0")),
+                                      "is not a .yaml or .yml file"),
+    "base: a directory": (base_file("{tmp}/d.yaml", lambda tmp: (tmp / "d.yaml").mkdir()), "is a directory"),
+    "base: a 1,200-deep chain": (base_chain(1200), "a chain of more than 32 base files"),
 }
 
 
@@ -68,6 +127,32 @@ def test_bad_input_ends_in_a_clear_error(case, tmp_path):
         run(tmp_path)
     assert message in str(err.value)
     assert len(str(err.value)) < 600  # a message, not a dump of the input
+    assert "secrethash" not in str(err.value)  # file content is never echoed
+
+
+def test_user_files_in_output_model_survive(tmp_path):
+    """The refusal above is what keeps them: nothing was deleted or written into model/."""
+    with pytest.raises(AlignkitError):
+        sft_run("output_dir={tmp}/run", setup=write("run/model/notes.txt", "mine"))(tmp_path)
+    assert (tmp_path / "run" / "model" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "run" / "model").iterdir()) == ["notes.txt"]
+
+
+def test_catastrophic_backtracking_rule_does_not_hang():
+    """'(a+)+$' on 41 a's and a b takes ~2^41 steps in Python's re; RE2 answers at once (a hang would
+    trip the alarm and fail the test)."""
+    import signal
+
+    from alignkit.safety.rules import parse_rules
+
+    rules = parse_rules({"categories": {"a": {"patterns": ["(a+)+$"]}}})
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("the rule hung")))
+    signal.alarm(10)
+    try:
+        assert rules.categories[0].find("a" * 41 + "b") is None
+        assert rules.categories[0].find("a" * 41) is not None
+    finally:
+        signal.alarm(0)
 
 
 def test_help_piped_into_head_ends_quietly():
@@ -82,3 +167,70 @@ def test_help_piped_into_head_ends_quietly():
     proc.stdout.close()  # before the rest is written: the next write hits a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and "Traceback" not in err
+
+
+def test_a_causal_lm_given_as_reward_model_is_refused(tiny_dir, reward_dir):
+    """Any causal LM loads as a classifier with a fresh, random score head: PPO and eval would then run
+    against noise. A directory `alignkit rm` wrote (the head's weights present) still loads."""
+    from alignkit.errors import ModelError
+    from alignkit.models.reward import load_reward_model
+
+    with pytest.raises(ModelError, match="is not a trained reward model: it has no weights for score.weight"):
+        load_reward_model(tiny_dir)
+    assert load_reward_model(reward_dir)[1] == 0.25
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tiny_dir, train_file, tmp_path, capsys):
+    """Truncate the newest checkpoint's weights: the resume warns, restores the previous checkpoint and
+    ends with exactly the weights of the run that never stopped."""
+    from safetensors.torch import load_file
+
+    from alignkit.stages.sft import run_sft
+
+    def sft(out, *more):
+        return run_sft(C.load_config(C.SFTConfig, None, [f"model.path={tiny_dir}", f"data.train_path={train_file}",
+                                                         f"output_dir={out}", "log.progress=false", "data.max_length=64",
+                                                         "train.max_steps=4", "checkpoint.save_every=1", "checkpoint.keep_last=3", *more]))
+
+    straight = load_file(str(sft(tmp_path / "a") / "model.safetensors"))
+    broken = tmp_path / "b"
+    sft(broken)
+    # An attempt that died after its step-3 checkpoint began to land: keep_last=3 left steps 2 to 4;
+    # drop step 4 and the model, and truncate step 3.
+    shutil.rmtree(broken / "model")
+    shutil.rmtree(broken / "checkpoints" / "step-000004")
+    (broken / "checkpoints" / "step-000003" / "model.safetensors").write_bytes(b"\x10\x00")
+    capsys.readouterr()
+    resumed = load_file(str(sft(broken, "resume=true") / "model.safetensors"))
+    assert "step-000003 cannot be read" in capsys.readouterr().err
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_a_full_disk_at_the_final_save_is_a_clear_error_and_leaves_nothing(tmp_path):
+    import errno
+
+    from alignkit.models.saving import save_final_model
+
+    class Model:
+        def save_pretrained(self, path, **_):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            (Path(path) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(AlignkitError, match="cannot write .*model: No space left on device"):
+        save_final_model(Model(), None, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_half_written_checkpoints_are_removed(tmp_path):
+    """A run killed while writing leaves .step-N.tmp-PID (model + optimizer sized); the next save
+    removes it."""
+    from alignkit.training.checkpoint import save_checkpoint
+
+    stale = tmp_path / "checkpoints" / ".step-000007.tmp-99999"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, 8, model, optimizer, None)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000008"]

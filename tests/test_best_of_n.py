@@ -45,7 +45,7 @@ def test_ks_for():
     assert ks_for(8) == [1, 2, 4, 8] and ks_for(6) == [1, 2, 4, 6] and ks_for(1) == [1]
 
 
-def test_stage_writes_the_best_sample_per_prompt_as_sft_data(tiny_dir, tmp_path):
+def test_stage_writes_the_best_sample_per_prompt_as_sft_data(tiny_dir, reward_dir, tmp_path):
     """The tiny model as policy, and as the backbone of a reward model with a fresh head: every data
     row is its prompt's best-scored ended sample, the curve rises with k, SFT reads the output."""
     from alignkit.config import BestOfNConfig, DataConfig, load_config
@@ -57,7 +57,7 @@ def test_stage_writes_the_best_sample_per_prompt_as_sft_data(tiny_dir, tmp_path)
     prompts.write_text("".join(json.dumps({"prompt": f"Reverse the word {w}."}) + "\n"
                                for w in ("apple", "pear", "plum", "fig", "lime")))
     out = tmp_path / "bon"
-    cfg = load_config(BestOfNConfig, None, [f"model.path={tiny_dir}", f"reward_model={tiny_dir}",
+    cfg = load_config(BestOfNConfig, None, [f"model.path={tiny_dir}", f"reward_model={reward_dir}",
                                             f"prompts_path={prompts}", f"output_dir={out}", "n=6",
                                             "sampling.max_new_tokens=6", "batch_size=2", "require_eos=false"])
     data = run_best_of_n(cfg)
@@ -69,14 +69,19 @@ def test_stage_writes_the_best_sample_per_prompt_as_sft_data(tiny_dir, tmp_path)
         assert row["messages"][-1] == {"role": "assistant", "content": sample["responses"][sample["best"]]}
         assert row["reward"] == pytest.approx(max(sample["scores"]))
     report = json.loads((out / "report.json").read_text())
-    curve = list(report["curve"].values())
-    assert list(report["curve"]) == ["1", "2", "4", "6"] and curve == sorted(curve) and curve[-1] > curve[0]
-    assert report["selected_mean_reward"] == pytest.approx(curve[-1])  # best of all n, nothing ineligible
+    # Against a plain loop over the saved samples: best of k = the mean, over every k-subset of a
+    # prompt's 6 scores, of the subset's maximum; averaged over prompts.
+    from itertools import combinations
+    from statistics import mean
+
+    expected = {str(k): mean(mean(max(c) for c in combinations(smp["scores"], k)) for smp in samples) for k in (1, 2, 4, 6)}
+    assert report["curve"] == pytest.approx(expected, abs=1e-6)
+    assert report["selected_mean_reward"] == pytest.approx(mean(max(smp["scores"]) for smp in samples))
     assert (out / "reward_vs_n.png").exists()
     sft = build_sft_data(DataConfig(train_path=str(data), eval_fraction=0), load_tokenizer(tiny_dir), seed=0)
     assert len(sft.train) >= 1  # SFT reads it (duplicates of identical answers are deduped)
     assert run_best_of_n(load_config(BestOfNConfig, None, [*map(str, [f"model.path={tiny_dir}"]),
-                                                            f"reward_model={tiny_dir}", f"prompts_path={prompts}",
+                                                            f"reward_model={reward_dir}", f"prompts_path={prompts}",
                                                             f"output_dir={out}", "resume=true"])) == data
 
 

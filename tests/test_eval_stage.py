@@ -30,10 +30,10 @@ def other(tiny_dir, tmp_path_factory) -> Path:
     return perturbed_copy(tiny_dir, tmp_path_factory.mktemp("other") / "model", scale=0.5, seed=3)
 
 
-def test_eval_reports_metrics_rewards_safety_and_win_rates(tiny_dir, other, prompts, tmp_path):
+def test_eval_reports_metrics_rewards_safety_and_win_rates(tiny_dir, reward_dir, other, prompts, tmp_path):
     out = tmp_path / "eval"
     cfg = load_config(EvalConfig, None, [f"models=[base={tiny_dir},other={other}]", f"prompts_path={prompts}",
-                                         f"output_dir={out}", "max_new_tokens=6", f"reward_model={tiny_dir}",
+                                         f"output_dir={out}", "max_new_tokens=6", f"reward_model={reward_dir}",
                                          f"judge_model={tiny_dir}", "bootstrap_resamples=200",
                                          "refusal_detector=judge"])
     results = json.loads(run_eval(cfg).read_text())

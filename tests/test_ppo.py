@@ -31,20 +31,6 @@ def prompts_file(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("ppo") / "prompts.jsonl", rows)
 
 
-@pytest.fixture(scope="session")
-def reward_dir(tiny_dir, tmp_path_factory) -> Path:
-    """A reward model as `alignkit rm` saves one: the tiny Llama with a fresh score head, and an offset."""
-    from alignkit.models import load_tokenizer
-    from alignkit.models.reward import load_reward_backbone
-
-    out = tmp_path_factory.mktemp("rm") / "model"
-    torch.manual_seed(0)
-    load_reward_backbone(tiny_dir).save_pretrained(out)
-    load_tokenizer(tiny_dir).save_pretrained(out)
-    (out / "reward_normalization.json").write_text(json.dumps({"offset": 0.25}))
-    return out
-
-
 def target_reward(prompts, responses):
     """Share of the response's words (6 in the demonstrations) that are the target word."""
     return torch.tensor([r.split().count(TARGET) / 6 for r in responses])

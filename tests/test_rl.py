@@ -63,6 +63,19 @@ def test_kl_penalized_rewards_put_the_score_on_the_last_real_token_only():
     assert torch.allclose(kl, torch.tensor([[0.5, 0.0, -1.0, 0.0]]))
 
 
+def test_kl_penalized_rewards_with_the_k3_estimator():
+    """The same tokens with k3: log r = ref - logp = (-0.5, 0, 1), k3 = (r - 1) - log r =
+    (e^-0.5 - 0.5, 0, e - 2) = (0.106531, 0, 0.718282); coefficient 0.1, score 2 on the last real
+    token: rewards (-0.0106531, 0, 2 - 0.0718282) and 0 on the padding. k3 is never negative where
+    k1 was (-1 on the third token)."""
+    logp = torch.tensor([[-1.0, -2.0, -3.0, 0.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0, 0.0]])
+    rewards, kl = kl_penalized_rewards(torch.tensor([2.0]), logp, ref, torch.tensor([[1, 1, 1, 0]]), kl_coef=0.1,
+                                       kind="k3")
+    assert torch.allclose(kl, torch.tensor([[0.106531, 0.0, 0.718282, 0.0]]), atol=1e-6)
+    assert torch.allclose(rewards, torch.tensor([[-0.0106531, 0.0, 1.9281718, 0.0]]), atol=1e-6)
+
+
 def test_k3_estimator_values():
     """k3 = (r - 1) - log r, r = exp(ref - logp): log r = -0.5 -> e^-0.5 - 0.5 = 0.106531; log r = 1 -> e - 2."""
     k3 = kl_estimate(torch.tensor([0.0, 0.0, -1.0]), torch.tensor([-0.5, 0.0, 0.0]), "k3")
@@ -96,11 +109,12 @@ def test_value_loss_clipping():
 
 
 def test_whitening_uses_only_masked_entries():
-    """(1, 2, 3) with a masked 100: mean 2, unbiased variance 1 -> (-1, 0, 1, 0)."""
-    out = whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1, 1, 1, 0]]))
-    assert torch.allclose(out, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6)
-    kept = whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1, 1, 1, 0]]), shift_mean=False)
-    assert torch.allclose(kept, torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-6)
+    """(2, 4, 6) with a masked 100: mean 4, unbiased variance (4 + 0 + 4) / 2 = 4, std 2 ->
+    (-1, 0, 1, 0). Without the mean shift the mean comes back: (-1, 0, 1) + 4 = (3, 4, 5, 0), which
+    differs from the input (a variance of exactly 1 would make both the same)."""
+    x, mask = torch.tensor([[2.0, 4.0, 6.0, 100.0]]), torch.tensor([[1, 1, 1, 0]])
+    assert torch.allclose(whiten(x, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(whiten(x, mask, shift_mean=False), torch.tensor([[3.0, 4.0, 5.0, 0.0]]), atol=1e-6)
 
 
 def test_adaptive_kl_controller_update():
@@ -215,3 +229,41 @@ def test_uncertainty_penalized_reward_is_mean_minus_coef_times_spread():
     assert torch.allclose(ensemble_scorer([a, b], 0.5)([[], []], ["x", "y"]), torch.tensor([1.5, 2.0]))
     with pytest.raises(ValueError, match="expected \\(models, responses\\)"):
         uncertainty_penalized(torch.zeros(3), 1.0)
+
+
+def test_experience_wires_k3_reward_clip_and_whitened_rewards(tiny_dir):
+    """PPO's experience on a real rollout of the tiny model against a perturbed reference, with
+    kl.estimator=k3, ppo.reward_clip=0.5 and ppo.whiten_rewards: each quantity must be what the pure
+    functions give on the experience's own log-probs, i.e. the stage passes every setting through.
+    Raw scores (-2, 0.2, 3) clip to (-0.5, 0.2, 0.5); the KL is k3 (never negative); the rewards are
+    the KL-penalised ones whitened without the mean shift."""
+    from contextlib import nullcontext
+
+    from alignkit.config import PPOConfig, load_config
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.value import PolicyAndValue, disable_dropout, hidden_size
+    from alignkit.rl.experience import Roles, experience
+    from alignkit.rl.kl import kl_penalized_rewards
+    from alignkit.rl.rollout import sample_rollout
+
+    cfg = load_config(PPOConfig, None, ["model.path=m", "rollout.prompts_path=p", "kl.estimator=k3",
+                                        "ppo.reward_clip=0.5", "ppo.whiten_rewards=true", "rollout.no_eos_penalty=0"])
+    torch.manual_seed(0)
+    policy, tokenizer = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    reference = load_causal_lm(tiny_dir)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    actor = PolicyAndValue(policy, None, hidden_size(policy))
+    disable_dropout(actor)
+    convs = [[{"role": "user", "content": f"Name a fruit like {w}."}] for w in ("apple", "pear", "plum")]
+    roll = sample_rollout(policy, tokenizer, convs, 6)
+    raw = torch.tensor([-2.0, 0.2, 3.0])
+    roles = Roles(actor, reference.eval(), tokenizer, nullcontext, lambda prompts, texts: raw)
+    exp = experience(cfg, roles, roll, convs, kl_coef=0.1, chunk=2)
+    mask = roll.response_mask
+    assert exp.scores.tolist() == pytest.approx([-0.5, 0.2, 0.5])
+    assert torch.allclose(exp.kl, kl_estimate(exp.old_logp, exp.ref_logp, "k3") * mask, atol=1e-6)
+    assert (exp.kl >= 0).all() and exp.kl.abs().sum() > 0
+    penalized, _ = kl_penalized_rewards(exp.scores, exp.old_logp, exp.ref_logp, mask, 0.1, "k3")
+    assert torch.allclose(exp.rewards, whiten(penalized, mask, shift_mean=False), atol=1e-6)

@@ -105,7 +105,7 @@ def test_applies_to_and_category_message(small):
     ("categories:\n  a:\n    patern: ['x']\n",
      "line 3: unknown key 'categories.a.patern'; did you mean 'categories.a.patterns'?"),
     ("categories:\n  a:\n    patterns: ['(unclosed']\n",
-     "category 'a': patterns pattern '(unclosed' is not a valid regex (missing ), unterminated subpattern"),
+     "category 'a': patterns pattern '(unclosed' is not a valid regex (missing ): (unclosed)"),
     ("categories:\n  a:\n    patterns: ['x']\n    allow: ['[z']\n",
      "category 'a': allow pattern '[z' is not a valid regex"),
     ("refusal_message: hi\n", "'categories' must be a non-empty mapping"),

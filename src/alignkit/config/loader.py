@@ -281,11 +281,26 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     return cfg
 
 
+MAX_BASE_DEPTH = 32
+
+
 def _load_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> Any:
     """The config a YAML file describes (its `base` first, if it names one), not yet validated."""
+    of = f" (the base of {chain[-1]})" if chain else ""
+    if path.is_dir():
+        raise ConfigError(f"config file {path}{of} is a directory; expected a .yaml file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist" + (f" (the base of {chain[-1]})" if chain else ""))
-    text = path.read_text()
+        raise ConfigError(f"config file {path} does not exist{of}")
+    if chain and path.suffix not in (".yaml", ".yml"):
+        # Never read (let alone quote in an error) a file that is not a config: `base: /etc/shadow`.
+        raise ConfigError(f"{chain[-1]}: base {path} is not a .yaml or .yml file")
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{chain[0]}: a chain of more than {MAX_BASE_DEPTH} base files; bases are meant to be one "
+                          "or two levels deep")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}{of} cannot be read as text ({type(exc).__name__})") from None
     loaded = read_yaml(text, str(path))
     if loaded is None:
         loaded = {}

@@ -111,19 +111,27 @@ def packing_is_exact_for_rewards(model: RewardModel, vocab_size: int) -> bool:
     return bool(torch.allclose(alone, packed, atol=1e-4, rtol=1e-3))
 
 
-def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> nn.Module:
+def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False,
+                         trained: bool = False) -> nn.Module:
     """A sequence-classification model with one output from a local model directory (a causal LM's
-    weights become the backbone; the scalar head starts fresh unless the directory already has one)."""
+    weights become the backbone; the scalar head starts fresh unless the directory already has one).
+    trained: the directory must hold a trained head (a reward model to score with, not to train)."""
     from transformers import AutoModelForSequenceClassification
 
     directory, gguf = resolve(path)
     if gguf:
         raise ModelError(f"'{path}': convert a GGUF model to a HF directory first (load_causal_lm + save_pretrained)")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            directory, num_labels=1, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            directory, num_labels=1, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code,
+            output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a reward model (sequence classification) from '{path}': {exc}") from None
+    if trained and info.get("missing_keys"):
+        # Any causal LM loads as a classifier with a freshly initialised head: scoring with it is noise.
+        raise ModelError(f"'{path}' is not a trained reward model: it has no weights for "
+                         f"{', '.join(sorted(info['missing_keys'])[:3])} (the score head would start random); "
+                         "train one with `alignkit rm`, or give the directory it wrote")
     if model.config.pad_token_id is None:
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
@@ -164,4 +172,4 @@ def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:
     norm = Path(path) / "reward_normalization.json"
     if norm.is_file():
         offset = float(json.loads(norm.read_text()).get("offset", 0.0))
-    return RewardModel(load_reward_backbone(path)), offset
+    return RewardModel(load_reward_backbone(path, trained=True)), offset

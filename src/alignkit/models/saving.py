@@ -9,6 +9,8 @@ from typing import Any
 
 from torch import nn
 
+from alignkit.errors import write_failure
+
 
 def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None,
                      extra_files: dict[str, str] | None = None, state_dict: dict[str, Any] | None = None) -> Path:
@@ -24,11 +26,15 @@ def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base
     if hasattr(model, "peft_config") and base_model_path:
         for cfg in model.peft_config.values():
             cfg.base_model_name_or_path = str(Path(base_model_path).resolve())
-    # state_dict: the whole weights when the model itself holds shards (FSDP)
-    model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
-    tokenizer.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():  # e.g. a reward model's normalisation
-        (tmp / name).write_text(text)
+    try:
+        # state_dict: the whole weights when the model itself holds shards (FSDP)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():  # e.g. a reward model's normalisation
+            (tmp / name).write_text(text)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written model left beside the run
+        raise write_failure(out, exc) from None
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

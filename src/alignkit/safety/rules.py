@@ -38,6 +38,8 @@ CATEGORY_KEYS = ("patterns", "allow", "applies_to", "message")
 DEFAULT_REFUSAL = "Sorry, I can't help with that."
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 
+Pattern = Any  # a compiled RE2 pattern (compile_linear): search, finditer, match, .pattern
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -50,8 +52,8 @@ class Hit:
 @dataclass(frozen=True)
 class Category:
     name: str
-    patterns: tuple[re.Pattern[str], ...]
-    allow: tuple[re.Pattern[str], ...] = ()
+    patterns: tuple[Pattern, ...]
+    allow: tuple[Pattern, ...] = ()
     applies_to: frozenset[str] = frozenset(SIDES)
     message: str | None = None
 
@@ -76,7 +78,7 @@ class Category:
         return None
 
 
-def _nonempty_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+def _nonempty_match(pattern: Pattern, text: str) -> Any:
     """The first match that covers at least one character (a pattern that can match nothing, like
     '\\b(?:bomb)?', would otherwise block every text)."""
     return next((m for m in pattern.finditer(text) if m.end() > m.start()), None)
@@ -149,7 +151,28 @@ def _category(name: str, spec: Any, where: str, lines: dict[str, int]) -> Catego
     return Category(name, patterns, allow, frozenset(sides), message)
 
 
-def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int]) -> tuple[re.Pattern[str], ...]:
+def compile_linear(pattern: str, what: str) -> Any:
+    """`pattern`, case-insensitive, compiled by RE2: matching takes time linear in the text, so a
+    rule like '(a+)+$' cannot hang the filter on a long line (Python's re backtracks exponentially).
+    RE2 has no lookarounds or backreferences; a pattern that needs them is refused, named."""
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ConfigError(f"{what} '{pattern}' is not a valid regex ({reason})") from None
+        raise ConfigError(f"{what} '{pattern}' needs a construct the linear-time regex engine (RE2) does not have "
+                          f"({reason}): lookarounds, backreferences and \\u escapes are not accepted") from None
+
+
+def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int]) -> tuple[Pattern, ...]:
     at = _at(where, lines, f"categories.{name}.{field}")
     if not isinstance(raw, list):
         raise ConfigError(f"{at}: category '{name}': '{field}' must be a list of regexes, got {raw!r}")
@@ -157,11 +180,7 @@ def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int])
     for pattern in raw:
         if not isinstance(pattern, str) or not pattern.strip():
             raise ConfigError(f"{at}: category '{name}': {field} entry {pattern!r} must be a non-empty regex string")
-        try:
-            rx = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' is not a valid regex "
-                              f"({exc})") from None
+        rx = compile_linear(pattern, f"{at}: category '{name}': {field} pattern")
         if any(ord(c) < 32 for c in pattern):
             raise ConfigError(f"{at}: category '{name}': {field} pattern {pattern!r} holds a control character; "
                               "in double quotes YAML turns '\\b' into a backspace: write regexes in single quotes")

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, write_failure
 from alignkit.training.seed import rng_state, set_rng_state
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -63,21 +63,52 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_stale_temporaries(root)
     tmp.mkdir()
-    params = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(params, str(tmp / "model.safetensors"))
-    opt_tensors, opt_meta = _optimizer_to_safe(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng_tensors, rng_meta = rank_rngs[0] if rank_rngs else rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    for rank, (tensors, _) in enumerate(rank_rngs or []):
-        if rank:
-            save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
-    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler else None,
-             "rng": rng_meta, "rng_ranks": [meta for _, meta in (rank_rngs or [])[1:]], "extra": extra or {}}
-    return publish(tmp, final, state, keep_last)
+    try:
+        params = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(params, str(tmp / "model.safetensors"))
+        opt_tensors, opt_meta = _optimizer_to_safe(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        rng_tensors, rng_meta = rank_rngs[0] if rank_rngs else rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        for rank, (tensors, _) in enumerate(rank_rngs or []):
+            if rank:
+                save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict() if scheduler else None,
+                 "rng": rng_meta, "rng_ranks": [meta for _, meta in (rank_rngs or [])[1:]], "extra": extra or {}}
+        return publish(tmp, final, state, keep_last)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not also leave a model-sized leftover
+        raise write_failure(final, exc) from None
+
+
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete half-written checkpoints (.step-N.tmp-PID) of processes that died while writing; each is
+    the size of the model and its optimizer state. Only one process writes a run's checkpoints."""
+    for stale in root.glob(".step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def fsync_tree(path: Path) -> None:
+    """Every file in `path`, and `path` itself, flushed to disk: a crash after the rename then finds
+    the checkpoint's contents, not empty files under a complete-looking name."""
+    for f in path.iterdir():
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def publish(tmp: Path, final: Path, state: dict[str, Any], keep_last: int) -> Path:
@@ -85,11 +116,11 @@ def publish(tmp: Path, final: Path, state: dict[str, Any], keep_last: int) -> Pa
     it appear whole as `final`; all but the newest `keep_last` complete checkpoints are deleted."""
     with open(tmp / "state.json", "w") as fh:
         json.dump(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    fsync_tree(tmp)  # the tensors too, not only state.json
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(final.parent)  # the rename itself
     for old in list_checkpoints(final.parent.parent)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
     return final

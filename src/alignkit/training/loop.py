@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from alignkit.errors import TrainingDiverged
+from alignkit.errors import AlignkitError, TrainingDiverged
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, micro_batches
 from alignkit.models.saving import save_final_model
-from alignkit.training.checkpoint import latest_checkpoint
+from alignkit.training.checkpoint import list_checkpoints
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -172,20 +172,33 @@ def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer
     checkpoint's when resuming (weights, optimizer, schedule and random state restored), else (0, {}).
     global_size: the checkpoint's global batch must be this one (default batch_size x grad_accum x
     processes)."""
-    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
-    if ckpt is None:
-        if cfg.resume and metrics.path.exists():
-            say(accelerator, f"no complete checkpoint in {run_dir / 'checkpoints'}; starting from {unit} 0")
-            if accelerator.is_main_process:
-                truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves
-        return 0, {}
     if global_size is None:
         global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
-    state = engine.load_resumable(ckpt, accelerator, model, optimizer, scheduler, global_size)
-    if accelerator.is_main_process:
-        truncate_metrics(metrics.path, state["step"])
-    say(accelerator, f"resumed from {ckpt} at {unit} {state['step']}")
-    return state["step"], state.get("extra") or {}
+    failures = []
+    # Newest first; one that cannot be read (a truncated file, a damaged disk) gives way to the one
+    # before it. Every process reads the same files, so all of them fall back alike.
+    for ckpt in reversed(list_checkpoints(run_dir)) if cfg.resume else []:
+        try:
+            state = engine.load_resumable(ckpt, accelerator, model, optimizer, scheduler, global_size)
+        except AlignkitError:
+            raise  # readable, but not this run's (another batch layout, another peft setting)
+        except Exception as exc:  # noqa: BLE001 - any reading failure means this checkpoint is unusable
+            failures.append(f"{ckpt.name}: {type(exc).__name__}: {str(exc)[:200]}")
+            say(accelerator, f"[yellow]warning: checkpoint {ckpt} cannot be read ({failures[-1]}); "
+                             "trying the one before it")
+            continue
+        if accelerator.is_main_process:
+            truncate_metrics(metrics.path, state["step"])
+        say(accelerator, f"resumed from {ckpt} at {unit} {state['step']}")
+        return state["step"], state.get("extra") or {}
+    if failures:
+        raise AlignkitError(f"no checkpoint in {run_dir / 'checkpoints'} can be read ({'; '.join(failures)}); "
+                            "delete the directory to start over")
+    if cfg.resume and metrics.path.exists():
+        say(accelerator, f"no complete checkpoint in {run_dir / 'checkpoints'}; starting from {unit} 0")
+        if accelerator.is_main_process:
+            truncate_metrics(metrics.path, 0)  # rows of the lost attempt would garble the curves
+    return 0, {}
 
 
 def save_resumable(cfg: Any, run: Run, step: int) -> None:

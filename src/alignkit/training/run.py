@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -83,15 +84,85 @@ def end_processes() -> None:
 
 
 def prepare_run_dir(output_dir: str | Path, cfg: Any, resume: bool, is_main: bool) -> Path:
-    """Create the run directory and record the resolved config; refuse to mix two runs in one."""
+    """Create the run directory and record the resolved config. Refuses what would mix two runs in
+    one directory, overwrite or delete what alignkit did not write (the final save replaces
+    output_dir/model), or resume with settings the checkpoint cannot honour."""
+    if not str(output_dir).strip():
+        raise ConfigError("output_dir is empty: name the directory the run writes to")
     run_dir = Path(output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output_dir {run_dir} is a file, not a directory")
+    check_inputs_outside(cfg, run_dir)
     started = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()
     if started and not resume:
         raise ConfigError(f"{run_dir} already holds a run; set resume=true to continue it, or choose another output_dir")
+    if not started and not resume and (run_dir / "model").exists():
+        raise ConfigError(f"{run_dir / 'model'} already exists, and the run would replace it at the end: choose another "
+                          "output_dir (or move that directory away)")
+    if resume and started and not (run_dir / "model").is_dir():
+        check_same_settings(cfg, run_dir)
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        except OSError as exc:
+            raise ConfigError(f"cannot write to output_dir {run_dir}: {exc.strerror or exc}") from None
     return run_dir
+
+
+def check_inputs_outside(cfg: Any, run_dir: Path) -> None:
+    """Refuse an input (a model, data file, reward model...) that is the run directory itself or lies
+    in run_dir/model: the run writes there, and its final save replaces run_dir/model whole."""
+    run, out_model = run_dir.resolve(), (run_dir / "model").resolve()
+
+    def walk(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            value, key = getattr(node, f.name), f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{key}.")
+            elif isinstance(value, str) and value.strip() and f.name != "output_dir" and "\0" not in value:
+                path = Path(value).resolve()
+                if path == run or path == out_model or out_model in path.parents:
+                    raise ConfigError(f"{key}={value} is inside output_dir {run_dir}, which this run writes (and whose "
+                                      "model/ it replaces at the end): choose another output_dir")
+
+    walk(cfg, "")
+
+
+# Settings a resumed run may change: where and how often it logs and saves, how many steps in all
+# (the schedule follows), and how the same global batch is split over processes (checked against
+# the checkpoint when it loads).
+RESUMABLE_CHANGES = ("output_dir", "resume", "log.", "checkpoint.", "train.max_steps", "train.epochs",
+                     "train.eval_every", "train.eval_batch_size", "train.batch_size", "train.grad_accum")
+
+
+def check_same_settings(cfg: Any, run_dir: Path) -> None:
+    """Resuming restores the optimizer and schedule from the checkpoint, so a new learning rate,
+    model or data would be silently ignored while config.yaml recorded it: refuse and name them."""
+    import yaml
+
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        return
+    try:
+        old = yaml.safe_load(recorded.read_text()) or {}
+    except yaml.YAMLError:
+        return
+    new = yaml.safe_load(to_yaml(cfg))
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix.rstrip("."): d}
+        return {k: v for key, value in d.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    before, after = flat(old), flat(new)
+    changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k]
+                     and not any(k == c or (c.endswith(".") and k.startswith(c)) for c in RESUMABLE_CHANGES))
+    if changed:
+        shown = ", ".join(f"{k} ({before[k]!r} -> {after[k]!r})"[:120] for k in changed[:5])
+        raise ConfigError(f"resume=true in {run_dir}, but these settings differ from the run being resumed "
+                          f"(its config.yaml): {shown}; the checkpoint's optimizer and schedule would override "
+                          "them. Resume with the old settings, or start a new run in another output_dir")
 
 
 def say(accelerator: Any, message: str) -> None:
