@@ -82,6 +82,15 @@ def base_chain(depth: int) -> Callable[[Path], object]:
     return run
 
 
+def ranking(row: dict) -> Callable[[Path], object]:
+    def run(tmp: Path) -> object:
+        from alignkit.data.preferences import to_ranking
+        from alignkit.data.records import Record
+
+        return to_ranking(Record(row, "prefs.jsonl, line 3"))
+    return run
+
+
 def cli(*argv: str) -> Callable[[Path], object]:
     """The command as a user types it; its clear errors become AlignkitError here as in main()."""
     def run(tmp: Path) -> object:
@@ -117,6 +126,17 @@ CASES = {
                                       "is not a .yaml or .yml file"),
     "base: a directory": (base_file("{tmp}/d.yaml", lambda tmp: (tmp / "d.yaml").mkdir()), "is a directory"),
     "base: a 1,200-deep chain": (base_chain(1200), "a chain of more than 32 base files"),
+    "float indices in a ranking": (ranking({"prompt": "p", "responses": ["a", "b", "c"], "ranking": [0.0, 2.0, 1.0]}),
+                                   "prefs.jsonl, line 3: field 'ranking' must list each response index 0..2 once"),
+    "an empty chosen response": (ranking({"prompt": "p", "chosen": " ", "rejected": "b"}),
+                                 "prefs.jsonl, line 3: field 'chosen' is empty"),
+    "raw HH strings without a prompt": (ranking({"chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                                                 "rejected": "\n\nHuman: hi\n\nAssistant: no"}),
+                                        "raw HH transcripts with '\\n\\nHuman:' turns are not read"),
+    "HH markers inside a prompt string": (ranking({"prompt": "\n\nHuman: how?\n\nAssistant: so\n\nHuman: and?",
+                                                   "chosen": "x", "rejected": "y"}), "holds HH-style turn markers"),
+    "refusal_message: no": (rules_file("refusal_message: no\ncategories:\n  a:\n    patterns: ['x']\n"),
+                            "got the boolean false (YAML reads a bare no, yes, on or off so)"),
 }
 
 
@@ -234,3 +254,39 @@ def test_stale_half_written_checkpoints_are_removed(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     save_checkpoint(tmp_path, 8, model, optimizer, None)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000008"]
+
+
+@pytest.fixture(scope="module")
+def model_copies(tiny_dir, tmp_path_factory):
+    """The tiny model three ways: config only, weights truncated, weights as a pickle with an object."""
+    root = tmp_path_factory.mktemp("bad-models")
+    (root / "config-only").mkdir()
+    shutil.copy(tiny_dir / "config.json", root / "config-only")
+    shutil.copytree(tiny_dir, root / "truncated")
+    weights = (root / "truncated" / "model.safetensors").read_bytes()
+    (root / "truncated" / "model.safetensors").write_bytes(weights[:1000])
+    shutil.copytree(tiny_dir, root / "pickle")
+    (root / "pickle" / "model.safetensors").unlink()
+    torch.save({"weights": {}, "hook": Path("/")}, root / "pickle" / "pytorch_model.bin")  # not tensors only
+    return root
+
+
+@pytest.mark.parametrize("name, loader, message", [
+    ("config-only", "tokenizer", "has no tokenizer (none of tokenizer.json"),
+    ("truncated", "causal_lm", "the safetensors file is truncated or corrupt"),
+    ("truncated", "reward", "the safetensors file is truncated or corrupt"),
+    ("pickle", "causal_lm", "are a pickle (pytorch_model.bin) holding more than tensors"),
+])
+def test_model_directories_that_cannot_load_say_why(model_copies, name, loader, message):
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.reward import load_reward_backbone
+
+    load = {"tokenizer": load_tokenizer, "causal_lm": load_causal_lm, "reward": load_reward_backbone}[loader]
+    with pytest.raises(AlignkitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load(model_copies / name)
+
+
+def test_version(capsys):
+    from alignkit.cli import main
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("alignkit ")

@@ -93,3 +93,28 @@ def test_missing_settings_are_named():
         load_config(BestOfNConfig, None, ["model.path=m", "prompts_path=p.jsonl"])
     with pytest.raises(ConfigError, match="sampling.top_p must be in"):
         load_config(BestOfNConfig, None, ["model.path=m", "reward_model=r", "prompts_path=p", "sampling.top_p=0"])
+
+
+def test_expected_pick_of_k_matches_a_plain_loop_over_subsets():
+    """For every k-subset of 6 samples: the best eligible one if any, else the best of the subset;
+    averaged over subsets. Rows with every sample eligible, none, and a mix; with all eligible it is
+    the plain expected best of k."""
+    from itertools import combinations
+
+    from alignkit.rl.selection import expected_best_of_k, expected_pick_of_k
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    eligible = torch.rand(5, 6, generator=g) < 0.5
+    eligible[0], eligible[1] = True, False
+    for k in range(1, 7):
+        expected = []
+        for row, ok in zip(scores.tolist(), eligible.tolist()):
+            picks = []
+            for subset in combinations(range(6), k):
+                pool = [i for i in subset if ok[i]] or list(subset)
+                picks.append(max(row[i] for i in pool))
+            expected.append(sum(picks) / len(picks))
+        assert expected_pick_of_k(scores, k, eligible).tolist() == pytest.approx(expected, rel=1e-12)
+        everything = torch.ones_like(eligible)
+        assert torch.allclose(expected_pick_of_k(scores, k, everything), expected_best_of_k(scores, k))

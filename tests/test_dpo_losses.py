@@ -60,6 +60,21 @@ def test_log_odds_is_finite_near_certainty():
     assert math.isfinite(value) and value == pytest.approx(math.log(1e6), rel=1e-3)
 
 
+def test_log1mexp_matches_the_plain_formula_and_the_odds_keep_their_gradient_near_certainty():
+    """log(1 - e^x) at x = -1e-3, -0.5, -2, -30 in float64 against math (the plain formula is exact
+    enough there). At avg log-prob -1e-8 (p = 1 - 1e-8) the value is taken at the bound, but the
+    odds-ratio loss still has a finite, negative gradient in the chosen log-prob (more likely chosen,
+    lower loss); a plain clamp made it exactly 0."""
+    from alignkit.losses.dpo import log1mexp
+
+    xs = [-1e-3, -0.5, -2.0, -30.0]
+    got = log1mexp(torch.tensor(xs, dtype=torch.float64)).tolist()
+    assert got == pytest.approx([math.log(-math.expm1(x)) for x in xs], rel=1e-12)
+    chosen = torch.tensor([-1e-8], requires_grad=True)
+    orpo_odds_ratio_loss(chosen, t(-3.0)).sum().backward()
+    assert math.isfinite(chosen.grad.item()) and chosen.grad.item() < 0
+
+
 def test_preference_loss_dispatch_uses_sums_or_averages():
     """Sums: logp_c = -2, ref_c = -3 (ratio +1); logp_r = -5, ref_r = -4 (ratio -1): h = 2.
     sigmoid beta 0.5 -> -log sigmoid(1) = 0.313262; ipo beta 0.5 -> (2 - 1)^2 = 1;

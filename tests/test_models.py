@@ -178,3 +178,25 @@ def test_convert_writes_a_plain_hf_directory_with_the_same_outputs(tiny_dir, tmp
     with torch.no_grad():
         assert torch.allclose(load_causal_lm(tiny_dir)(input_ids=ids).logits,
                               AutoModelForCausalLM.from_pretrained(tmp_path / "out")(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_disable_dropout_also_turns_off_attention_dropout_given_as_a_float(tiny_dirs, arch, tmp_path):
+    """A checkpoint whose config sets attention_dropout = 0.5: Llama and Qwen2 read that float in the
+    attention call in training mode (there is no Dropout module for it). After disable_dropout two
+    forward passes in training mode agree exactly, so PPO's first ratio is 1 and DPO's first loss ln 2."""
+    from transformers import AutoConfig
+
+    from alignkit.models.value import disable_dropout
+
+    config = AutoConfig.from_pretrained(tiny_dirs[arch])
+    config.attention_dropout = 0.5
+    model = load_causal_lm(tiny_dirs[arch])
+    model.save_pretrained(tmp_path / "m")
+    config.save_pretrained(tmp_path / "m")
+    model = load_causal_lm(tmp_path / "m", attn_implementation="eager").train()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    torch.manual_seed(0)
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # the float is really used
+    disable_dropout(model)
+    assert torch.equal(model(ids).logits, model(ids).logits)

@@ -406,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<12} {help_text}")
         print("\n`alignkit COMMAND --help` for a command's options.")
         return 0
+    if argv[0] in ("-V", "--version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"alignkit {version('alignkit')}")
+        except PackageNotFoundError:  # run from a source tree without installing
+            print("alignkit (not installed)")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         import difflib

@@ -63,10 +63,17 @@ def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
     return out
 
 
+HH_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
+
+
 def _prompt(value: Any, where: str) -> Messages:
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"{where}: field 'prompt' is empty")
+        if any(m in value for m in HH_MARKERS):
+            # Trained as one user turn, the transcript's own turns would be learned as text.
+            raise DataError(f"{where}: field 'prompt' holds HH-style turn markers ('\\n\\nHuman:' / "
+                            "'\\n\\nAssistant:'); give the conversation as a list of messages instead")
         return ({"role": "user", "content": value},)
     msgs = _messages(value, where, "prompt")
     if msgs[-1]["role"] == "assistant":
@@ -86,6 +93,11 @@ def _response(value: Any, where: str, name: str) -> str:
 
 def _split_conversations(chosen: Any, rejected: Any, where: str) -> tuple[Messages, str, str]:
     """HH-RLHF style: two conversations that differ only in their last assistant turn."""
+    if isinstance(chosen, str) or isinstance(rejected, str):
+        raw = any(m in str(x) for x in (chosen, rejected) for m in HH_MARKERS)
+        raise DataError(f"{where}: 'chosen' and 'rejected' are text but there is no 'prompt' field"
+                        + (" (raw HH transcripts with '\\n\\nHuman:' turns are not read: convert them to lists "
+                           "of messages)" if raw else "") + "; give 'prompt', or both as lists of messages")
     a, b = _messages(chosen, where, "chosen"), _messages(rejected, where, "rejected")
     if a[-1]["role"] != "assistant" or b[-1]["role"] != "assistant":
         raise DataError(f"{where}: chosen and rejected conversations must end with an assistant turn")
@@ -114,6 +126,8 @@ def to_ranking(record: Record) -> Ranking:
         if "prompt" in row:
             prompt = _prompt(row["prompt"], where)
             chosen, rejected = _response(row["chosen"], where, "chosen"), _response(row["rejected"], where, "rejected")
+            if not chosen.strip():
+                raise DataError(f"{where}: field 'chosen' is empty: an empty answer cannot be the preferred one")
         else:
             prompt, chosen, rejected = _split_conversations(row["chosen"], row["rejected"], where)
         margin = _number(row["margin"], where, "field 'margin'") if row.get("margin") is not None else None
@@ -135,8 +149,8 @@ def to_ranking(record: Record) -> Ranking:
         score_key = "scores" if "scores" in row else "ratings" if "ratings" in row else None
         scores: tuple[float, ...] | None = None
         if order is not None:
-            if (not isinstance(order, list) or sorted(order) != list(range(k))
-                    or any(isinstance(i, bool) for i in order)):
+            if (not isinstance(order, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in order)
+                    or sorted(order) != list(range(k))):
                 raise DataError(f"{where}: field 'ranking' must list each response index 0..{k - 1} once, best "
                                 f"first; got {order!r}")
             by_position = [0.0] * k

@@ -11,6 +11,8 @@ the function and the inputs it needs, so the stage calls every variant the same 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,9 +47,18 @@ def simpo_loss(avg_logp_c: torch.Tensor, avg_logp_r: torch.Tensor, beta: float, 
     return -F.logsigmoid(beta * (avg_logp_c - avg_logp_r) - gamma)
 
 
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^x) for x < 0, accurate everywhere (Maechler 2012): log(-expm1(x)) near 0, where
+    1 - e^x cancels, and log1p(-exp(x)) below -ln 2."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
 def log_odds(avg_logp: torch.Tensor) -> torch.Tensor:
-    """log(p / (1 - p)) for p = exp(avg_logp), computed stably (p close to 1 would lose 1 - p)."""
-    return avg_logp - torch.log(-torch.expm1(avg_logp.clamp(max=-1e-6)))
+    """log(p / (1 - p)) for p = exp(avg_logp). At p = 1 in floating point the odds are infinite, so
+    the value is taken at avg_logp = -1e-6 at most; the gradient passes through that bound (a plain
+    clamp would silently zero it for every response the model is nearly sure of)."""
+    bounded = avg_logp - (avg_logp - avg_logp.clamp(max=-1e-6)).detach()
+    return bounded - log1mexp(bounded)
 
 
 def orpo_odds_ratio_loss(avg_logp_c: torch.Tensor, avg_logp_r: torch.Tensor) -> torch.Tensor:

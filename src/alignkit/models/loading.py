@@ -51,6 +51,9 @@ def adapter_base_path(path: str | Path) -> str:
     return base
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a model (or of an adapter's base), with a pad token and a chat template."""
     from transformers import AutoTokenizer
@@ -59,6 +62,9 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     if gguf is None and is_adapter_dir(directory) and not (directory / "tokenizer_config.json").is_file():
         directory, gguf = resolve(adapter_base_path(directory))
     kwargs = {"gguf_file": gguf} if gguf else {}
+    if not gguf and Path(directory).is_dir() and not any((Path(directory) / f).exists() for f in TOKENIZER_FILES):
+        raise ModelError(f"'{path}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): save the tokenizer beside "
+                         "the model (tokenizer.save_pretrained(DIR))")
     try:
         tok = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as exc:
@@ -68,6 +74,20 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
         tok.pad_token = tok.eos_token
     ensure_chat_template(tok)
     return tok
+
+
+def weights_error(path: str | Path, exc: Exception) -> Exception:
+    """A weights file that cannot be read, said plainly: a truncated or corrupt safetensors file, or a
+    pickle (pytorch_model.bin) that torch's weights-only loader refuses. Other errors unchanged."""
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" or "safetensors" in type(exc).__module__:
+        return ModelError(f"the weights in '{path}' cannot be read ({text[:120]}): the safetensors file is truncated "
+                          "or corrupt; copy or save it again")
+    if "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
+        return ModelError(f"the weights in '{path}' are a pickle (pytorch_model.bin) holding more than tensors: torch's "
+                          "weights-only loader refuses it, as unpickling arbitrary objects can run code. Convert it "
+                          "to safetensors with a tool you trust")
+    return exc
 
 
 def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False,
@@ -96,6 +116,8 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: 
         raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
     except OSError as exc:
         raise ModelError(f"cannot load a causal LM from '{path}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the file-format errors below; anything else re-raised
+        raise weights_error(path, exc) from None
     if gguf:
         # transformers dequantises GGUF weights to plain tensors on load but still marks the model as
         # quantized, which makes save_pretrained refuse; the marks no longer describe the weights.

@@ -16,7 +16,7 @@ from torch import nn
 
 from alignkit.errors import ModelError
 from alignkit.models.generate import position_ids_from_mask
-from alignkit.models.loading import DTYPES, resolve
+from alignkit.models.loading import DTYPES, resolve, weights_error
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -127,6 +127,8 @@ def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_
             output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a reward model (sequence classification) from '{path}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or pickled weights file, said plainly
+        raise weights_error(path, exc) from None
     if trained and info.get("missing_keys"):
         # Any causal LM loads as a classifier with a freshly initialised head: scoring with it is noise.
         raise ModelError(f"'{path}' is not a trained reward model: it has no weights for "

@@ -22,6 +22,10 @@ def disable_dropout(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        # Llama, Qwen2 and kin keep attention dropout as a float the attention call reads in
+        # training mode (config.attention_dropout), not as a Dropout module.
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def response_slice(hidden_or_logits: torch.Tensor, prompt_width: int) -> torch.Tensor:

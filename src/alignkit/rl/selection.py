@@ -28,6 +28,27 @@ def expected_best_of_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return ordered @ best_of_k_weights(scores.shape[1], k)
 
 
+def expected_pick_of_k(scores: torch.Tensor, k: int, eligible: torch.Tensor) -> torch.Tensor:
+    """(P,) expected score of what pick_best chooses from k of the n samples drawn without
+    replacement, when only `eligible` samples (P, n) may be chosen unless none of the k is: the best
+    eligible one of the subset if it has any, else the best of the subset. For an eligible sample
+    with a eligible ones scored above it: P(it is picked) = C(n - 1 - a, k - 1) / C(n, k) (the other
+    k - 1 avoid those a); for an ineligible one with b ineligible ones below it: C(b, k - 1) / C(n, k)
+    (the other k - 1 all among those b, so no eligible sample is drawn). Ties are broken by index."""
+    n = scores.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}], got {k}")
+    total = math.comb(n, k)
+    out = []
+    for row, ok in zip(scores.double().tolist(), eligible.bool().tolist()):
+        good = sorted((s, i) for i, (s, e) in enumerate(zip(row, ok)) if e)
+        bad = sorted((s, i) for i, (s, e) in enumerate(zip(row, ok)) if not e)
+        value = sum(s * math.comb(n - 1 - (len(good) - 1 - r), k - 1) for r, (s, _) in enumerate(good))
+        value += sum(s * math.comb(b, k - 1) for b, (s, _) in enumerate(bad))
+        out.append(value / total)
+    return torch.tensor(out, dtype=torch.float64)
+
+
 def pick_best(scores: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
     """(P,) index of the best-scored sample per prompt among the eligible ones (all, if a prompt
     has none eligible); ties go to the first sample."""

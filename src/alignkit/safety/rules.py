@@ -120,7 +120,8 @@ def parse_rules(data: Any, where: str = "<rules>", lines: dict[str, int] | None 
                           f"category name -> {{patterns: [...]}}, got {cats!r}")
     refusal = data.get("refusal_message", DEFAULT_REFUSAL)
     if not isinstance(refusal, str) or not refusal.strip():
-        raise ConfigError(f"{_at(where, lines, 'refusal_message')}: 'refusal_message' must be non-empty text")
+        raise ConfigError(f"{_at(where, lines, 'refusal_message')}: 'refusal_message' must be non-empty text"
+                          + _yaml_boolean_hint(refusal))
     categories = tuple(_category(str(name), spec, where, lines) for name, spec in cats.items())
     return Rules(categories, refusal, where)
 
@@ -147,7 +148,8 @@ def _category(name: str, spec: Any, where: str, lines: dict[str, int]) -> Catego
                               f"'{side}' in applies_to{_suggest(str(side), SIDES)}")
     message = spec.get("message")
     if message is not None and (not isinstance(message, str) or not message.strip()):
-        raise ConfigError(f"{_at(where, lines, key + '.message')}: category '{name}': 'message' must be non-empty text")
+        raise ConfigError(f"{_at(where, lines, key + '.message')}: category '{name}': 'message' must be non-empty text"
+                          + _yaml_boolean_hint(message))
     return Category(name, patterns, allow, frozenset(sides), message)
 
 
@@ -188,6 +190,13 @@ def _compile(raw: Any, field: str, name: str, where: str, lines: dict[str, int])
             raise ConfigError(f"{at}: category '{name}': {field} pattern '{pattern}' matches empty text")
         out.append(rx)
     return tuple(out)
+
+
+def _yaml_boolean_hint(value: Any) -> str:
+    """YAML reads a bare no/yes/on/off as a boolean: say so, since the file shows text."""
+    if isinstance(value, bool):
+        return f", got the boolean {str(value).lower()} (YAML reads a bare no, yes, on or off so): put the text in quotes"
+    return ""
 
 
 def _check_keys(data: dict, valid: tuple[str, ...], where: str, prefix: str, lines: dict[str, int]) -> None:

@@ -24,7 +24,7 @@ from alignkit.models import load_tokenizer
 from alignkit.models.loading import load_policy
 from alignkit.models.reward import load_reward_model, score_conversations
 from alignkit.rl.rollout import decode_responses, sample_rollout
-from alignkit.rl.selection import expected_best_of_k, pick_best
+from alignkit.rl.selection import expected_best_of_k, expected_pick_of_k, pick_best
 from alignkit.training.batching import shard
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.plots import plot_metrics
@@ -106,7 +106,10 @@ def write_outputs(cfg: BestOfNConfig, run_dir: Path, prompts: list, rows: list[d
     scores = torch.tensor([r["scores"] for r in rows], dtype=torch.float64)
     ended = torch.tensor([r["ended"] for r in rows], dtype=torch.bool)
     best = pick_best(scores, ended if cfg.require_eos else None).tolist()
-    curve = {k: float(expected_best_of_k(scores, k).mean()) for k in ks_for(cfg.n)}
+    # The curve measures the pick rule itself: with require_eos, samples that never ended are not
+    # picked (unless none of the k did), so they do not count towards the gain either.
+    curve = {k: float((expected_pick_of_k(scores, k, ended) if cfg.require_eos else expected_best_of_k(scores, k)).mean())
+             for k in ks_for(cfg.n)}
     chosen = scores[torch.arange(len(rows)), torch.tensor(best)]
     with open(run_dir / DATA_FILE, "w") as data, open(run_dir / "samples.jsonl", "w") as samples:
         for r, b, score in zip(rows, best, chosen.tolist()):
