@@ -278,3 +278,58 @@ def test_an_ensemble_of_one_model_twice_equals_the_model_and_another_member_chan
     ppo(tiny_dir, prompts_file, tmp_path / "mixed", *args, f"reward_ensemble=[{other}]", "reward_uncertainty_coef=0",
         reward_dir=reward_dir)
     assert metrics(tmp_path / "mixed")[0]["reward"] != pytest.approx(metrics(tmp_path / "one")[0]["reward"], abs=1e-4)
+
+
+def test_the_adaptive_kl_coefficient_moves_the_right_way_in_the_stage(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """kl.coef 0.1, horizon 160, 16 episodes per iteration: each update multiplies the coefficient by
+    1 +- 0.2 x 16 / 160 = 1.02 or 0.98 (Ziegler et al. 2019, the error clipped to +-0.2). The first
+    iteration's KL is 0 (the policy is the reference): below any target, so 0.1 -> 0.098. After that,
+    with a target of 1e-9 and the k3 estimator (never negative), any movement is above target:
+    0.098 -> 0.09996; with a target of 1000 it keeps falling: 0.098 -> 0.09604."""
+    common = ["train.max_steps=3", "optim.lr=1e-2", "kl.coef=0.1", "kl.horizon=160", "kl.estimator=k3"]
+    for target, third in ((1e-9, 0.098 * 1.02), (1000.0, 0.098 * 0.98)):
+        out = tmp_path / f"t{target}"
+        ppo(tiny_dir, prompts_file, out, *common, f"kl.target={target}", reward_dir=reward_dir)
+        rows = [r for r in metrics(out) if "kl_coef" in r]
+        assert [r["kl_coef"] for r in rows] == pytest.approx([0.1, 0.098, third], rel=1e-9)
+        assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-7) and rows[1]["kl"] > 0
+
+
+def test_an_entropy_bonus_raises_the_policys_entropy(tiny_dir):
+    """One PPO update on a fixed rollout, with and without ppo.entropy_coef = 5 (everything else
+    equal, lr 1e-2): the bonus is subtracted from the loss, so the updated policy's mean entropy on
+    the rollout's response tokens is higher than without it."""
+    from alignkit.losses import entropy_from_logprobs
+    from alignkit.models import load_causal_lm
+    from alignkit.models.value import PolicyAndValue, disable_dropout, hidden_size
+    from alignkit.rl.advantages import masked_mean
+    from alignkit.rl.experience import Experience
+    from alignkit.rl.rollout import Rollout, token_logprobs
+    from alignkit.stages.ppo import ppo_update
+    from alignkit.training import engine
+    from alignkit.training.optim import build_optimizer
+    from alignkit.training.run import make_accelerator
+
+    g = torch.Generator().manual_seed(1)
+    seq = torch.randint(3, 100, (8, 11), generator=g)
+    mask = torch.ones(8, 6, dtype=torch.long)
+    roll = Rollout(seq, torch.ones_like(seq), 5, mask, torch.ones(8, dtype=torch.bool))
+    exp = Experience(old_logp=-4.0 - torch.rand(8, 6, generator=g), values=torch.zeros(8, 6),
+                     advantages=torch.randn(8, 6, generator=g), returns=torch.zeros(8, 6))
+    entropies = {}
+    for coef in (0.0, 5.0):
+        cfg = load_config(PPOConfig, None, ["model.path=m", "rollout.prompts_path=p", "train.batch_size=8", "ppo.epochs=1",
+                                            "ppo.minibatches=1", "optim.lr=1e-2", f"ppo.entropy_coef={coef}"])
+        torch.manual_seed(0)
+        policy = load_causal_lm(tiny_dir)
+        actor = PolicyAndValue(policy, None, hidden_size(policy))
+        disable_dropout(actor)
+        accelerator = make_accelerator("no")
+        optimizer = build_optimizer(actor, cfg.optim)
+        actor, optimizer = engine.prepare(accelerator, actor, optimizer, batch_size=8, grad_accum=1, max_grad_norm=1.0)
+        ppo_update(cfg, accelerator, actor, optimizer, roll, exp, [], 0, 0)
+        with torch.no_grad():
+            logits, _ = actor(roll.sequences, roll.attention_mask, roll.prompt_width)
+            _, logp_all = token_logprobs(logits, roll.responses, 1.0, with_all=True)
+            entropies[coef] = float(masked_mean(entropy_from_logprobs(logp_all), mask))
+    assert entropies[5.0] > entropies[0.0]

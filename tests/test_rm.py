@@ -54,6 +54,17 @@ def test_rm_learns_preferences_and_saves_a_transformers_model(tiny_dir, world_di
     assert hf.config.num_labels == 1
     loaded, offset = load_reward_model(model_dir)
     assert offset == norm["offset"]
+    # The offset's value: the mean reward of the policy's greedy 8-token answers to the first 20 RL
+    # prompts (the policy is model.path here), recomputed outside the stage.
+    from alignkit.data.records import read_records
+    from alignkit.models import load_causal_lm
+    from alignkit.models.generate import generate_responses
+    from alignkit.models.reward import score_conversations
+
+    prompts = [[{"role": "user", "content": r.row["prompt"]}] for r in read_records(world_dir / "rl_prompts.jsonl")[:20]]
+    answers = generate_responses(load_causal_lm(tiny_dir), load_tokenizer(tiny_dir), prompts, 8, batch_size=64)
+    mean = float(score_conversations(loaded, load_tokenizer(model_dir), prompts, answers, 96).mean())  # data.max_length
+    assert offset == pytest.approx(mean, abs=1e-5) and offset != 0.0
     tok = load_tokenizer(model_dir)
     ids = torch.tensor([tok("<|user|>\nhi\n<|assistant|>\nyo<|eos|>").input_ids])
     with torch.no_grad():

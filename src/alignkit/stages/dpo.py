@@ -32,7 +32,7 @@ from alignkit.models.value import disable_dropout
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
 from alignkit.training.loop import close_run, save_model, start_training, train_steps
-from alignkit.training.run import begin_stage, reduce_sum, say
+from alignkit.training.run import begin_stage, publish_data_report, reduce_sum, say
 
 # Per-pair quantities summed into each metrics row (divided by the pair count when written).
 STATS = ("loss", "pref_loss", "nll", "accuracy", "reward_chosen", "reward_rejected", "margin", "kl_proxy",
@@ -50,10 +50,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
     d = cfg.data
     train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
                                             cfg.seed, d.adjacent_only, rating_margin=False)
-    for line in report.lines():
-        say(accelerator, f"data {line}")
-    if accelerator.is_main_process:
-        report.write(run_dir / "data_report.json")
+    publish_data_report(accelerator, report, run_dir)
     if not train:
         raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
 

@@ -132,6 +132,15 @@ class State:
     def where(self, section: str) -> str:
         return f"{self.run_dir / 'pipeline.yaml'} ({section})"
 
+    def launch(self, stage_dir: str, section: str, stage_cfg: Any, message: str, run: Callable[[Any], Any]) -> Any:
+        """Check a stage's filled-in config (against its `section` of the pipeline file), say what
+        runs, record what it is built from (stage_dir/pipeline_inputs.yaml), and run it."""
+        if section:
+            stage_cfg.validate(self.where(section))
+        console.print(message)
+        record_inputs(self.cfg, self.run_dir, stage_dir)
+        return run(stage_cfg)
+
 
 def step_pretrain(s: State) -> None:
     from alignkit.stages.pretrain import run_pretrain
@@ -149,10 +158,7 @@ def step_sft(s: State) -> None:
     sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft"), resume=True,
                                   model=dataclasses.replace(cfg.sft.model, path=str(base)),
                                   data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"])))
-    sft_cfg.validate(s.where("sft"))
-    console.print("[bold]sft[/] supervised fine-tuning")
-    record_inputs(cfg, s.run_dir, "sft")
-    s.models["sft"] = run_sft(sft_cfg)
+    s.models["sft"] = s.launch("sft", "sft", sft_cfg, "[bold]sft[/] supervised fine-tuning", run_sft)
 
 
 def step_rm(s: State) -> None:
@@ -172,10 +178,7 @@ def step_rm(s: State) -> None:
         data=dataclasses.replace(cfg.rm.data, train_path=str(s.world["rankings"])),
         normalize=dataclasses.replace(cfg.rm.normalize, prompts_path=str(s.world["rl_prompts"]),
                                       policy_path=str(s.models.get("sft") or start)))
-    rm_cfg.validate(s.where("rm"))
-    console.print("[bold]rm[/] reward model on the annotator's rankings")
-    record_inputs(cfg, s.run_dir, "rm")
-    s.reward_dir = run_rm(rm_cfg)
+    s.reward_dir = s.launch("rm", "rm", rm_cfg, "[bold]rm[/] reward model on the annotator's rankings", run_rm)
     if cfg.rm_ensemble > 1:
         record_inputs(cfg, s.run_dir, "rm-ensemble")
     for i in range(1, cfg.rm_ensemble):  # further members: the same data and settings, other seeds
@@ -194,10 +197,7 @@ def step_ppo(s: State) -> None:
     ppo_cfg = pipeline_ppo_config(cfg.ppo, s.run_dir / "ppo", policy, reward, s.world)
     if s.ensemble:
         ppo_cfg = dataclasses.replace(ppo_cfg, reward_ensemble=[str(m) for m in s.ensemble])
-    ppo_cfg.validate(s.where("ppo"))
-    console.print("[bold]ppo[/] RLHF against the reward model")
-    record_inputs(cfg, s.run_dir, "ppo")
-    final = run_ppo(ppo_cfg)
+    final = s.launch("ppo", "ppo", ppo_cfg, "[bold]ppo[/] RLHF against the reward model", run_ppo)
     best = s.run_dir / "ppo" / "best"
     s.models["ppo"] = best if cfg.ppo.keep_best and (best / "config.json").exists() else final
     s.ppo_summary = summarize_ppo(s.run_dir / "ppo" / "metrics.jsonl", s.models["ppo"] == best)
@@ -223,10 +223,8 @@ def step_dpo(s: State) -> None:
     dpo_cfg = dataclasses.replace(
         cfg.dpo, output_dir=str(s.run_dir / "dpo"), resume=True, model=dataclasses.replace(cfg.dpo.model, path=str(policy)),
         data=dataclasses.replace(cfg.dpo.data, train_path=str(s.world["rankings"])))
-    dpo_cfg.validate(s.where("dpo"))
-    console.print(f"[bold]dpo[/] offline preference optimisation ({cfg.dpo.loss}) on the annotator's rankings")
-    record_inputs(cfg, s.run_dir, "dpo")
-    s.models["dpo"] = run_dpo(dpo_cfg)
+    s.models["dpo"] = s.launch("dpo", "dpo", dpo_cfg, f"[bold]dpo[/] offline preference optimisation ({cfg.dpo.loss}) "
+                               "on the annotator's rankings", run_dpo)
 
 
 def step_best_of_n(s: State) -> None:
@@ -240,17 +238,13 @@ def step_best_of_n(s: State) -> None:
         cfg.best_of_n, output_dir=str(s.run_dir / "best-of-n"), resume=True,
         model=dataclasses.replace(cfg.best_of_n.model, path=str(policy)), reward_model=str(reward),
         prompts_path=str(s.world["rl_prompts"]))
-    bon_cfg.validate(s.where("best_of_n"))
-    console.print(f"[bold]best-of-n[/] {cfg.best_of_n.n} samples per RL prompt, the reward model picks")
-    record_inputs(cfg, s.run_dir, "best-of-n")
-    data = run_best_of_n(bon_cfg)
+    data = s.launch("best-of-n", "best_of_n", bon_cfg,
+                    f"[bold]best-of-n[/] {cfg.best_of_n.n} samples per RL prompt, the reward model picks", run_best_of_n)
     rft_cfg = dataclasses.replace(
         cfg.rft, output_dir=str(s.run_dir / "best-of-n" / "sft"), resume=True,
         model=dataclasses.replace(cfg.rft.model, path=str(policy)), data=dataclasses.replace(cfg.rft.data, train_path=str(data)))
-    rft_cfg.validate(s.where("rft"))
-    console.print("[bold]best-of-n[/] fine-tuning the SFT model on the best responses")
-    record_inputs(cfg, s.run_dir, "best-of-n/sft")
-    s.models["best-of-n"] = run_sft(rft_cfg)
+    s.models["best-of-n"] = s.launch("best-of-n/sft", "rft", rft_cfg,
+                                     "[bold]best-of-n[/] fine-tuning the SFT model on the best responses", run_sft)
 
 
 def step_distill(s: State) -> None:
@@ -267,18 +261,15 @@ def step_distill(s: State) -> None:
         cfg.sft, output_dir=str(s.run_dir / "student-sft"), resume=True,
         model=dataclasses.replace(cfg.sft.model, path=str(student_base)),
         data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"])))
-    console.print("[bold]distill[/] the student's own SFT baseline")
-    record_inputs(cfg, s.run_dir, "student-sft")
-    s.models["student-sft"] = run_sft(student_sft)
+    s.models["student-sft"] = s.launch("student-sft", "", student_sft, "[bold]distill[/] the student's own SFT baseline",
+                                       run_sft)
     teacher = s.models.get(cfg.distill_teacher) or Path(cfg.distill.teacher)
     distill_cfg = dataclasses.replace(
         cfg.distill, output_dir=str(s.run_dir / "distill"), resume=True, teacher=str(teacher),
         model=dataclasses.replace(cfg.distill.model, path=str(s.models["student-sft"])),
         prompts_path=str(s.world["rl_prompts"]))
-    distill_cfg.validate(s.where("distill"))
-    console.print(f"[bold]distill[/] {cfg.distill_teacher} -> the student ({cfg.distill.mode}-level)")
-    record_inputs(cfg, s.run_dir, "distill")
-    s.models["student-distill"] = run_distill(distill_cfg)
+    s.models["student-distill"] = s.launch("distill", "distill", distill_cfg, f"[bold]distill[/] {cfg.distill_teacher} -> "
+                                           f"the student ({cfg.distill.mode}-level)", run_distill)
 
 
 def step_eval(s: State) -> None:

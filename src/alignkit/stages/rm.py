@@ -30,7 +30,7 @@ from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequ
 from alignkit.training import engine
 from alignkit.models.saving import save_final_model
 from alignkit.training.loop import close_run, start_training, train_steps
-from alignkit.training.run import begin_stage, reduce_sum, say
+from alignkit.training.run import begin_stage, publish_data_report, reduce_sum, say
 
 NORMALIZATION_FILE = "reward_normalization.json"
 
@@ -91,10 +91,7 @@ def run_rm(cfg: RMConfig) -> Path:
     d = cfg.data
     train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
                                             cfg.seed, d.adjacent_only, d.rating_margin)
-    for line in report.lines():
-        say(accelerator, f"data {line}")
-    if accelerator.is_main_process:
-        report.write(run_dir / "data_report.json")
+    publish_data_report(accelerator, report, run_dir)
     if not train:
         raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
     sources = sorted({p.source for p in held})

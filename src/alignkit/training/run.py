@@ -165,6 +165,14 @@ def check_same_settings(cfg: Any, run_dir: Path) -> None:
                           "them. Resume with the old settings, or start a new run in another output_dir")
 
 
+def publish_data_report(accelerator: Any, report: Any, run_dir: Path) -> None:
+    """What data loading kept and dropped, and why: on the console and in run_dir/data_report.json."""
+    for line in report.lines():
+        say(accelerator, f"data {line}")
+    if accelerator.is_main_process:
+        report.write(run_dir / "data_report.json")
+
+
 def say(accelerator: Any, message: str) -> None:
     if accelerator.is_main_process:
         console.print(message)
