@@ -126,6 +126,8 @@ CASES = {
                                       "is not a .yaml or .yml file"),
     "base: a directory": (base_file("{tmp}/d.yaml", lambda tmp: (tmp / "d.yaml").mkdir()), "is a directory"),
     "base: a 1,200-deep chain": (base_chain(1200), "a chain of more than 32 base files"),
+    "a 10,000-item list where a number goes": (sft_file("optim:\n  lr: [" + ", ".join(["1"] * 10_000) + "]\n"),
+                                               "optim.lr expects float, got [1, 1, 1"),
     "float indices in a ranking": (ranking({"prompt": "p", "responses": ["a", "b", "c"], "ranking": [0.0, 2.0, 1.0]}),
                                    "prefs.jsonl, line 3: field 'ranking' must list each response index 0..2 once"),
     "an empty chosen response": (ranking({"prompt": "p", "chosen": " ", "rejected": "b"}),
@@ -290,3 +292,16 @@ def test_version(capsys):
     from alignkit.cli import main
 
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("alignkit ")
+
+
+def test_an_output_dir_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    """A read-only directory, simulated (these machines run as root, where chmod does not stop
+    writes): the mkdir's PermissionError becomes a ConfigError naming the directory."""
+    import errno
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(AlignkitError, match="cannot write to output_dir .*ro: Permission denied"):
+        sft_run("output_dir={tmp}/ro")(tmp_path)

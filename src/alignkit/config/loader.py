@@ -50,6 +50,13 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut to `limit` characters (a 10,000-item list in the
+    wrong place must not become a 10,000-item message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -65,7 +72,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check (and lightly convert) a YAML value against a field's annotation."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"{where}: {key} expects {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"{where}: {key} expects {_type_name(tp)}, got {_short(value)}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if isinstance(value, bool) and "on" in choices:  # YAML reads on/off as booleans
@@ -73,7 +80,7 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}")
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(map(str, choices))}; got {_short(value)}{hint}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -127,7 +134,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str, prefix: str = "", lin
     """Build a dataclass from a nested dict; unknown keys and wrong types raise ConfigError."""
     lines = lines or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {_short(data)}")
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -143,7 +150,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str, prefix: str = "", lin
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if value is not None and not isinstance(value, dict):
-                raise ConfigError(f"{at}: '{full}' is a section and must be a mapping of keys, got {value!r}")
+                raise ConfigError(f"{at}: '{full}' is a section and must be a mapping of keys, got {_short(value)}")
             # Start from the parent's own default for the section (its default_factory may differ
             # from the section class's defaults, e.g. DPO's optim.lr), then apply the keys given.
             given = value if value is not None else {}
