@@ -110,3 +110,19 @@ def annotate_ranking(item: Item, responses: list[str], label_noise: float, rng: 
         j = rng.randrange(len(keyed) - 1)
         keyed[j], keyed[j + 1] = keyed[j + 1], keyed[j]
     return keyed
+
+
+def reward(prompts: list, responses: list[str], rows: list[dict[str, Any]]) -> list[float]:
+    """The oracle as a reward function (alignkit.rl.reward_functions, name "oracle"): each response's
+    grade for the world item its prompt row describes (rows need the world's fields: family,
+    answer, params, template, harmful)."""
+    from alignkit.errors import DataError
+    from alignkit.world.tasks import item_from_dict
+
+    out = []
+    for i, (row, response) in enumerate(zip(rows, responses)):
+        if "family" not in row or "answer" not in row:
+            raise DataError(f"reward 'oracle': prompt row {i + 1} has no world fields (family, answer); only the "
+                            "demo world's prompts can be graded by its oracle")
+        out.append(grade(item_from_dict({"prompt": row.get("prompt", ""), **row}), response))
+    return out
