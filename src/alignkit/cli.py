@@ -65,16 +65,14 @@ def run_eval(cfg: Any) -> Any:
 def _stage_command(name: str, config_cls: type, run: Callable[[Any], Any]) -> Callable[[list[str]], int]:
     """A stage command: an optional YAML file and key=value overrides into `config_cls`, then `run`."""
     def command(argv: list[str]) -> int:
-        from alignkit.config import describe, load_config
-
         if any(a in ("-h", "--help") for a in argv):
             print(f"usage: alignkit {name} [CONFIG.yaml] [key=value ...]\n\n{(config_cls.__doc__ or '').strip()}\n\nkeys:")
-            for key, tp, default, doc in describe(config_cls):
+            for key, tp, default, doc in C.describe(config_cls):
                 print(f"  {key} ({tp}, default {default})\n      {doc}")
             return 0
         path = argv[0] if argv and "=" not in argv[0] else None
         overrides = argv[1:] if path else argv
-        run(load_config(config_cls, path, overrides))
+        run(C.load_config(config_cls, path, overrides))
         return 0
 
     return command

@@ -166,12 +166,14 @@ def score_conversations(model: RewardModel, tokenizer: Any, prompts: list[list[d
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:
-    """A trained reward model directory: the model and the offset to subtract from its scores."""
+def reward_offset_of(path: str | Path) -> float:
+    """The offset `alignkit rm` recorded beside a reward model (0 if none): subtracted from its scores."""
     import json
 
-    offset = 0.0
     norm = Path(path) / "reward_normalization.json"
-    if norm.is_file():
-        offset = float(json.loads(norm.read_text()).get("offset", 0.0))
-    return RewardModel(load_reward_backbone(path, trained=True)), offset
+    return float(json.loads(norm.read_text()).get("offset", 0.0)) if norm.is_file() else 0.0
+
+
+def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:
+    """A trained reward model directory: the model and the offset to subtract from its scores."""
+    return RewardModel(load_reward_backbone(path, trained=True)), reward_offset_of(path)

@@ -11,6 +11,7 @@ with NAME one of BUILT_IN. A "module:function" reward imports and runs the user'
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -63,12 +64,18 @@ def numeric(prompts: list, responses: list[str], rows: list[dict], field: str = 
 def regex(prompts: list, responses: list[str], rows: list[dict], pattern: str = "", full: bool = False) -> list[float]:
     """1 where the response matches `pattern` (anywhere, or as a whole with full=true), else 0: a
     format check. RE2, so matching is linear in the text (safety/rules.py)."""
-    from alignkit.safety.rules import compile_linear
-
     if not pattern:
         raise ConfigError("reward 'regex' needs a non-empty 'pattern'")
-    rx = compile_linear(pattern, "reward 'regex' pattern")
+    rx = _compiled(pattern)
     return [float((rx.fullmatch(r) if full else rx.search(r)) is not None) for r in responses]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> Any:
+    """A regex reward's pattern, compiled once for every batch it scores."""
+    from alignkit.safety.rules import compile_linear
+
+    return compile_linear(pattern, "reward 'regex' pattern")
 
 
 def length(prompts: list, responses: list[str], rows: list[dict], max_words: int = 50,

@@ -33,7 +33,7 @@ from alignkit.errors import ConfigError, DataError, TrainingDiverged
 from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir, load_policy
-from alignkit.models.reward import load_reward_model, score_conversations
+from alignkit.models.reward import RewardModel, load_reward_backbone, reward_offset_of, score_conversations
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer
 from alignkit.rl.advantages import masked_mean, masked_var
@@ -198,14 +198,9 @@ def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: Roles, batch: list[Co
 
 def frozen_reward_model(cfg: PPOConfig, accelerator: Any, path: str) -> tuple[Any, float, Any]:
     """(reward model, its offset, its tokenizer), frozen beside the engine (or on placement.reward_device)."""
-    loaded = {}
-
-    def load() -> Any:
-        loaded["model"], loaded["offset"] = load_reward_model(path)
-        return loaded["model"]
-
-    model = engine.load_frozen(accelerator, load, cfg.placement.reward_device or None, cast=False)
-    return model, loaded["offset"], load_tokenizer(path)
+    model = engine.load_frozen(accelerator, lambda: RewardModel(load_reward_backbone(path, trained=True)),
+                               cfg.placement.reward_device or None, cast=False)
+    return model, reward_offset_of(path), load_tokenizer(path)
 
 
 def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:

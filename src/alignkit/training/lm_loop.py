@@ -30,18 +30,21 @@ def train_and_save(cfg: Any, *, name: str, accelerator: Any, model: Any, tokeniz
     device = accelerator.device
 
     def batches(indices: list[int], mine: list[list[int]]) -> tuple[list, float]:
-        parts = [([train_rows[i] for i in mb], collate([train_rows[i] for i in mb], pad_id)) for mb in mine]
-        local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for _, b in parts)
-        (global_tokens,) = reduce_sum(accelerator, local_tokens)
+        parts = []
+        for mb in mine:
+            rows = [train_rows[i] for i in mb]
+            batch = collate(rows, pad_id)
+            parts.append((rows, batch, int((batch["labels"][:, 1:] != -100).sum())))  # labelled tokens
+        (global_tokens,) = reduce_sum(accelerator, sum(tokens for _, _, tokens in parts))
         return parts, max(global_tokens, 1.0)
 
-    def loss(part: tuple[list, dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, float]]:
-        rows, batch = part
+    def loss(part: tuple[list, dict[str, torch.Tensor], int]) -> tuple[torch.Tensor, dict[str, float]]:
+        rows, batch, tokens = part
         batch = {key: v.to(device) for key, v in batch.items()}
         labels = batch.pop("labels")
         logits = run.model(**batch, use_cache=False).logits  # a cache would disable packed masking
         nll_sum, _ = sequence_nll(logits, labels)
-        return nll_sum.sum(), {"nll": float(nll_sum.detach().sum()), "tokens": float((labels[:, 1:] != -100).sum()),
+        return nll_sum.sum(), {"nll": float(nll_sum.detach().sum()), "tokens": float(tokens),
                                "seen": float(sum(len(r) for r in rows)),  # useful (non-pad) tokens
                                "samples": float(sum(getattr(r, "num_samples", 1) for r in rows))}
 
