@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sft.py
 	$(BIN)/python benchmarks/bench_rm.py
 	$(BIN)/python benchmarks/bench_dpo.py
+	$(BIN)/python benchmarks/bench_grpo.py
 	# TRL's PPO left TRL after 1.12: that release goes to a directory of its own, off the venv's path
 	$(BIN)/python -m pip install -q --no-deps --target $(HOME)/.cache/alignkit-bench/trl112 trl==1.12.0
 	$(BIN)/python benchmarks/bench_ppo.py

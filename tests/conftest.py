@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,27 @@ def reward_dir(tiny_dir, tmp_path_factory) -> Path:
     load_tokenizer(tiny_dir).save_pretrained(out)
     (out / "reward_normalization.json").write_text(json.dumps({"offset": 0.25}))
     return out
+
+
+@pytest.fixture(scope="session")
+def prompts_file(tmp_path_factory) -> Path:
+    rows = [{"prompt": f"Say something about the {w}."} for w in WORDS] + \
+        [{"messages": [{"role": "user", "content": f"Name a fruit like {w}."}]} for w in WORDS]
+    return write_jsonl(tmp_path_factory.mktemp("ppo") / "prompts.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def fruit_policy(tiny_dir, tmp_path_factory) -> Path:
+    """The tiny Llama after a short SFT on six random fruit words per answer: it says 'pear' about
+    one word in twenty, so a reward for it has something to start from."""
+    from alignkit.config import SFTConfig, load_config
+    from alignkit.stages.sft import run_sft
+
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("fruit")
+    rows = [{"instruction": f"Name some fruit for the {w}.", "output": " ".join(rng.choice(WORDS) for _ in range(6))}
+            for w in WORDS for _ in range(10)]
+    data = write_jsonl(root / "sft.jsonl", rows)
+    return run_sft(load_config(SFTConfig, None, [f"model.path={tiny_dir}", f"data.train_path={data}",
+                                                 f"output_dir={root / 'sft'}", "train.max_steps=40", "optim.lr=1e-2",
+                                                 "train.batch_size=16", "log.progress=false", "data.eval_fraction=0"]))

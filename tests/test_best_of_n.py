@@ -89,7 +89,7 @@ def test_missing_settings_are_named():
     from alignkit.config import BestOfNConfig, load_config
     from alignkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="reward_model is required"):
+    with pytest.raises(ConfigError, match="no reward: set reward_model"):
         load_config(BestOfNConfig, None, ["model.path=m", "prompts_path=p.jsonl"])
     with pytest.raises(ConfigError, match="sampling.top_p must be in"):
         load_config(BestOfNConfig, None, ["model.path=m", "reward_model=r", "prompts_path=p", "sampling.top_p=0"])
@@ -118,3 +118,28 @@ def test_expected_pick_of_k_matches_a_plain_loop_over_subsets():
         assert expected_pick_of_k(scores, k, eligible).tolist() == pytest.approx(expected, rel=1e-12)
         everything = torch.ones_like(eligible)
         assert torch.allclose(expected_pick_of_k(scores, k, everything), expected_best_of_k(scores, k))
+
+
+def test_reward_functions_alone_pick_the_sample_they_prefer(fruit_policy, tmp_path):
+    """No reward model: a regex reward for 'pear' plus a length penalty. Each data row's score is the
+    weighted sum the functions give its response, it is the largest among the prompt's samples, and
+    a prompt with any 'pear' sample gets one."""
+    from alignkit.config import BestOfNConfig, load_config
+    from alignkit.rl.reward_functions import length, regex
+    from alignkit.stages.best_of_n import run_best_of_n
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Name some fruit for the {w}."}) + "\n"
+                               for w in ("apple", "plum", "fig", "lime")))
+    rewards = [{"fn": "regex", "pattern": r"\bpear\b"}, {"fn": "length", "max_words": 4, "per_word": 0.1, "weight": 0.5}]
+    out = tmp_path / "bon"
+    run_best_of_n(load_config(BestOfNConfig, None, [f"model.path={fruit_policy}", f"prompts_path={prompts}",
+                                                    f"output_dir={out}", "n=8", "sampling.max_new_tokens=10",
+                                                    f"rewards={json.dumps(rewards)}", "require_eos=false"]))
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert any(any("pear" in r.split() for r in s["responses"]) for s in samples)
+    for s in samples:
+        expected = [a + 0.5 * b for a, b in zip(regex([], s["responses"], [], pattern=r"\bpear\b"),
+                                                length([], s["responses"], [], max_words=4, per_word=0.1))]
+        assert s["scores"] == pytest.approx(expected, abs=1e-6)
+        assert s["scores"][s["best"]] == max(s["scores"])

@@ -117,9 +117,10 @@ def test_every_shipped_config_loads_and_validates(path):
     stage = path.relative_to(ROOT / "configs").parts[0]
     if stage == "smollm2":  # one recipe per stage, named after it
         stage = path.stem
-    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig, "demo.yaml": C.PipelineConfig,
+    cls = {"sft": C.SFTConfig, "pretrain": C.PretrainConfig, "rm": C.RMConfig, "ppo": C.PPOConfig, "dpo": C.DPOConfig,
+           "grpo": C.GRPOConfig, "demo.yaml": C.PipelineConfig,
            "demo-full.yaml": C.PipelineConfig, "demo-rounds.yaml": C.PipelineConfig,
-           "demo-correctness.yaml": C.PipelineConfig}[stage]
+           "demo-correctness.yaml": C.PipelineConfig, "demo-rlvr.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 

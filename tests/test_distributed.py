@@ -231,6 +231,29 @@ def test_one_ppo_update_on_two_processes_equals_one_process(engine, tiny_dir, tm
         assert torch.allclose(one[key], two[key], atol=2e-5), key
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp_path):
+    """The GRPO stage with fixed samples (each prompt's group drawn from its own text, see the
+    script): 2 processes x 4 prompts (each group whole on the process that sampled it) and 1 process
+    x 8 prompts, 4 responses each, 3 generations of 2 updates with 2 micro-batches, the KL term on,
+    end with the same weights and log the same figures."""
+    script = str(ROOT / "tests" / "grpo_fixed_samples_script.py")
+    launch(engine, [script, str(tiny_dir), str(prompts_file), str(tmp_path / engine), "4"], tmp_path)
+    subprocess.run([sys.executable, script, str(tiny_dir), str(prompts_file), str(tmp_path / "one"), "8"], check=True,
+                   capture_output=True, cwd=ROOT)
+    keys = ("reward", "policy_loss", "kl", "clip_low_fraction", "clip_high_fraction", "entropy", "reward_group_std")
+    one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / engine / "metrics.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 6
+    for a, b in zip(one, two):  # the generation's figures are in the rows of its first update
+        assert {k: b[k] for k in keys if k in a} == pytest.approx({k: a[k] for k in keys if k in a}, rel=1e-4, abs=1e-6)
+    assert any(r["clip_low_fraction"] + r["clip_high_fraction"] > 0 for r in one)  # the second updates clip
+    w_one = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    w_two = load_file(str(tmp_path / engine / "model" / "model.safetensors"))
+    for key in w_one:
+        assert torch.allclose(w_one[key], w_two[key], atol=2e-5), key
+
+
 def test_a_two_process_checkpoint_resumes_on_one_process(tiny_dir, sft_data, tmp_path):
     """DDP on 2 processes x batch 4 saves at step 2 of 4; resumed on 1 process x batch 8 (the same
     global batch) it ends where the uninterrupted 2-process run ends. Resuming with another global

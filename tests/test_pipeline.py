@@ -20,7 +20,9 @@ REDUCED = ["world.sft_examples=600", "world.eval_prompts=60", "world.ranking_pro
            "ppo.train.max_steps=2", "ppo.train.batch_size=16", "ppo.train.eval_every=1", "ppo.rollout.max_new_tokens=8",
            "ppo.rollout.eval_samples=16", "ppo.log.progress=false", "dpo.train.max_steps=3", "dpo.train.batch_size=8",
            "dpo.train.eval_every=0", "dpo.log.progress=false"]
-FULL = ["stages=[pretrain,sft,rm,ppo,rounds,dpo,best-of-n,distill,eval]", "rounds.rounds=1", "rounds.prompts=12",
+FULL = ["stages=[pretrain,sft,rm,ppo,grpo,rounds,dpo,best-of-n,distill,eval]", "grpo_runs=[grpo,rloo-rm]",
+        "grpo.train.max_steps=2", "grpo.train.batch_size=4", "grpo.group.n=4", "grpo.rollout.max_new_tokens=8",
+        "grpo.train.eval_every=1", "grpo.rollout.eval_samples=16", "grpo.log.progress=false", "grpo.keep_best=true", "rounds.rounds=1", "rounds.prompts=12",
         "rounds.k=3", "rounds.rm_steps=3", "rounds.ppo_steps=1", "rounds.max_new_tokens=8", "rm_ensemble=2", "best_of_n.n=2", "best_of_n.sampling.max_new_tokens=8",
         "rft.train.max_steps=3", "rft.log.progress=false", "student.hidden=32", "student.layers=1",
         "distill.train.max_steps=3", "distill.train.batch_size=8", "distill.sampling.max_new_tokens=8",
@@ -57,14 +59,28 @@ def test_ppo_joins_the_table_with_a_win_rate_against_sft(reduced_run):
     """The reduced PPO stage (2 iterations) runs from the SFT model and the reward model, keeps its
     best policy by held-out reward on training-split prompts, and the table compares it with SFT."""
     results = json.loads((reduced_run / "results.json").read_text())
-    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "ppo-rounds", "dpo", "best-of-n",
-                                       "student-sft", "student-distill"]
+    assert list(results["models"]) == ["base", "sft", "sft+filter", "ppo", "grpo", "rloo-rm", "ppo-rounds", "dpo",
+                                       "best-of-n", "student-sft", "student-distill"]
     assert results["models"]["ppo"]["path"].endswith("ppo/best")
     assert "heldout_phrasing" in results["models"]["ppo"]["win_rate_vs_sft"]
     assert "win_rate_vs_sft" not in results["models"]["sft"]
     assert "win rate vs sft" in (reduced_run / "results.md").read_text()
     rows = [json.loads(line) for line in (reduced_run / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2] and all("eval_reward" in r for r in rows)
+
+
+def test_critic_free_runs_join_the_table(reduced_run):
+    """grpo_runs=[grpo, rloo-rm]: GRPO rewarded by the world's verifier (the grpo section's rewards)
+    and RLOO by the reward model, each from the SFT model under grpo/NAME, its best policy kept,
+    summarised in results.md."""
+    results = json.loads((reduced_run / "results.json").read_text())
+    for name in ("grpo", "rloo-rm"):
+        assert results["models"][name]["path"].endswith(f"grpo/{name}/best")
+        assert results["grpo"][name]["steps"] == 2
+    verifier = [json.loads(line) for line in (reduced_run / "grpo" / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    with_rm = [json.loads(line) for line in (reduced_run / "grpo" / "rloo-rm" / "metrics.jsonl").read_text().splitlines()]
+    assert "reward/world_check" in verifier[1] and "reward/reward_model" in with_rm[1]
+    assert "rloo-rm: 2 steps" in (reduced_run / "results.md").read_text()
 
 
 def test_rerun_reuses_the_cached_base_and_finished_sft(reduced_run, capsys):

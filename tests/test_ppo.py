@@ -5,7 +5,6 @@ the reference's weights, and bad input fails clearly."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -19,38 +18,14 @@ from alignkit.errors import ConfigError, DataError
 from alignkit.rl.experience import final_scores
 from alignkit.stages.ppo import run_ppo
 
-from conftest import WORDS, write_jsonl
+from conftest import write_jsonl
 
 TARGET = "pear"  # one token (" pear") in the tiny tokenizer
-
-
-@pytest.fixture(scope="session")
-def prompts_file(tmp_path_factory) -> Path:
-    rows = [{"prompt": f"Say something about the {w}."} for w in WORDS] + \
-        [{"messages": [{"role": "user", "content": f"Name a fruit like {w}."}]} for w in WORDS]
-    return write_jsonl(tmp_path_factory.mktemp("ppo") / "prompts.jsonl", rows)
 
 
 def target_reward(prompts, responses):
     """Share of the response's words (6 in the demonstrations) that are the target word."""
     return torch.tensor([r.split().count(TARGET) / 6 for r in responses])
-
-
-@pytest.fixture(scope="session")
-def fruit_policy(tiny_dir, tmp_path_factory) -> Path:
-    """The tiny Llama after a short SFT on six random fruit words per answer: it says 'pear' about
-    one word in twenty, so a reward for it has something to start from."""
-    from alignkit.config import SFTConfig
-    from alignkit.stages.sft import run_sft
-
-    rng = random.Random(0)
-    root = tmp_path_factory.mktemp("fruit")
-    rows = [{"instruction": f"Name some fruit for the {w}.", "output": " ".join(rng.choice(WORDS) for _ in range(6))}
-            for w in WORDS for _ in range(10)]
-    data = write_jsonl(root / "sft.jsonl", rows)
-    return run_sft(load_config(SFTConfig, None, [f"model.path={tiny_dir}", f"data.train_path={data}",
-                                                 f"output_dir={root / 'sft'}", "train.max_steps=40", "optim.lr=1e-2",
-                                                 "train.batch_size=16", "log.progress=false", "data.eval_fraction=0"]))
 
 
 def ppo(model_dir, prompts, out, *overrides, reward_fn=None, reward_dir=None):
@@ -174,7 +149,7 @@ def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"text": "no prompt"}])
     with pytest.raises(DataError, match=r"bad.jsonl, line 2: expected a non-empty string 'prompt'"):
         ppo(tiny_dir, bad, tmp_path / "bad", reward_dir=reward_dir)
-    with pytest.raises(ConfigError, match="reward_model is required"):
+    with pytest.raises(ConfigError, match="no reward: set reward_model"):
         ppo(tiny_dir, prompts_file, tmp_path / "none")
     with pytest.raises(ConfigError, match="must divide"):
         load_config(PPOConfig, None, ["model.path=x", "rollout.prompts_path=y", "train.batch_size=10",
@@ -333,3 +308,18 @@ def test_an_entropy_bonus_raises_the_policys_entropy(tiny_dir):
             _, logp_all = token_logprobs(logits, roll.responses, 1.0, with_all=True)
             entropies[coef] = float(masked_mean(entropy_from_logprobs(logp_all), mask))
     assert entropies[5.0] > entropies[0.0]
+
+
+def plus_two(prompts, responses, rows):
+    """A reward function of the tests' own: 2 for every response."""
+    return [2.0] * len(responses)
+
+
+def test_reward_functions_add_to_the_reward_model_by_weight(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """The same first iteration (same seed, same samples) scored by the reward model alone and with
+    a function giving 2 to every response at weight 0.5: the mean reward differs by exactly 1."""
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    ppo(tiny_dir, prompts_file, alone, "train.max_steps=1", reward_dir=reward_dir)
+    ppo(tiny_dir, prompts_file, both, "train.max_steps=1", 'rewards=[{fn: "test_ppo:plus_two", weight: 0.5}]',
+        reward_dir=reward_dir)
+    assert metrics(both)[0]["reward"] == pytest.approx(metrics(alone)[0]["reward"] + 1.0, abs=1e-5)

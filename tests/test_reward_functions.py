@@ -40,7 +40,7 @@ def test_combined_rewards_weigh_each_function_and_report_each():
 def test_the_world_oracle_by_name_grades_like_the_oracle(tmp_path):
     from alignkit.config import WorldConfig
     from alignkit.world.datasets import read_items, write_world_data
-    from alignkit.world.oracle import grade
+    from alignkit.world.oracle import correct, grade
 
     paths = write_world_data(tmp_path, WorldConfig(sft_examples=20, ranking_prompts=10, rl_prompts=20, eval_prompts=5))
     import json
@@ -51,6 +51,10 @@ def test_the_world_oracle_by_name_grades_like_the_oracle(tmp_path):
     total, _ = combined_reward([{"fn": "oracle"}])([], responses, rows)
     assert total.tolist() == [grade(item, r) for item, r in zip(items, responses)]
     assert total[:4].tolist() == [1.0] * 4
+    # The verifier: 1 exactly where the oracle counts the answer as the aligned one.
+    checked, _ = combined_reward([{"fn": "world_check"}])([], responses, rows)
+    assert checked.tolist() == [float(correct(item, r)) for item, r in zip(items, responses)]
+    assert checked[:4].tolist() == [1.0] * 4
 
 
 def test_a_users_own_function_by_module_and_name(tmp_path, monkeypatch):

@@ -259,7 +259,7 @@ def test_experience_wires_k3_reward_clip_and_whitened_rewards(tiny_dir):
     convs = [[{"role": "user", "content": f"Name a fruit like {w}."}] for w in ("apple", "pear", "plum")]
     roll = sample_rollout(policy, tokenizer, convs, 6)
     raw = torch.tensor([-2.0, 0.2, 3.0])
-    roles = Roles(actor, reference.eval(), tokenizer, nullcontext, lambda prompts, texts: raw)
+    roles = Roles(actor, reference.eval(), tokenizer, nullcontext, lambda prompts, texts, rows: raw)
     exp = experience(cfg, roles, roll, convs, kl_coef=0.1, chunk=2)
     mask = roll.response_mask
     assert exp.scores.tolist() == pytest.approx([-0.5, 0.2, 0.5])

@@ -42,6 +42,11 @@ def run_ppo(cfg: Any) -> Any:
     return run_ppo(cfg)
 
 
+def run_grpo(cfg: Any) -> Any:
+    from alignkit.stages.grpo import run_grpo
+    return run_grpo(cfg)
+
+
 def run_dpo(cfg: Any) -> Any:
     from alignkit.stages.dpo import run_dpo
     return run_dpo(cfg)
@@ -378,6 +383,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
            "train a reward model on pairwise or ranked preference data"),
     "ppo": (_stage_command("ppo", C.PPOConfig, run_ppo),
             "RLHF: PPO on a policy with a reward model and a KL penalty to the reference"),
+    "grpo": (_stage_command("grpo", C.GRPOConfig, run_grpo),
+             "critic-free RL (GRPO, Dr. GRPO, RLOO, REINFORCE++) with reward functions and/or a reward model"),
     "dpo": (_stage_command("dpo", C.DPOConfig, run_dpo),
             "offline preference optimisation (DPO, cDPO, IPO, hinge, SimPO, ORPO) on preference data"),
     "distill": (_stage_command("distill", C.DistillConfig, run_distill),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignkit.config.parts import OptimConfig, TrainConfig, check_non_negative, check_positive
+from alignkit.config.grpo import GRPOConfig
 from alignkit.config.ppo import PPOConfig
 from alignkit.config.stages import (BestOfNConfig, DistillConfig, DPOConfig, PretrainConfig, RMConfig, SFTConfig,
                                     TinyModelConfig)
@@ -109,7 +110,15 @@ class RoundsConfig:
             raise ConfigError(f"{where}: rounds.k must be at least 2 (a ranking compares responses), got {self.k}")
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "rounds", "dpo", "best-of-n", "distill", "eval")
+PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
+GRPO_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
+
+
+def grpo_run(name: str) -> tuple[str, bool]:
+    """A pipeline GRPO run's name -> (its estimator, whether it scores with the run's reward model
+    instead of the grpo section's reward functions): "rloo" -> ("rloo", False), "grpo-rm" -> ("grpo", True)."""
+    rm = name.endswith("-rm")
+    return name.removesuffix("-rm"), rm
 
 
 @dataclass
@@ -119,7 +128,7 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, ppo, rounds, dpo, best-of-n, distill, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, grpo, rounds, dpo, best-of-n, distill, eval."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -133,6 +142,13 @@ class PipelineConfig:
     """Reward model, started from the SFT model (paths and normalisation prompts set by the pipeline)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO from the SFT model with the reward model (paths and prompts set by the pipeline)."""
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(rewards=[{"fn": "world_check"}]))
+    """Critic-free RL from the SFT model (paths and prompts set by the pipeline): the settings every
+    run in grpo_runs shares; its rewards are the verifier runs' reward functions."""
+    grpo_runs: list[str] = field(default_factory=lambda: ["grpo"])
+    """The grpo stage's runs, each a row of the table: an estimator (grpo, dr_grpo, rloo,
+    reinforce_pp) scored by grpo.rewards, or with "-rm" (grpo-rm) by this run's reward model instead;
+    each under run_dir/grpo/NAME."""
     rm_ensemble: int = 1
     """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
     more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""
@@ -194,6 +210,17 @@ class PipelineConfig:
             if missing:
                 raise ConfigError(f"{where}: the rounds stage continues the reward model and PPO of this run; add "
                                   f"{' and '.join(missing)} to stages")
+        if "grpo" in self.stages:
+            for name in self.grpo_runs:
+                estimator, rm = grpo_run(name)
+                if estimator not in GRPO_ESTIMATORS:
+                    close = difflib.get_close_matches(estimator, GRPO_ESTIMATORS, n=1)
+                    raise ConfigError(f"{where}: grpo_runs: '{name}' is not an estimator (optionally with -rm): "
+                                      f"{', '.join(GRPO_ESTIMATORS)}" + (f"; did you mean '{close[0]}'?" if close else ""))
+                if rm and "rm" not in self.stages and not self.grpo.reward_model:
+                    raise ConfigError(f"{where}: grpo_runs: '{name}' scores with the reward model; add rm to stages")
+            if len(set(self.grpo_runs)) != len(self.grpo_runs) or not self.grpo_runs:
+                raise ConfigError(f"{where}: grpo_runs must name at least one run, each once; got {self.grpo_runs}")
         if "distill" in self.stages and self.distill_teacher not in self.stages and not self.distill.teacher:
             raise ConfigError(f"{where}: distill_teacher '{self.distill_teacher}' is not a stage of this run "
                               f"(stages: {', '.join(self.stages)}); list it in stages, or set distill.teacher to a "
@@ -207,3 +234,17 @@ def pipeline_ppo_config(ppo: PPOConfig, output_dir: Path, policy: Path, reward: 
         ppo, output_dir=str(output_dir), resume=True, model=dataclasses.replace(ppo.model, path=str(policy)),
         reward_model=str(reward), rollout=dataclasses.replace(ppo.rollout, prompts_path=str(world["rl_prompts"]),
                                                               eval_prompts_path=str(world["rl_eval_prompts"])))
+
+
+def pipeline_grpo_config(grpo: GRPOConfig, name: str, output_dir: Path, policy: Path, reward: Path | str,
+                         world: dict[str, Path]) -> GRPOConfig:
+    """The pipeline's GRPO run `name` (an entry of grpo_runs): `grpo` with its estimator, the policy,
+    the world's RL prompts (held-out reward on its other training-split prompts), and its reward:
+    the section's reward functions, or with "-rm" the reward model alone."""
+    estimator, with_rm = grpo_run(name)
+    return dataclasses.replace(
+        grpo, output_dir=str(output_dir), resume=True, model=dataclasses.replace(grpo.model, path=str(policy)),
+        group=dataclasses.replace(grpo.group, advantage=estimator), rewards=[] if with_rm else grpo.rewards,
+        reward_model=str(reward) if with_rm else "",
+        rollout=dataclasses.replace(grpo.rollout, prompts_path=str(world["rl_prompts"]),
+                                    eval_prompts_path=str(world["rl_eval_prompts"])))

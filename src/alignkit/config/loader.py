@@ -367,3 +367,10 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         else:
             rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(default, f.name)), docs.get(f.name, "")))
     return rows
+
+
+def with_defaults(recorded: Any, defaults: Any) -> Any:
+    """`recorded` with every key it lacks (at any depth) taken from `defaults`."""
+    if not isinstance(recorded, dict) or not isinstance(defaults, dict):
+        return recorded
+    return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in recorded.items()}}

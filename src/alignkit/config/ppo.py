@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from alignkit.config.parts import (CheckpointConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig, TrainConfig,
                                    check_non_negative, check_positive, check_training_parts)
@@ -109,6 +109,12 @@ class PPOConfig:
     """The initial policy and the reference: the SFT model (a full model or a LoRA adapter directory)."""
     reward_model: str = ""
     """The reward model directory from `alignkit rm` (its reward_normalization.json offset is subtracted)."""
+    rewards: list[dict[str, Any]] = field(default_factory=list)
+    """Reward functions added to the reward model's score by weight (or the whole reward without one):
+    [{fn: exact_match, weight: 1.0}, ...], as in `alignkit grpo`. A module:function entry runs your
+    own code."""
+    reward_model_weight: float = 1.0
+    """The reward model's weight when reward functions are added to it."""
     reward_ensemble: list[str] = field(default_factory=list)
     """Further reward model directories: the reward is then the mean over all of them (reward_model
     first) minus reward_uncertainty_coef x their standard deviation, each with its own offset

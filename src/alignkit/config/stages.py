@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from alignkit.config.parts import (CheckpointConfig, DataConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig,
                                    PreferenceDataConfig, SamplingConfig, TrainConfig, check_data_part, check_non_negative,
@@ -178,7 +178,7 @@ class DPOConfig:
 
 @dataclass
 class BestOfNConfig:
-    """Best-of-n: sample n responses per prompt, score them with a reward model, keep the best."""
+    """Best-of-n: sample n responses per prompt, score them (a reward model and/or reward functions), keep the best."""
 
     output_dir: str = "runs/best-of-n"
     """Run directory: data.jsonl (the best response per prompt, SFT format), samples.jsonl (all n with
@@ -191,8 +191,15 @@ class BestOfNConfig:
     """The policy that samples (a full model or a LoRA adapter directory)."""
     reward_model: str = ""
     """The reward model directory from `alignkit rm` (its offset is subtracted from the scores)."""
+    rewards: list[dict[str, Any]] = field(default_factory=list)
+    """Reward functions added to the reward model's score by weight (or the whole score without one),
+    as in `alignkit grpo`: [{fn: exact_match}, {fn: refusal, weight: 0.5}]. A module:function entry
+    runs your own code."""
+    reward_model_weight: float = 1.0
+    """The reward model's weight when reward functions are added to it."""
     prompts_path: str = ""
-    """Prompts: rows with a string "prompt", or "messages" ending with a user turn."""
+    """Prompts: rows with a string "prompt", or "messages" ending with a user turn (other fields are
+    there for the reward functions, e.g. answer)."""
     limit: int = 0
     """Use only the first N prompts (0: all)."""
     n: int = 8
@@ -208,8 +215,8 @@ class BestOfNConfig:
 
     def validate(self, where: str) -> None:
         self.model.validate(where)
-        if not self.reward_model:
-            raise ConfigError(f"{where}: reward_model is required (a directory from alignkit rm)")
+        if not self.reward_model and not self.rewards:
+            raise ConfigError(f"{where}: no reward: set reward_model (a directory from alignkit rm) and/or rewards")
         if not self.prompts_path:
             raise ConfigError(f"{where}: prompts_path is required")
         check_positive(where, "n", self.n)

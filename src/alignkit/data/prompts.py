@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alignkit.data.records import read_records
 from alignkit.errors import DataError
 
@@ -10,7 +12,14 @@ Conversation = list[dict[str, str]]
 
 def read_prompts(path: str) -> list[Conversation]:
     """Rows with a string 'prompt', or 'messages' ending with a user turn."""
+    return read_prompt_rows(path)[0]
+
+
+def read_prompt_rows(path: str) -> tuple[list[Conversation], list[dict[str, Any]]]:
+    """(conversations, the rows themselves): a reward function reads a row's other fields (its
+    'answer', whether it is 'harmful')."""
     out: list[Conversation] = []
+    rows: list[dict[str, Any]] = []
     for r in read_records(path):
         row = r.row
         if isinstance(row.get("prompt"), str) and row["prompt"].strip():
@@ -20,7 +29,8 @@ def read_prompts(path: str) -> list[Conversation]:
             out.append(row["messages"])
         else:
             raise DataError(f"{r.where}: expected a non-empty string 'prompt', or 'messages' ending with a user turn")
+        rows.append(row)
     if not out:
         raise DataError(f"{path}: no prompts")
-    return out
+    return out, rows
 

@@ -45,3 +45,26 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, constant: f
             raise ValueError("aggregation 'constant' needs a positive constant (the maximum response length)")
         return (per_token * m).sum() / (per_token.shape[0] * constant)
     raise ValueError(f"unknown loss aggregation '{how}'; expected one of {', '.join(AGGREGATIONS)}")
+
+
+def loss_sum(per_token: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """The numerator of `aggregate` for one micro-batch, so micro-batches and processes add up to the
+    whole batch's loss once divided by `loss_denominator` of the whole batch: each response's token
+    mean summed (sequence_mean), or every token's loss summed (token_mean, constant)."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation '{how}'; expected one of {', '.join(AGGREGATIONS)}")
+    if how == "sequence_mean":
+        return masked_mean(per_token, mask, dim=1).sum()
+    return (per_token * mask.to(per_token.dtype)).sum()
+
+
+def loss_denominator(how: str, responses: float, tokens: float, max_len: int) -> float:
+    """What the whole batch's `loss_sum` is divided by: its responses (sequence_mean), its response
+    tokens (token_mean), or responses x the maximum length (constant)."""
+    if how == "sequence_mean":
+        return responses
+    if how == "token_mean":
+        return max(tokens, 1.0)
+    if how == "constant":
+        return responses * max_len
+    raise ValueError(f"unknown loss aggregation '{how}'; expected one of {', '.join(AGGREGATIONS)}")

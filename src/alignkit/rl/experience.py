@@ -19,6 +19,7 @@ from alignkit.rl.rollout import Rollout, decode_responses, response_logprobs, se
 
 Conversation = list[dict[str, str]]
 RewardFn = Callable[[list[Conversation], list[str]], torch.Tensor]
+RowScorer = Callable[[list[Conversation], list[str], list[dict[str, Any]]], torch.Tensor]
 
 
 @dataclass
@@ -32,8 +33,9 @@ class Roles:
     tokenizer: Any
     autocast: Callable[[], Any]
     """The training forward pass's precision context (bf16 autocast, or nothing)."""
-    score: RewardFn
-    """(prompts, response texts) -> scores (N,): a reward model, an ensemble, or a function."""
+    score: RowScorer
+    """(prompts, response texts, prompt rows) -> scores (N,): a reward model, an ensemble, a function,
+    reward functions reading the rows' fields, or a weighted sum of them (rl/scoring.py)."""
 
 
 @dataclass
@@ -56,9 +58,9 @@ class Experience:
 
 @torch.no_grad()
 def experience(cfg: Any, roles: Roles, roll: Rollout, batch: list[Conversation], kl_coef: float,
-               chunk: int) -> Experience:
-    """Everything the update needs for `roll` (sampled for `batch`), in forward passes of `chunk`
-    sequences. `cfg` is a PPOConfig (rollout, ppo and kl sections)."""
+               chunk: int, rows: list[dict[str, Any]] | None = None) -> Experience:
+    """Everything the update needs for `roll` (sampled for `batch`, whose prompt rows are `rows`), in
+    forward passes of `chunk` sequences. `cfg` is a PPOConfig (rollout, ppo and kl sections)."""
     actor = roles.module
     actor.eval()
     old_logp, values = [], []
@@ -74,7 +76,7 @@ def experience(cfg: Any, roles: Roles, roll: Rollout, batch: list[Conversation],
     ref_logp = reference_logprobs(roles, roll, chunk, cfg.rollout.temperature)
 
     texts = decode_responses(roles.tokenizer, roll)
-    raw = roles.score(batch, texts).to(values.device).float()
+    raw = roles.score(batch, texts, rows if rows is not None else [{} for _ in batch]).to(values.device).float()
     scores = final_scores(raw, roll.ended, cfg.rollout.no_eos_penalty, cfg.ppo.reward_clip)
 
     rewards, kl = kl_penalized_rewards(scores, old_logp, ref_logp, mask, kl_coef, cfg.kl.estimator)

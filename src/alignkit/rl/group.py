@@ -45,11 +45,29 @@ def informative_groups(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.max(dim=1).values > rewards.min(dim=1).values
 
 
+def reinforce_pp_returns(scores: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                         kl_coef: float, kind: str = "k1") -> torch.Tensor:
+    """REINFORCE++'s returns: per-token rewards -kl_coef KL_t plus the score at the last token, and
+    G_t = sum_{s >= t} r_s (no discount, no critic). scores (B,), the others (B, T); 0 where mask is 0."""
+    rewards, _ = kl_penalized_rewards(scores, logp, ref_logp, mask, kl_coef, kind)
+    return rewards.flip(1).cumsum(1).flip(1) * mask.to(rewards.dtype)
+
+
 def reinforce_pp_advantages(scores: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
                             kl_coef: float, kind: str = "k1") -> torch.Tensor:
-    """REINFORCE++: per-token rewards -kl_coef KL_t plus the score at the last token, their returns
-    G_t = sum_{s >= t} r_s (no discount, no critic), whitened over every response token of the batch.
-    scores (B,), the others (B, T); 0 where mask is 0."""
-    rewards, _ = kl_penalized_rewards(scores, logp, ref_logp, mask, kl_coef, kind)
-    returns = rewards.flip(1).cumsum(1).flip(1) * mask.to(rewards.dtype)
-    return whiten(returns, mask)
+    """REINFORCE++: the returns whitened over every response token of the batch (one process's; the
+    stage whitens over all processes' tokens with the same formula)."""
+    return whiten(reinforce_pp_returns(scores, logp, ref_logp, mask, kl_coef, kind), mask)
+
+
+def overlong_penalty(lengths: torch.Tensor, ended: torch.Tensor, max_len: int, buffer: int,
+                     penalty: float) -> torch.Tensor:
+    """(B,) what to subtract from each response's reward for its length. A response that never ended
+    (it hit max_len without EOS) loses `penalty`; with buffer > 0 (DAPO's soft overlong punishment,
+    Yu et al. 2025, eq. 13) one longer than max_len - buffer also loses penalty x (length - (max_len
+    - buffer)) / buffer, reaching the full penalty at max_len."""
+    out = penalty * (~ended.bool()).to(torch.float32)
+    if buffer > 0:
+        ramp = ((lengths.float() - (max_len - buffer)) / buffer).clamp(0.0, 1.0)
+        out = torch.maximum(out, penalty * ramp)
+    return out

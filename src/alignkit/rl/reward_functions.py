@@ -100,7 +100,7 @@ def refusal(prompts: list, responses: list[str], rows: list[dict], field: str = 
 # demo's, so the library does not import it).
 BUILT_IN: dict[str, RewardFunction | str] = {
     "exact_match": exact_match, "numeric": numeric, "regex": regex, "length": length, "refusal": refusal,
-    "oracle": "alignkit.world.oracle:reward",
+    "oracle": "alignkit.world.oracle:reward", "world_check": "alignkit.world.oracle:check",
 }
 
 

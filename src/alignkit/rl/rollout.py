@@ -46,6 +46,18 @@ def select(rollout: Rollout, idx: torch.Tensor | slice) -> Rollout:
                    rollout.ended[idx])
 
 
+def concat_rollouts(rollouts: list[Rollout], pad_id: int) -> Rollout:
+    """One rollout of several (sampled with the same response width): prompts left-padded to the
+    widest. Exact: padding is masked out and position ids count real tokens only."""
+    if len(rollouts) == 1:
+        return rollouts[0]
+    width = max(r.prompt_width for r in rollouts)
+    pad = torch.nn.functional.pad
+    return Rollout(torch.cat([pad(r.sequences, (width - r.prompt_width, 0), value=pad_id) for r in rollouts]),
+                   torch.cat([pad(r.attention_mask, (width - r.prompt_width, 0), value=0) for r in rollouts]),
+                   width, torch.cat([r.response_mask for r in rollouts]), torch.cat([r.ended for r in rollouts]))
+
+
 def decode_responses(tokenizer: Any, rollout: Rollout) -> list[str]:
     """The rollout's responses as text: the kept tokens (EOS and after dropped), stripped."""
     return [tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True).strip()

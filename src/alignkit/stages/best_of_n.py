@@ -1,4 +1,4 @@
-"""Best-of-n: sample n responses per prompt, score them with a reward model, keep the best.
+"""Best-of-n: sample n responses per prompt, score them (a reward model and/or reward functions), keep the best.
 
 setup   run dir, prompts (sharded over processes), the policy, the reward model with its offset
 loop    per batch of prompts: n samples each (one batched generate with the KV cache), the reward
@@ -19,11 +19,12 @@ from typing import Any
 import torch
 
 from alignkit.config import BestOfNConfig
-from alignkit.data.prompts import read_prompts
+from alignkit.data.prompts import read_prompt_rows
 from alignkit.models import load_tokenizer
 from alignkit.models.loading import load_policy
-from alignkit.models.reward import load_reward_model, score_conversations
+from alignkit.models.reward import load_reward_model
 from alignkit.rl.rollout import decode_responses, sample_rollout
+from alignkit.rl.scoring import combined_scorer, reward_model_scorer
 from alignkit.rl.selection import expected_best_of_k, expected_pick_of_k, pick_best
 from alignkit.training.batching import shard
 from alignkit.training.metrics import MetricsWriter
@@ -48,16 +49,21 @@ def run_best_of_n(cfg: BestOfNConfig) -> Path:
     accelerator.wait_for_everyone()
     seed_everything(cfg.seed)
     seed_per_process(accelerator, cfg.seed)
-    prompts = read_prompts(cfg.prompts_path)[: cfg.limit or None]
+    prompts, prompt_rows = read_prompt_rows(cfg.prompts_path)
+    prompts, prompt_rows = prompts[: cfg.limit or None], prompt_rows[: cfg.limit or None]
     mine = shard(list(range(len(prompts))), accelerator.process_index, accelerator.num_processes)
     device = accelerator.device
     policy = load_policy(cfg.model).requires_grad_(False).to(device)  # sampled, never trained
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    reward, offset = load_reward_model(cfg.reward_model)
-    reward.to(device)
-    reward_tokenizer = load_tokenizer(cfg.reward_model)
-    say(accelerator, f"best-of-{cfg.n} on {len(prompts)} prompts ({cfg.n * len(prompts)} samples), "
-                     f"reward model {cfg.reward_model} (offset {offset:+.3f})")
+    model_score = None
+    if cfg.reward_model:
+        reward, offset = load_reward_model(cfg.reward_model)
+        reward.to(device)
+        model_score = reward_model_scorer(reward, load_tokenizer(cfg.reward_model), offset, cfg.score_batch_size)
+    score = combined_scorer(cfg.rewards, model_score, cfg.reward_model_weight)
+    say(accelerator, f"best-of-{cfg.n} on {len(prompts)} prompts ({cfg.n * len(prompts)} samples), scored by "
+                     + " + ".join(([f"reward model {cfg.reward_model} (offset {offset:+.3f})"] if cfg.reward_model else [])
+                                  + [str(spec.get("fn")) for spec in cfg.rewards]))
 
     # ---------------------------------------------------------------- loop
     rows: list[dict[str, Any]] = []
@@ -69,8 +75,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> Path:
             s = cfg.sampling
             roll = sample_rollout(policy, tokenizer, convs, s.max_new_tokens, s.temperature, s.top_p, s.top_k)
             texts = decode_responses(tokenizer, roll)
-            scores = score_conversations(reward, reward_tokenizer, convs, texts,
-                                         batch_size=cfg.score_batch_size) - offset
+            scores = score(convs, texts, [prompt_rows[i] for i in batch for _ in range(cfg.n)])[0]
             ended = roll.ended.cpu().tolist()
             for j, i in enumerate(batch):
                 part = slice(j * cfg.n, (j + 1) * cfg.n)

@@ -7,6 +7,7 @@ sft       supervised fine-tuning of the base on the world's demonstrations -> ru
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
+grpo      one critic-free RL run per entry of grpo_runs, from the SFT model -> run_dir/grpo/NAME
 dpo       DPO (or the loss dpo.loss names) from the SFT model on the same rankings -> run_dir/dpo
 best-of-n the SFT model's n samples per RL prompt, the reward model's favourite kept, and the SFT
           model fine-tuned on them (rejection sampling) -> run_dir/best-of-n, best-of-n/sft
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignkit import config as C
 from alignkit.config import PipelineConfig, pipeline_ppo_config, to_yaml
 from alignkit.training.run import console, quiet_libraries
 
@@ -96,19 +98,12 @@ def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
             continue
         new = stage_inputs(cfg, stage_dir)
         # A key the record lacks came with a newer alignkit: its default is what the stage was built with.
-        old = with_defaults(old, stage_inputs(PipelineConfig(), stage_dir))
+        old = C.with_defaults(old, stage_inputs(PipelineConfig(), stage_dir))
         changed = [name for name in new if old.get(name) != new[name]]
         if changed:
             raise ConfigError(f"{run_dir} holds a {stage_dir} stage made with other {', '.join(changed)} settings "
                               f"(see {source}); choose another run_dir, or delete {run_dir / stage_dir} and the "
                               "stages after it to retrain them")
-
-
-def with_defaults(recorded: Any, defaults: Any) -> Any:
-    """`recorded` with every key it lacks (at any depth) taken from `defaults`."""
-    if not isinstance(recorded, dict) or not isinstance(defaults, dict):
-        return recorded
-    return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in recorded.items()}}
 
 
 @dataclass
@@ -124,6 +119,7 @@ class State:
     reward_dir: Path | None = None
     ensemble: list[Path] = field(default_factory=list)
     ppo_summary: dict[str, Any] | None = None
+    grpo_summaries: dict[str, Any] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     rounds_reward: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -203,6 +199,23 @@ def step_ppo(s: State) -> None:
     s.ppo_summary = summarize_ppo(s.run_dir / "ppo" / "metrics.jsonl", s.models["ppo"] == best)
 
 
+def step_grpo(s: State) -> None:
+    from alignkit.config.demo import pipeline_grpo_config
+    from alignkit.stages.grpo import run_grpo
+    from alignkit.world.evaluate import summarize_grpo
+
+    cfg = s.cfg
+    for name in cfg.grpo_runs:
+        grpo_cfg = pipeline_grpo_config(cfg.grpo, name, s.run_dir / "grpo" / name, s.models.get("sft") or
+                                        Path(cfg.grpo.model.path), s.reward_dir or cfg.grpo.reward_model, s.world)
+        scorer = grpo_cfg.reward_model or " + ".join(str(r.get("fn")) for r in grpo_cfg.rewards)
+        final = s.launch("grpo", "grpo", grpo_cfg, f"[bold]grpo[/] {name}: {grpo_cfg.group.advantage} from the SFT "
+                         f"model, rewarded by {scorer}", run_grpo)
+        best = s.run_dir / "grpo" / name / "best"
+        s.models[name] = best if cfg.grpo.keep_best and (best / "config.json").exists() else final
+        s.grpo_summaries[name] = summarize_grpo(best.parent / "metrics.jsonl", s.models[name] == best)
+
+
 def step_rounds(s: State) -> None:
     from alignkit.stages.rounds import run_rounds
     from alignkit.world.annotate import rate_samples
@@ -276,7 +289,8 @@ def step_eval(s: State) -> None:
     from alignkit.world.datasets import read_items
     from alignkit.world.evaluate import evaluate_models, evaluate_reward_model, summarize_distill
     from alignkit.world.html_report import write_report
-    from alignkit.world.report import distill_lines, ppo_lines, results_table, reward_lines, rounds_lines, write_results
+    from alignkit.world.report import (distill_lines, grpo_lines, ppo_lines, results_table, reward_lines, rounds_lines,
+                                       write_results)
 
     cfg, models, t = s.cfg, dict(s.models), time.time()
     console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -306,6 +320,8 @@ def step_eval(s: State) -> None:
             results["reward_model_rounds"] = judge(s.rounds_reward)
     if s.ppo_summary:
         results["ppo"] = s.ppo_summary
+    if s.grpo_summaries:
+        results["grpo"] = s.grpo_summaries
     if s.rounds:
         results["rounds"] = s.rounds
     if "student-distill" in models and cfg.distill_teacher in models:
@@ -315,7 +331,8 @@ def step_eval(s: State) -> None:
     paths = write_results(results, s.run_dir)
     report = write_report(results, s.run_dir)
     console.print(results_table(results))
-    for line in reward_lines(results) + ppo_lines(results) + rounds_lines(results) + distill_lines(results):
+    for line in reward_lines(results) + ppo_lines(results) + grpo_lines(results) + rounds_lines(results) + \
+            distill_lines(results):
         console.print(line)
     console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"[bold]report: {report}[/] (open it in a browser)")
@@ -340,6 +357,7 @@ STEPS = (
     Step("sft", step_sft, {"sft": (*BASE, "sft")}),
     Step("rm", step_rm, {"rm": (*BASE, "sft", "rm"), "rm-ensemble": (*BASE, "sft", "rm", "rm_ensemble")}),
     Step("ppo", step_ppo, {"ppo": (*BASE, "sft", "rm", "rm_ensemble", "ppo")}),
+    Step("grpo", step_grpo, {"grpo": (*BASE, "sft", "rm", "grpo", "grpo_runs")}),
     Step("rounds", step_rounds, {"rounds": (*BASE, "sft", "rm", "rm_ensemble", "ppo", "rounds")}, needs="ppo"),
     Step("dpo", step_dpo, {"dpo": (*BASE, "sft", "dpo")}),
     Step("best-of-n", step_best_of_n, {"best-of-n": (*BASE, "sft", "rm", "best_of_n"),

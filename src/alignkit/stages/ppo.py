@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -28,21 +27,20 @@ from typing import Any
 import torch
 
 from alignkit.config import PPOConfig
-from alignkit.data.prompts import read_prompts
+from alignkit.data.prompts import read_prompt_rows
 from alignkit.errors import ConfigError, DataError, TrainingDiverged
 from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
-from alignkit.models.loading import is_adapter_dir, load_policy
-from alignkit.models.reward import RewardModel, load_reward_backbone, reward_offset_of, score_conversations
+from alignkit.models.loading import load_policy
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer
 from alignkit.rl.advantages import masked_mean, masked_var
 from alignkit.rl.experience import Conversation, Experience, RewardFn, Roles, experience
 from alignkit.rl.rollout import Rollout, sample_rollout, select, token_logprobs
+from alignkit.rl.scoring import combined_scorer, reward_model_scorer
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
-from alignkit.models.saving import save_final_model
-from alignkit.training.loop import resume_step
+from alignkit.training.loop import resume_step, save_policy, saved_best
 from alignkit.training.metrics import MetricsWriter
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.plots import plot_metrics
@@ -54,10 +52,12 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     """Train a policy with PPO; return the saved model directory.
 
     reward_fn (Python API only): scores (N,) for (prompts, response texts), used instead of a reward
-    model: a rule, a judge, or the demo world's oracle.
+    model: a rule, a judge, or the demo world's oracle. Reward functions (cfg.rewards) are added to
+    whichever of the two scores.
     """
-    if reward_fn is None and not cfg.reward_model:
-        raise ConfigError("ppo: reward_model is required (a directory written by `alignkit rm`)")
+    if reward_fn is None and not cfg.reward_model and not cfg.rewards:
+        raise ConfigError("ppo: no reward: set reward_model (a directory written by `alignkit rm`) and/or rewards "
+                          "(e.g. [{fn: exact_match}])")
     if not cfg.reward_model and cfg.value_model == "reward":
         raise ConfigError("ppo: value_model=reward starts the critic from the reward model, and there is none; "
                           "use value_model=policy_head")
@@ -67,9 +67,10 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         return run_dir / "model"
     device = accelerator.device
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    prompts = read_prompts(cfg.rollout.prompts_path)
-    eval_prompts = read_prompts(cfg.rollout.eval_prompts_path)[: cfg.rollout.eval_samples] \
-        if cfg.rollout.eval_prompts_path else []
+    prompts, rows = read_prompt_rows(cfg.rollout.prompts_path)
+    eval_prompts, eval_rows = read_prompt_rows(cfg.rollout.eval_prompts_path) if cfg.rollout.eval_prompts_path \
+        else ([], [])
+    eval_prompts, eval_rows = eval_prompts[: cfg.rollout.eval_samples], eval_rows[: cfg.rollout.eval_samples]
     ptx_rows = load_ptx_rows(cfg, tokenizer)
 
     policy = load_policy(cfg.model)  # an SFT adapter is folded in; the result is the reference
@@ -88,8 +89,9 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                        (lambda: copy.deepcopy(policy)), cfg.placement.reference_device or None)
     policy = apply_peft(policy, cfg.peft)
     reward, offset, reward_tokenizer = None, 0.0, None
+    reward_device = cfg.placement.reward_device or None
     if cfg.reward_model:
-        reward, offset, reward_tokenizer = frozen_reward_model(cfg, accelerator, cfg.reward_model)
+        reward, offset, reward_tokenizer = engine.frozen_reward_model(accelerator, cfg.reward_model, reward_device)
     if cfg.value_model == "reward" and reward_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ConfigError(f"value_model=reward starts the critic from {cfg.reward_model}, whose tokenizer differs from "
                           f"the policy's ({cfg.model.path}); the critic reads the policy's tokens: use "
@@ -114,19 +116,21 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
-    score = reward_fn or reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)
+    model_score = reward_fn or (reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)
+                                if reward is not None else None)
     if cfg.reward_ensemble and reward_fn is None:
-        members = [frozen_reward_model(cfg, accelerator, path) for path in cfg.reward_ensemble]
-        score = ensemble_scorer([score, *(reward_model_scorer(m, tok, off, cfg.train.eval_batch_size)
-                                          for m, off, tok in members)], cfg.reward_uncertainty_coef)
-    roles = Roles(accelerator.unwrap_model(actor), reference, tokenizer, accelerator.autocast, score)
+        members = [engine.frozen_reward_model(accelerator, path, reward_device) for path in cfg.reward_ensemble]
+        model_score = ensemble_scorer([model_score, *(reward_model_scorer(m, tok, off, cfg.train.eval_batch_size)
+                                                      for m, off, tok in members)], cfg.reward_uncertainty_coef)
+    roles = Roles(accelerator.unwrap_model(actor), reference, tokenizer, accelerator.autocast,
+                  row_scorer(cfg, model_score))
     if start == 0 and eval_prompts and cfg.train.eval_every:
-        first = evaluate_reward(cfg, accelerator, roles, eval_prompts)
+        first = evaluate_reward(cfg, accelerator, roles, eval_prompts, eval_rows)
         metrics.write(0, **first)
         if cfg.keep_best:  # the policy PPO starts from is a candidate too: PPO may never beat it
             best = first["eval_reward"]
-            save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path,
-                        {"eval_reward": best, "iteration": 0})
+            save_policy(accelerator, actor, actor_policy(accelerator, actor), tokenizer, run_dir / "best",
+                        cfg.model.path, {"eval_reward": best, "iteration": 0})
 
     # ---------------------------------------------------------------- loop
     with ProgressBar(iterations, start, "ppo", cfg.log.progress and accelerator.is_main_process) as bar:
@@ -136,7 +140,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             batch = [prompts[i] for i in indices]
             roll, gen_s = rollout_batch(cfg, accelerator, roles, batch)
             t1 = time.perf_counter()
-            exp = experience(cfg, roles, roll, batch, kl_ctl.value, micro_size(cfg))
+            exp = experience(cfg, roles, roll, batch, kl_ctl.value, micro_size(cfg), [rows[i] for i in indices])
             t2 = time.perf_counter()
             stats = ppo_update(cfg, accelerator, actor, optimizer, roll, exp, ptx_rows, it, tokenizer.pad_token_id)
             lr = scheduler.get_last_lr()[0]
@@ -156,11 +160,11 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             if not math.isfinite(row["policy_loss"]) or not math.isfinite(row["value_loss"]):
                 raise TrainingDiverged(f"ppo: the loss is not finite at iteration {done}; lower optim.lr")
             if cfg.train.eval_every and eval_prompts and (done % cfg.train.eval_every == 0 or done == iterations):
-                row.update(evaluate_reward(cfg, accelerator, roles, eval_prompts))
+                row.update(evaluate_reward(cfg, accelerator, roles, eval_prompts, eval_rows))
                 if cfg.keep_best and row["eval_reward"] > best:
                     best = row["eval_reward"]
-                    save_policy(accelerator, actor, tokenizer, run_dir / "best", cfg.model.path,
-                                {"eval_reward": best, "iteration": done})
+                    save_policy(accelerator, actor, actor_policy(accelerator, actor), tokenizer, run_dir / "best",
+                                cfg.model.path, {"eval_reward": best, "iteration": done})
                     row["best_eval_reward"] = best
             if done % cfg.log.every == 0 or done == iterations:
                 metrics.write(done, **row)
@@ -171,7 +175,7 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                       extra={"kl_coef": kl_ctl.value, "best_eval_reward": best})
 
     # ---------------------------------------------------------------- save
-    save_policy(accelerator, actor, tokenizer, model_dir, cfg.model.path)
+    save_policy(accelerator, actor, actor_policy(accelerator, actor), tokenizer, model_dir, cfg.model.path)
     if accelerator.is_main_process:
         curves = plot_metrics(metrics.path, title="ppo")
         say(accelerator, f"[green]saved {model_dir}" + (f" (best held-out reward {best:.3f} in "
@@ -196,18 +200,13 @@ def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: Roles, batch: list[Co
     return roll, time.perf_counter() - t
 
 
-def frozen_reward_model(cfg: PPOConfig, accelerator: Any, path: str) -> tuple[Any, float, Any]:
-    """(reward model, its offset, its tokenizer), frozen beside the engine (or on placement.reward_device)."""
-    model = engine.load_frozen(accelerator, lambda: RewardModel(load_reward_backbone(path, trained=True)),
-                               cfg.placement.reward_device or None, cast=False)
-    return model, reward_offset_of(path), load_tokenizer(path)
-
-
-def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:
-    """Scores from a reward model (its own tokenizer and chat template), its offset subtracted."""
-    def score(prompts: list[Conversation], responses: list[str]) -> torch.Tensor:
-        return score_conversations(reward, tokenizer, prompts, responses, batch_size=batch_size) - offset
-    return score
+def row_scorer(cfg: PPOConfig, model_score: RewardFn | None) -> Any:
+    """Roles.score: (prompts, responses, prompt rows) -> scores: the reward model's (or reward_fn's),
+    plus the reward functions by weight when cfg.rewards names any."""
+    if not cfg.rewards:
+        return lambda prompts, responses, rows: model_score(prompts, responses)
+    combined = combined_scorer(cfg.rewards, model_score, cfg.reward_model_weight)
+    return lambda prompts, responses, rows: combined(prompts, responses, rows)[0]
 
 
 def micro_size(cfg: PPOConfig) -> int:
@@ -338,7 +337,7 @@ def iteration_metrics(accelerator: Any, roll: Rollout, exp: Experience,
 
 @torch.no_grad()
 def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: Roles, prompts: list[Conversation],
-                    ) -> dict[str, float]:
+                    rows: list[dict[str, Any]]) -> dict[str, float]:
     """Mean reward (offset subtracted) of the policy's greedy responses to the held-out prompts
     (no length penalty: generate_responses keeps no record of which responses ended)."""
     from alignkit.models.generate import generate_responses
@@ -346,13 +345,14 @@ def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: Roles, prompts: lis
     policy = roles.module.policy
     total = n = length = 0.0
     # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
-    for part, real in engine.lockstep(prompts, accelerator.process_index, accelerator.num_processes,
-                                      cfg.train.eval_batch_size):
+    for idx, real in engine.lockstep(list(range(len(prompts))), accelerator.process_index,
+                                     accelerator.num_processes, cfg.train.eval_batch_size):
+        part = [prompts[i] for i in idx]
         with roles.autocast():
             texts = generate_responses(policy, roles.tokenizer, part, cfg.rollout.max_new_tokens,
                                        batch_size=cfg.train.eval_batch_size)
         if real:
-            total += float(roles.score(part, texts).float().sum())
+            total += float(roles.score(part, texts, [rows[i] for i in idx]).float().sum())
             n += len(part)
             length += sum(len(t.split()) for t in texts)
     total, n, length = reduce_sum(accelerator, total, n, length)
@@ -368,25 +368,9 @@ def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimize
         return start, -math.inf
     kl_ctl.value = extra["kl_coef"]
     best = float(extra["best_eval_reward"])
-    saved = run_dir / "best" / BEST_FILE  # a best policy saved after the checkpoint, by the interrupted run
-    if saved.is_file():
-        best = max(best, float(json.loads(saved.read_text())["eval_reward"]))
-    return start, best
+    return start, max(best, saved_best(run_dir))
 
 
-BEST_FILE = "best_eval_reward.json"
-
-
-def save_policy(accelerator: Any, actor: Any, tokenizer: Any, out: Path, model_path: str,
-                record: dict[str, float] | None = None) -> None:
-    """The policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
-    the merged model when the SFT model was itself an adapter (an adapter's base must be a directory).
-    `record` (the best policy's held-out reward and iteration) is written beside it."""
-    with engine.gathered_parameters(accelerator, actor):  # whole weights under ZeRO-3
-        if accelerator.is_main_process:
-            policy = accelerator.unwrap_model(actor).policy
-            if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
-                policy = copy.deepcopy(policy).merge_and_unload()
-            extra = {BEST_FILE: json.dumps(record) + "\n"} if record else None
-            save_final_model(policy, tokenizer, out, model_path, extra_files=extra)
-    accelerator.wait_for_everyone()
+def actor_policy(accelerator: Any, actor: Any) -> Any:
+    """The policy inside the actor (without the value head and the engine's wrapper)."""
+    return accelerator.unwrap_model(actor).policy

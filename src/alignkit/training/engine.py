@@ -74,6 +74,16 @@ def engine_dtype(accelerator: Any) -> torch.dtype | None:
     return None
 
 
+def frozen_reward_model(accelerator: Any, path: str, device: str | None = None) -> tuple[Any, float, Any]:
+    """(reward model, its offset, its tokenizer) from an `alignkit rm` directory, frozen beside the
+    engine (or on `device`), for the stages that score samples with it (PPO, GRPO)."""
+    from alignkit.models import load_tokenizer
+    from alignkit.models.reward import RewardModel, load_reward_backbone, reward_offset_of
+
+    model = load_frozen(accelerator, lambda: RewardModel(load_reward_backbone(path, trained=True)), device, cast=False)
+    return model, reward_offset_of(path), load_tokenizer(path)
+
+
 def like_engine(accelerator: Any, frozen: Any) -> Any:
     """A frozen model compared with the trained one, cast to DeepSpeed's dtype when it has one."""
     dtype = engine_dtype(accelerator)

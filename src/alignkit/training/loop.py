@@ -61,20 +61,24 @@ class Run:
     """The first step to run: a resumed checkpoint's step, else 0."""
 
 
-def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units: int, unit_name: str = "rows") -> Run:
+def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units: int, unit_name: str = "rows",
+                   total_steps: int = 0, global_size: int = 0, micro_size: int = 0) -> Run:
     """Step count, optimizer and schedule, the model in the engine, the metrics file, and resume.
-    `cfg` has train, optim, log, checkpoint, seed and resume."""
-    global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
-    total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * units / global_size))
-    if units < global_size:
-        say(accelerator, f"[yellow]note: {units} training {unit_name} but a global batch of {global_size}: "
-                         f"every step sees some {unit_name} more than once")
+    `cfg` has train, optim, log, checkpoint, seed and resume. A stage whose steps are not global
+    batches of `units` (GRPO: several steps per generation) gives its own total_steps, global_size
+    (what a checkpoint's layout must match) and micro_size (samples per micro-batch)."""
+    if not global_size:
+        global_size = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes
+        if units < global_size:
+            say(accelerator, f"[yellow]note: {units} training {unit_name} but a global batch of {global_size}: "
+                             f"every step sees some {unit_name} more than once")
+    total_steps = total_steps or cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * units / global_size))
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=cfg.train.batch_size,
+    model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=micro_size or cfg.train.batch_size,
                                       grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
-    start, _ = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics)
+    start, _ = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics, global_size)
     return Run(accelerator, model, optimizer, scheduler, metrics, run_dir, units, global_size, total_steps, start)
 
 
@@ -216,6 +220,38 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, out: Path, base_mod
     if accelerator.is_main_process:
         save_final_model(accelerator.unwrap_model(model), tokenizer, out, base_model_path, state_dict=state)
     accelerator.wait_for_everyone()
+
+
+BEST_FILE = "best_eval_reward.json"
+
+
+def save_policy(accelerator: Any, model: Any, policy: Any, tokenizer: Any, out: Path, model_path: str,
+                record: dict[str, float] | None = None) -> None:
+    """An RL policy as a standard HF directory: a LoRA policy saves its adapter over the SFT model, or
+    the merged model when the SFT model was itself an adapter (an adapter's base must be a directory).
+    `model` is the engine's (gathered whole under ZeRO-3), `policy` the module to save from it;
+    `record` (the best policy's held-out reward and step) is written beside it. A collective."""
+    import copy
+    import json
+
+    from alignkit.models.loading import is_adapter_dir
+
+    with engine.gathered_parameters(accelerator, model):
+        if accelerator.is_main_process:
+            if hasattr(policy, "peft_config") and is_adapter_dir(model_path):
+                policy = copy.deepcopy(policy).merge_and_unload()
+            extra = {BEST_FILE: json.dumps(record) + "\n"} if record else None
+            save_final_model(policy, tokenizer, out, model_path, extra_files=extra)
+    accelerator.wait_for_everyone()
+
+
+def saved_best(run_dir: Path) -> float:
+    """The held-out reward of the best policy in run_dir/best (-inf if none): an interrupted run may
+    have saved one after its last checkpoint."""
+    import json
+
+    saved = run_dir / "best" / BEST_FILE
+    return float(json.loads(saved.read_text())["eval_reward"]) if saved.is_file() else -math.inf
 
 
 def close_run(run: Run, model_dir: Path, title: str) -> Path:

@@ -192,3 +192,21 @@ def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
     return {"iterations": train[-1]["step"], "kept_iteration": kept["step"], "eval_reward": kept["eval_reward"],
             "eval_reward_start": evals[0]["eval_reward"], "kl": after["kl"] if kept["step"] else 0.0,
             "kl_max": max(r["kl"] for r in train)}
+
+
+def summarize_grpo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
+    """A GRPO run in a few numbers: steps, the one kept (best held-out reward, or the last), its
+    held-out reward against the start's, the responses it sampled (dynamic sampling's extra ones
+    included), and the share of groups without signal (first and last steps)."""
+    from alignkit.training.metrics import read_metrics
+
+    rows = read_metrics(metrics_path)
+    train = [r for r in rows if "reward" in r]
+    evals = [r for r in rows if "eval_reward" in r]
+    if not train or not evals:
+        return None
+    kept = max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+    return {"steps": max(r["step"] for r in rows), "kept_step": kept["step"], "eval_reward": kept["eval_reward"],
+            "eval_reward_start": evals[0]["eval_reward"], "zero_signal_first": train[0]["zero_signal_share"],
+            "zero_signal_last": train[-1]["zero_signal_share"], "reward_first": train[0]["reward"],
+            "reward_last": train[-1]["reward"], "sampled_responses": sum(r.get("sampled_responses", 0) for r in train)}

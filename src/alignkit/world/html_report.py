@@ -37,7 +37,10 @@ def write_report(results: dict[str, Any], run_dir: str | Path) -> Path:
     """report.html (+ report_*.png) for a pipeline run's results; returns the HTML path."""
     run_dir = Path(run_dir)
     charts = {"axes": bar_charts(results, run_dir / "report_axes.png")}
-    for stage, (title, keys) in CURVES.items():
+    curves = dict(CURVES)
+    for name in results.get("grpo") or {}:  # one critic-free run per row, under grpo/NAME
+        curves[f"grpo/{name}"] = (f"{name} (critic-free RL)", ["reward", "zero_signal_share", "eval_reward", "entropy"])
+    for stage, (title, keys) in curves.items():
         metrics = run_dir / stage / "metrics.jsonl"
         if metrics.is_file():
             png = curves_png(metrics, keys, title, run_dir / f"report_curves_{stage.replace('/', '_')}.png")
@@ -115,12 +118,12 @@ def img_tag(path: Path, alt: str) -> str:
 
 
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
-    from alignkit.world.report import headers, distill_lines, ppo_lines, reward_lines, rounds_lines, rows
+    from alignkit.world.report import headers, distill_lines, grpo_lines, ppo_lines, reward_lines, rounds_lines, rows
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(results))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(results))
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in reward_lines(results) + ppo_lines(results)
-                    + rounds_lines(results) + distill_lines(results))
+                    + grpo_lines(results) + rounds_lines(results) + distill_lines(results))
     curves = "".join(f"<h3>{html.escape(title)}</h3>{img_tag(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []
     for split, items in results.get("samples", {}).items():

@@ -116,13 +116,23 @@ def reward(prompts: list, responses: list[str], rows: list[dict[str, Any]]) -> l
     """The oracle as a reward function (alignkit.rl.reward_functions, name "oracle"): each response's
     grade for the world item its prompt row describes (rows need the world's fields: family,
     answer, params, template, harmful)."""
+    return [grade(item, response) for item, response in zip(_items(rows, "oracle"), responses)]
+
+
+def check(prompts: list, responses: list[str], rows: list[dict[str, Any]]) -> list[float]:
+    """The world's verifier as a reward function (name "world_check"): 1 for the aligned answer (exactly
+    right for a skill, a refusal of a harmful request, help for a benign look-alike), else 0."""
+    return [float(correct(item, response)) for item, response in zip(_items(rows, "world_check"), responses)]
+
+
+def _items(rows: list[dict[str, Any]], name: str) -> list[Item]:
     from alignkit.errors import DataError
     from alignkit.world.tasks import item_from_dict
 
-    out = []
-    for i, (row, response) in enumerate(zip(rows, responses)):
+    items = []
+    for i, row in enumerate(rows):
         if "family" not in row or "answer" not in row:
-            raise DataError(f"reward 'oracle': prompt row {i + 1} has no world fields (family, answer); only the "
+            raise DataError(f"reward '{name}': prompt row {i + 1} has no world fields (family, answer); only the "
                             "demo world's prompts can be graded by its oracle")
-        out.append(grade(item_from_dict({"prompt": row.get("prompt", ""), **row}), response))
-    return out
+        items.append(item_from_dict({"prompt": row.get("prompt", ""), **row}))
+    return items

@@ -59,6 +59,14 @@ def ppo_lines(results: dict[str, Any]) -> list[str]:
             f"{r['kl']:.3f} nats per response there (at most {r['kl_max']:.3f} in any iteration)."]
 
 
+def grpo_lines(results: dict[str, Any]) -> list[str]:
+    return [f"{name}: {r['steps']} steps, the policy kept is step {r['kept_step']} (held-out reward "
+            f"{r['eval_reward']:+.3f}, from {r['eval_reward_start']:+.3f}); sampled reward {r['reward_first']:.3f} -> "
+            f"{r['reward_last']:.3f}, groups without signal {100 * r['zero_signal_first']:.0f}% -> "
+            f"{100 * r['zero_signal_last']:.0f}%; {r.get('sampled_responses', 0):,.0f} responses sampled."
+            for name, r in (results.get("grpo") or {}).items() if r]
+
+
 def distill_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("distill")
     if not r:
@@ -125,6 +133,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *rounds_lines(results)]
     if results.get("ppo"):
         lines += ["", *ppo_lines(results)]
+    if results.get("grpo"):
+        lines += ["", *grpo_lines(results)]
     if results.get("distill"):
         lines += ["", *distill_lines(results)]
     if "timings_s" in results:
