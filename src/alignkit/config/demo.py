@@ -147,8 +147,9 @@ class PipelineConfig:
     run in grpo_runs shares; its rewards are the verifier runs' reward functions."""
     grpo_runs: list[str] = field(default_factory=lambda: ["grpo"])
     """The grpo stage's runs, each a row of the table: an estimator (grpo, dr_grpo, rloo,
-    reinforce_pp) scored by grpo.rewards, or with "-rm" (grpo-rm) by this run's reward model instead;
-    each under run_dir/grpo/NAME."""
+    reinforce_pp) scored by grpo.rewards alone, or with "-rm" (grpo-rm) by this run's reward model
+    alone (grpo.reward_model where the run trains none); each under run_dir/grpo/NAME. The stage's
+    directory depends on the whole list: a changed list retrains every run."""
     rm_ensemble: int = 1
     """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
     more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from alignkit.config.parts import (CheckpointConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig, TrainConfig,
                                    check_non_negative, check_positive, check_training_parts)
-from alignkit.config.ppo import PlacementConfig, RolloutConfig
+from alignkit.config.ppo import PlacementConfig, RolloutConfig, check_placement
 from alignkit.errors import ConfigError
 
 
@@ -133,7 +133,12 @@ class GRPOConfig:
         if g.overlong_buffer >= r.max_new_tokens:
             raise ConfigError(f"{where}: group.overlong_buffer ({g.overlong_buffer}) must be below "
                               f"rollout.max_new_tokens ({r.max_new_tokens})")
+        if g.overlong_buffer and not r.no_eos_penalty:
+            raise ConfigError(f"{where}: group.overlong_buffer ramps in rollout.no_eos_penalty, which is 0: set "
+                              "rollout.no_eos_penalty (e.g. 1.0), or leave the buffer at 0")
         check_positive(where, "rollout.temperature", r.temperature)
+        check_positive(where, "rollout.eval_samples", r.eval_samples)
+        check_placement(where, self.placement)
         if not 0.0 < r.top_p <= 1.0:
             raise ConfigError(f"{where}: rollout.top_p must be in (0, 1], got {r.top_p}")
         check_non_negative(where, "rollout.top_k", r.top_k)

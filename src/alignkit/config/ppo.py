@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -95,6 +96,14 @@ class PlacementConfig:
     """Device of the reward model: "" for the policy's device, or "cpu"."""
 
 
+def check_placement(where: str, placement: PlacementConfig) -> None:
+    for key in ("reference_device", "reward_device"):
+        device = getattr(placement, key)
+        if device and not re.fullmatch(r"(cpu|cuda|xpu|mps|npu)(:\d+)?", device):
+            raise ConfigError(f"{where}: placement.{key} must be empty (the policy's device) or a device such "
+                              f"as cpu or cuda:1, got {device!r}")
+
+
 @dataclass
 class PPOConfig:
     """RLHF with PPO: the policy samples, the reward model scores, a KL penalty keeps it near the reference."""
@@ -159,11 +168,7 @@ class PPOConfig:
         check_training_parts(where, self)
         r, p = self.rollout, self.ppo
         check_positive(where, "rollout.max_new_tokens", r.max_new_tokens)
-        for key in ("reference_device", "reward_device"):
-            device = getattr(self.placement, key)
-            if device and not re.fullmatch(r"(cpu|cuda|xpu|mps|npu)(:\d+)?", device):
-                raise ConfigError(f"{where}: placement.{key} must be empty (the policy's device) or a device such "
-                                  f"as cpu or cuda:1, got {device!r}")
+        check_placement(where, self.placement)
         check_positive(where, "rollout.temperature", r.temperature)
         check_positive(where, "rollout.eval_samples", r.eval_samples)
         if not 0.0 < r.top_p <= 1.0:
@@ -187,6 +192,8 @@ class PPOConfig:
             raise ConfigError(f"{where}: keep_best needs rollout.eval_prompts_path (held-out prompts) and "
                               "train.eval_every > 0 (how often they are scored)")
         check_non_negative(where, "reward_uncertainty_coef", self.reward_uncertainty_coef)
+        if not math.isfinite(self.reward_model_weight):
+            raise ConfigError(f"{where}: reward_model_weight must be a finite number")
         if self.reward_ensemble and not self.reward_model:
             raise ConfigError(f"{where}: reward_ensemble needs reward_model (the first member, and the critic's start)")
         if self.reference_model and self.peft.method == "lora":

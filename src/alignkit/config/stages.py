@@ -4,6 +4,8 @@ evaluation, pretraining), built from the shared parts.
 
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -219,6 +221,8 @@ class BestOfNConfig:
             raise ConfigError(f"{where}: no reward: set reward_model (a directory from alignkit rm) and/or rewards")
         if not self.prompts_path:
             raise ConfigError(f"{where}: prompts_path is required")
+        if not math.isfinite(self.reward_model_weight):
+            raise ConfigError(f"{where}: reward_model_weight must be a finite number")
         check_positive(where, "n", self.n)
         check_non_negative(where, "limit", self.limit)
         check_positive(where, "batch_size", self.batch_size)

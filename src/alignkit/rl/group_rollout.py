@@ -34,6 +34,8 @@ class Sampled:
     """(groups, n): the scorer's total less the overlong penalty."""
     parts: dict[str, torch.Tensor]
     """Each reward part's own values, (groups * n,)."""
+    prompt_ids: list[int] = dataclasses.field(default_factory=list)
+    """The prompts' indices in the prompts file, one per group (empty when unknown)."""
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Generation:
     """(B, T) the sampling policy's log-probs; None when every update is the first (ratio 1)."""
     ref_logp: torch.Tensor | None
     """(B, T) the reference's, for the KL loss term; None without one."""
+    kl_sum: float = 0.0
+    """With the KL in the reward: k1 summed over every response token (for the log)."""
+    kl_tokens: float = 0.0
 
 
 @torch.no_grad()
@@ -81,6 +86,7 @@ def choose_groups(cfg: Any, reduce: Reduce, first: Sampled, more: Any) -> tuple[
         return first, 0
     pieces = [first]
     chosen = [(0, g) for g in informative_groups(first.rewards).nonzero().flatten().tolist()]
+    seen = set(first.prompt_ids)  # a prompt already in the batch does not come in twice
     rounds = 0
     while rounds < cfg.group.max_sampling_rounds:
         (short,) = reduce(float(len(chosen) < want))
@@ -89,7 +95,11 @@ def choose_groups(cfg: Any, reduce: Reduce, first: Sampled, more: Any) -> tuple[
         rounds += 1
         extra = more(rounds)
         pieces.append(extra)
-        chosen += [(rounds, g) for g in informative_groups(extra.rewards).nonzero().flatten().tolist()]
+        for g in informative_groups(extra.rewards).nonzero().flatten().tolist():
+            prompt = extra.prompt_ids[g] if extra.prompt_ids else None
+            if prompt is None or prompt not in seen:
+                chosen.append((rounds, g))
+                seen.add(prompt)
     chosen = chosen[:want]
     informative = informative_groups(first.rewards)
     chosen += [(0, g) for g in (~informative).nonzero().flatten().tolist()][: want - len(chosen)]
@@ -132,6 +142,8 @@ def prepare_generation(cfg: Any, reduce: Reduce, autocast: Any, policy: Any, ref
             with off:
                 ref = logprobs_in_chunks(model, roll, chunk, cfg.rollout.temperature)
     scores = kept.rewards.flatten().to(mask.device)
+    kl_sum = float((kl_estimate(old, ref, "k1") * mask).sum()) if in_reward else 0.0
+    kl_tokens = float(mask.sum()) if in_reward else 0.0
     if kind == "reinforce_pp":
         returns = reinforce_pp_returns(scores, old if old is not None else torch.zeros_like(mask, dtype=torch.float32),
                                        ref if ref is not None else torch.zeros_like(mask, dtype=torch.float32),
@@ -143,7 +155,7 @@ def prepare_generation(cfg: Any, reduce: Reduce, autocast: Any, policy: Any, ref
         advantages = group_advantages(scores.view(-1, cfg.group.n), kind).flatten()
     # The loss term's KL needs only the reference; in the reward it has been spent.
     return Generation(roll, advantages, old if cfg.updates_per_generation() > 1 else None,
-                      ref if beta > 0 and not in_reward else None)
+                      ref if beta > 0 and not in_reward else None, kl_sum, kl_tokens)
 
 
 def logprobs_in_chunks(model: Any, roll: Rollout, chunk: int, temperature: float) -> torch.Tensor:

@@ -9,12 +9,14 @@ from typing import Any
 
 import torch
 
+from alignkit.errors import ConfigError
 from alignkit.rl.reward_functions import combined_reward
 
 Conversation = list[dict[str, str]]
 RewardFn = Callable[[list[Conversation], list[str]], torch.Tensor]
 Scorer = Callable[[list[Conversation], list[str], list[dict[str, Any]]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 MODEL_PART = "reward_model"
+RESERVED = (MODEL_PART, "overlong_penalty")  # parts the stages log under these names
 
 
 def reward_model_scorer(reward: Any, tokenizer: Any, offset: float, batch_size: int) -> RewardFn:
@@ -30,6 +32,11 @@ def combined_scorer(rewards: list[dict[str, Any]], model_score: RewardFn | None 
                     model_weight: float = 1.0) -> Scorer:
     """The weighted sum of the reward functions' values and the reward model's score (either may be
     absent), with each part's values kept for the log (the reward model's as "reward_model")."""
+    taken = [str(spec.get("name", spec.get("fn"))) for spec in rewards if isinstance(spec, dict)]
+    clash = [n for n in taken if n in RESERVED]
+    if clash:
+        raise ConfigError(f"rewards: a function named '{clash[0]}' would be logged as the stage's own "
+                          f"{clash[0]}; give it another 'name'")
     functions = combined_reward(rewards) if rewards else None
     if functions is None and model_score is None:
         raise ValueError("a scorer needs reward functions or a reward model")

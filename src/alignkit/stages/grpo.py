@@ -99,8 +99,10 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     reduce = lambda *values: reduce_sum(accelerator, *values)  # noqa: E731
 
     def sample(indices: list[int]) -> Sampled:
-        return sample_groups(cfg, module, tokenizer, autocast, score, [prompts[i] for i in indices],
-                             [rows[i] for i in indices])
+        out = sample_groups(cfg, module, tokenizer, autocast, score, [prompts[i] for i in indices],
+                            [rows[i] for i in indices])
+        out.prompt_ids = list(indices)
+        return out
 
     # ---------------------------------------------------------------- loop
     current: dict[str, Any] = {"step": run.start, "generation": None}
@@ -115,6 +117,9 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         if j == 0:
             current["generation"] = new_generation(g)
         gen: Generation = current["generation"]
+        if gen is None:  # the settings check refuses a changed group.epochs/minibatches before this
+            raise ConfigError(f"grpo: step {current['step']} falls inside a generation; resume from a checkpoint "
+                              f"taken at a generation boundary (every {updates} steps)")
         epoch, m = divmod(j, cfg.group.minibatches)
         order = torch.randperm(gen.roll.sequences.shape[0], generator=torch.Generator().manual_seed(
             cfg.seed * 1_000_003 + g * 1_009 + epoch)) if cfg.group.minibatches > 1 else \
@@ -127,13 +132,16 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     def new_generation(g: int) -> Generation:
         t0 = time.perf_counter()
         first = sample(shard(global_batch(len(prompts), g, gen_size, cfg.seed), rank, world))
-        kept, rounds = choose_groups(cfg, reduce, first, lambda r: sample(
-            shard(global_batch(len(prompts), g, gen_size, cfg.seed + 7_919 * r), rank, world)))
+        # Further prompts for dynamic sampling come from a stream of their own, position by position
+        # (max_sampling_rounds per generation), so no round draws the same batch again.
+        extra = lambda r: sample(shard(global_batch(len(prompts), g * cfg.group.max_sampling_rounds + r - 1,  # noqa: E731
+                                                    gen_size, cfg.seed + 7_919), rank, world))
+        kept, rounds = choose_groups(cfg, reduce, first, extra)
         t1 = time.perf_counter()
         gen = prepare_generation(cfg, reduce, autocast, module, reference, kept, micro)
         timers["gen_s"] += t1 - t0
         timers["prep_s"] += time.perf_counter() - t1
-        add_generation_figures(pending, first, kept, rounds)
+        add_generation_figures(pending, first, kept, rounds, gen)
         return gen
 
     def loss(p: Generation) -> tuple[torch.Tensor, dict[str, float]]:
@@ -187,6 +195,9 @@ def policy_loss(cfg: GRPOConfig, model: Any, p: Generation, how: str) -> tuple[t
                    position_ids=position_ids_from_mask(roll.attention_mask), use_cache=False,
                    logits_to_keep=w + 1).logits[:, :-1]  # position t predicts token t + 1
     logp, logp_all = token_logprobs(logits, roll.responses, cfg.rollout.temperature, with_all=True)
+    # Zero past each response's end, as the old and reference log-probs are: a pad token's log-prob
+    # can be below -88, where k3's exp overflows and inf x 0 would make the loss NaN.
+    logp = logp * mask.to(logp.dtype)
     # One update per generation: the sampling policy is this one, so the ratio is exactly 1 and
     # only its gradient matters (no second forward pass for the old log-probs).
     old = p.old_logp if p.old_logp is not None else logp.detach()
@@ -207,7 +218,8 @@ def policy_loss(cfg: GRPOConfig, model: Any, p: Generation, how: str) -> tuple[t
 # -------------------------------------------------------------------- figures and evaluation
 
 
-def add_generation_figures(pending: dict[str, float], first: Sampled, kept: Sampled, rounds: int) -> None:
+def add_generation_figures(pending: dict[str, float], first: Sampled, kept: Sampled, rounds: int,
+                           gen: Generation) -> None:
     """Sums for the next metrics row: rewards of the first sample of prompts (the policy's own, before
     dynamic sampling chooses), each part's, the groups' spread, the share of signal-free groups
     before and after choosing, response lengths and the generated tokens."""
@@ -226,6 +238,9 @@ def add_generation_figures(pending: dict[str, float], first: Sampled, kept: Samp
     for name, values in first.parts.items():
         add(f"g_part/{name}", values.sum())
         add(f"g_part_std/{name}", values.view(r.shape).std(dim=1).sum())
+    if gen.kl_tokens:  # the KL spent in the reward (kl.mode=reward, reinforce_pp): k1 per token
+        add("g_kl", gen.kl_sum)
+        add("g_kl_tokens", gen.kl_tokens)
     add("g_length", first.roll.response_mask.sum())
     add("g_no_eos", (~first.roll.ended).sum())
     add("g_train_responses", kept.rewards.numel())
@@ -251,6 +266,8 @@ def step_figures(sums: dict[str, float], seconds: float, accelerator: Any, pendi
                    no_eos=g["g_no_eos"] / responses, gen_s=timers["gen_s"], prep_s=timers["prep_s"],
                    gen_tokens_per_s=g["g_length"] / max(timers["gen_s"], 1e-9),
                    responses_per_s=g["g_train_responses"] / max(seconds, 1e-9), sampled_responses=g["g_sampled"])
+        if "g_kl" in g:
+            row["kl"] = g["g_kl"] / max(g["g_kl_tokens"], 1.0)
         if g["g_rounds"]:
             row.update(sampling_rounds=g["g_rounds"] / g["g_generations"],
                        zero_signal_kept_share=g["g_zero_signal_kept"] / g["g_kept_groups"])
