@@ -79,6 +79,24 @@ def test_resume_equals_uninterrupted(tiny_dir, train_file, tmp_path, method):
     assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_checkpoint_between_metrics_rows_resumes_with_the_same_rows(tiny_dir, train_file, tmp_path):
+    """log.every 4 and a checkpoint every 3 of 6 steps: the checkpoint closes the metrics window
+    (a row at 3, then 4, then 6), so the run resumed at 3 writes exactly the uninterrupted run's rows."""
+    args = ["train.max_steps=6", "checkpoint.save_every=3", "log.every=4", "train.batch_size=4", "data.packing=off",
+            "checkpoint.keep_last=5"]
+    out = tmp_path / "run"
+    sft(tiny_dir, train_file, out, *args)
+    straight = [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "samples_per_s")}
+                for r in metrics(out) if "loss" in r]
+    assert [r["step"] for r in straight] == [3, 4, 6]
+    shutil.rmtree(out / "model")
+    shutil.rmtree(out / "checkpoints" / "step-000006")
+    sft(tiny_dir, train_file, out, *args, "resume=true")
+    resumed = [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "samples_per_s")}
+               for r in metrics(out) if "loss" in r]
+    assert resumed == straight
+
+
 def test_gradient_accumulation_matches_a_big_batch(tiny_dir, train_file, tmp_path):
     """Batch 8 x accumulation 1 and batch 2 x accumulation 4 see the same 8 rows per step and
     normalise by the same token count: same losses, and weights equal up to float summation order

@@ -126,7 +126,10 @@ def train_steps(cfg: Any, run: Run, *, name: str, batches: Batches, loss: Loss,
             grad_norm, lr = optimizer_step(cfg, name, step, step_loss, acc, model, run.optimizer, run.scheduler, hint)
 
             done = step + 1
-            if done % cfg.log.every == 0 or done == run.total_steps:
+            saving = cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != run.total_steps
+            # A checkpoint closes the metrics window too: a run resumed from it starts with an empty
+            # one, so it writes the same rows as the run that never stopped.
+            if done % cfg.log.every == 0 or done == run.total_steps or (saving and window):
                 keys = sorted(window)
                 totals = dict(zip(keys, reduce_sum(acc, *[window[k] for k in keys])))
                 row = {**summarize(totals, time.perf_counter() - t0, done), "lr": lr}
@@ -141,7 +144,7 @@ def train_steps(cfg: Any, run: Run, *, name: str, batches: Batches, loss: Loss,
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and evaluate is not None \
                     and done != run.total_steps:
                 evaluate_at(done)
-            if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done != run.total_steps:
+            if saving:
                 save_resumable(cfg, run, done)
             t0 += time.perf_counter() - paused
 
