@@ -98,6 +98,14 @@ def test_sft_help_lists_fields(capsys):
     assert "Peak learning rate" in out
 
 
+def test_help_shows_the_stages_own_defaults(capsys):
+    """A section's default is the stage's, not the section class's: PPO trains at lr 1e-5 on 64
+    prompts per device (OptimConfig alone says 2e-5, TrainConfig 8)."""
+    assert main(["ppo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.lr (float, default 1e-05)" in out and "train.batch_size (int, default 64)" in out
+
+
 def test_cli_prints_config_errors_without_traceback(capsys):
     assert main(["sft", "model.path=m", "data.train_path=d", "optim.lrr=1"]) == 2
     err = capsys.readouterr().err

@@ -354,16 +354,17 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, doc) for every field, nested sections expanded: the CLI's --help."""
+def describe(cls: type, prefix: str = "", default: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) for every field, nested sections expanded: the CLI's --help. A
+    section's defaults are the enclosing config's (PPO's optim.lr is 1e-5, not OptimConfig's 2e-5)."""
     rows = []
     hints = _hints(cls)
     docs = field_docs(cls)
-    default = cls()
+    default = cls() if default is None else default
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            rows += describe(tp, f"{prefix}{f.name}.")
+            rows += describe(tp, f"{prefix}{f.name}.", getattr(default, f.name))
         else:
             rows.append((f"{prefix}{f.name}", _type_name(tp), repr(getattr(default, f.name)), docs.get(f.name, "")))
     return rows
