@@ -50,6 +50,11 @@ def length_reward(prompts, responses, rows):
     return [float(len(r)) / 10 for r in responses]
 
 
+def flat_or_length(prompts, responses, rows):
+    """0.5 for every response to a row marked 'flat' (a group without signal), else the length."""
+    return [0.5 if row.get("flat") else float(len(r)) / 10 for r, row in zip(responses, rows)]
+
+
 def main(model_dir: str, prompts: str, out: str, batch_size: str) -> None:
     stage.sample_groups = fixed_groups
     cfg = load_config(GRPOConfig, None, [

@@ -23,7 +23,7 @@ from alignkit.errors import ConfigError
 from alignkit.training.batching import global_batch, micro_batches
 from alignkit.training.engine import check_layout, deepspeed_settings, lockstep
 
-from conftest import write_jsonl, task_rows
+from conftest import WORDS, task_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -252,6 +252,30 @@ def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp
     w_two = load_file(str(tmp_path / engine / "model" / "model.safetensors"))
     for key in w_one:
         assert torch.allclose(w_one[key], w_two[key], atol=2e-5), key
+
+
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=needs_deepspeed(e)) for e in ("ddp", "zero3")])
+def test_grpo_samples_for_real_on_two_processes_with_dynamic_sampling(engine, tiny_dir, tmp_path, monkeypatch):
+    """Real generation (a collective under ZeRO-3), dynamic-sampling rounds that one process may need
+    and the other not (half the prompts give every response the same reward), REINFORCE++'s
+    whitening across processes, and the held-out evaluation in lockstep: 2 processes finish (no
+    process waits in a collective the other skipped) and log the rounds they took."""
+    rows = [{"prompt": f"Say something about the {w}.", "flat": i % 2 == 0} for i, w in enumerate(WORDS)]
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / engine
+    # The reward function lives beside the tests: the launched processes import it by module:function.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])))
+    launch(engine, ["-m", "alignkit", "grpo", f"model.path={tiny_dir}", f"rollout.prompts_path={prompts}",
+                    f"rollout.eval_prompts_path={prompts}", "rollout.eval_samples=7", "train.eval_every=2",
+                    f"output_dir={out}", "log.progress=false", "train.batch_size=2", "group.n=4", "train.max_steps=2",
+                    "rollout.max_new_tokens=6", "group.dynamic_sampling=true", "group.max_sampling_rounds=2",
+                    "group.advantage=reinforce_pp", "kl.coef=0.05",
+                    'rewards=[{fn: "grpo_fixed_samples_script:flat_or_length"}]'], tmp_path)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "reward" in r]
+    assert len(train) == 2 and all("sampling_rounds" in r for r in train)
+    assert [r["step"] for r in rows if "eval_reward" in r] == [0, 2]
+    assert (out / "model" / "model.safetensors").exists()
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process(tiny_dir, sft_data, tmp_path):
