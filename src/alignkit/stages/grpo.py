@@ -132,10 +132,12 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     def new_generation(g: int) -> Generation:
         t0 = time.perf_counter()
         first = sample(shard(global_batch(len(prompts), g, gen_size, cfg.seed), rank, world))
-        # Further prompts for dynamic sampling come from a stream of their own, position by position
-        # (max_sampling_rounds per generation), so no round draws the same batch again.
-        extra = lambda r: sample(shard(global_batch(len(prompts), g * cfg.group.max_sampling_rounds + r - 1,  # noqa: E731
-                                                    gen_size, cfg.seed + 7_919), rank, world))
+        def extra(r: int) -> Sampled:
+            # Further prompts for dynamic sampling come from a stream of their own, position by
+            # position (max_sampling_rounds per generation), so no round draws the same batch again.
+            at = g * cfg.group.max_sampling_rounds + r - 1
+            return sample(shard(global_batch(len(prompts), at, gen_size, cfg.seed + 7_919), rank, world))
+
         kept, rounds = choose_groups(cfg, reduce, first, extra)
         t1 = time.perf_counter()
         gen = prepare_generation(cfg, reduce, autocast, module, reference, kept, micro)
