@@ -74,7 +74,7 @@ def rows_of(groups: list[int], n: int) -> torch.Tensor:
     return torch.tensor([g * n + k for g in groups for k in range(n)], dtype=torch.long)
 
 
-def choose_groups(cfg: Any, reduce: Reduce, first: Sampled, more: Any) -> tuple[Sampled, int]:
+def choose_groups(cfg: Any, reduce: Reduce, first: Sampled, more: Any, pad_id: int) -> tuple[Sampled, int]:
     """The groups to train on, and how many further batches were sampled. Without dynamic sampling,
     all of `first`. With it (DAPO, Yu et al. 2025, §3.2), groups whose rewards are all equal (every
     advantage 0) give way to informative groups of further prompts, `more(round)` sampling a batch,
@@ -106,7 +106,7 @@ def choose_groups(cfg: Any, reduce: Reduce, first: Sampled, more: Any) -> tuple[
     n = cfg.group.n
     by_piece = [[g for p, g in chosen if p == i] for i in range(len(pieces))]
     parts = [(pieces[i], rows_of(gs, n)) for i, gs in enumerate(by_piece) if gs]
-    roll = concat_rollouts([gather(piece.roll, idx) for piece, idx in parts], pad_id_of(first.roll))
+    roll = concat_rollouts([gather(piece.roll, idx) for piece, idx in parts], pad_id)
     rewards = torch.cat([piece.rewards.flatten()[idx] for piece, idx in parts]).view(-1, n)
     names = first.parts.keys()
     return Sampled(roll, rewards, {k: torch.cat([piece.parts[k][idx] for piece, idx in parts]) for k in names}), rounds
@@ -117,12 +117,6 @@ def gather(roll: Rollout, idx: torch.Tensor) -> Rollout:
     idx = idx.to(roll.sequences.device)
     return Rollout(roll.sequences[idx], roll.attention_mask[idx], roll.prompt_width, roll.response_mask[idx],
                    roll.ended[idx])
-
-
-def pad_id_of(roll: Rollout) -> int:
-    """The pad token of a left-padded rollout (any masked prompt position holds it), else 0."""
-    masked = roll.attention_mask[:, :roll.prompt_width] == 0
-    return int(roll.sequences[:, :roll.prompt_width][masked][0]) if bool(masked.any()) else 0
 
 
 @torch.no_grad()

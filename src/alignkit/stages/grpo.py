@@ -126,8 +126,9 @@ def run_grpo(cfg: GRPOConfig) -> Path:
             torch.arange(gen.roll.sequences.shape[0])
         part = order[m * minibatch:(m + 1) * minibatch]
         payloads = [take(gen, part[k * micro:(k + 1) * micro]) for k in range(cfg.train.grad_accum)]
-        responses, tokens = reduce_sum(accelerator, float(len(part)), float(gen.roll.response_mask[part].sum()))
-        return payloads, loss_denominator(how, responses, tokens, cfg.rollout.max_new_tokens)
+        # Every process trains on the same number of responses; only token_mean needs a collective.
+        tokens = reduce_sum(accelerator, float(gen.roll.response_mask[part].sum()))[0] if how == "token_mean" else 0.0
+        return payloads, loss_denominator(how, float(len(part) * world), tokens, cfg.rollout.max_new_tokens)
 
     def new_generation(g: int) -> Generation:
         t0 = time.perf_counter()
@@ -138,7 +139,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
             at = g * cfg.group.max_sampling_rounds + r - 1
             return sample(shard(global_batch(len(prompts), at, gen_size, cfg.seed + 7_919), rank, world))
 
-        kept, rounds = choose_groups(cfg, reduce, first, extra)
+        kept, rounds = choose_groups(cfg, reduce, first, extra, tokenizer.pad_token_id)
         t1 = time.perf_counter()
         gen = prepare_generation(cfg, reduce, autocast, module, reference, kept, micro)
         timers["gen_s"] += t1 - t0

@@ -175,17 +175,26 @@ def summarize_distill(results: dict[str, Any], teacher: str, models: dict[str, P
             "recovered": recovered, "gains": gains}
 
 
-def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
-    """The PPO run in a few numbers: iterations, the one kept (best held-out reward, or the last),
-    its held-out reward and KL to the reference, and the largest KL of any iteration."""
+def read_run(metrics_path: Path, train_key: str, kept_best: bool) -> tuple[list, list, list, dict] | None:
+    """An RL run's metrics rows: (all, training rows (those with train_key), evaluations, the
+    evaluation kept: the best held-out reward, or the last); None without training or evaluations."""
     from alignkit.training.metrics import read_metrics
 
     rows = read_metrics(metrics_path)
-    train = [r for r in rows if "kl" in r]
+    train = [r for r in rows if train_key in r]
     evals = [r for r in rows if "eval_reward" in r]
     if not train or not evals:
         return None
-    kept = max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+    return rows, train, evals, max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+
+
+def summarize_ppo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None:
+    """The PPO run in a few numbers: iterations, the one kept (best held-out reward, or the last),
+    its held-out reward and KL to the reference, and the largest KL of any iteration."""
+    run = read_run(metrics_path, "kl", kept_best)
+    if run is None:
+        return None
+    _, train, evals, kept = run
     # Iteration 0 is the starting (SFT) policy itself: KL 0. A row's KL is that of its rollouts, taken
     # before its update; the policy kept after iteration k is nearest to the rollouts of k + 1.
     after = next((r for r in train if r["step"] == kept["step"] + 1), train[-1])
@@ -198,14 +207,10 @@ def summarize_grpo(metrics_path: Path, kept_best: bool) -> dict[str, Any] | None
     """A GRPO run in a few numbers: steps, the one kept (best held-out reward, or the last), its
     held-out reward against the start's, the responses it sampled (dynamic sampling's extra ones
     included), and the share of groups without signal (first and last steps)."""
-    from alignkit.training.metrics import read_metrics
-
-    rows = read_metrics(metrics_path)
-    train = [r for r in rows if "reward" in r]
-    evals = [r for r in rows if "eval_reward" in r]
-    if not train or not evals:
+    run = read_run(metrics_path, "reward", kept_best)
+    if run is None:
         return None
-    kept = max(evals, key=lambda r: r["eval_reward"]) if kept_best else evals[-1]
+    rows, train, evals, kept = run
     return {"steps": max(r["step"] for r in rows), "kept_step": kept["step"], "eval_reward": kept["eval_reward"],
             "eval_reward_start": evals[0]["eval_reward"], "zero_signal_first": train[0]["zero_signal_share"],
             "zero_signal_last": train[-1]["zero_signal_share"], "reward_first": train[0]["reward"],
