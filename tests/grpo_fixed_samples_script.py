@@ -23,7 +23,7 @@ from alignkit.training.run import end_processes
 WIDTH = 6
 
 
-def fixed_groups(cfg, policy, tokenizer, autocast, score, prompts, rows):
+def fixed_groups(cfg, policy, tokenizer, autocast, score, prompts, rows, share=False):
     n = cfg.group.n
     convs = [p for p in prompts for _ in range(n)]
     enc = encode_prompts(tokenizer, convs)

@@ -46,6 +46,11 @@ class GroupConfig:
     """DAPO's soft overlong punishment: a response longer than max_new_tokens - buffer loses
     rollout.no_eos_penalty x (its length - (max_new_tokens - buffer)) / buffer; 0 disables (a response
     that hits the limit without EOS still loses no_eos_penalty)."""
+    share_prompt: bool = True
+    """Run each prompt once per group, in generation and in the training forward pass, its keys and
+    values shared by the group's n responses (the same results up to float rounding, less work by
+    the prompt's share; off: each response with its own copy). Off by itself with prefix tuning or
+    gradient checkpointing."""
 
 
 @dataclass

@@ -56,12 +56,13 @@ class Generation:
 
 @torch.no_grad()
 def sample_groups(cfg: Any, policy: Any, tokenizer: Any, autocast: Any, score: Scorer,
-                  prompts: list[Conversation], rows: list[dict[str, Any]]) -> Sampled:
-    """n responses per prompt in one batched generate (KV cache), scored, less the overlong penalty."""
+                  prompts: list[Conversation], rows: list[dict[str, Any]], share: bool = False) -> Sampled:
+    """n responses per prompt in one batched generate (KV cache), scored, less the overlong penalty.
+    share: each prompt prefilled once for its group (rl/shared_prompt.py)."""
     n, r = cfg.group.n, cfg.rollout
     convs = [p for p in prompts for _ in range(n)]
     with autocast():  # the training forward pass's precision (bf16), not fp32 weights
-        roll = sample_rollout(policy, tokenizer, convs, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+        roll = sample_rollout(policy, tokenizer, convs, r.max_new_tokens, r.temperature, r.top_p, r.top_k, share)
     total, parts = score(convs, decode_responses(tokenizer, roll), [row for row in rows for _ in range(n)])
     lengths = roll.response_mask.sum(1).cpu()
     penalty = overlong_penalty(lengths, roll.ended.cpu(), r.max_new_tokens, cfg.group.overlong_buffer, r.no_eos_penalty)
@@ -121,20 +122,20 @@ def gather(roll: Rollout, idx: torch.Tensor) -> Rollout:
 
 @torch.no_grad()
 def prepare_generation(cfg: Any, reduce: Reduce, autocast: Any, policy: Any, reference: Any, kept: Sampled,
-                       chunk: int) -> Generation:
+                       chunk: int, share: bool = False) -> Generation:
     """Old and reference log-probs where needed, the KL in the reward where asked, and the advantages."""
     roll, mask = kept.roll, kept.roll.response_mask
     beta, kind = cfg.kl.coef, cfg.group.advantage
     in_reward = beta > 0 and (cfg.kl.mode == "reward" or kind == "reinforce_pp")
     need_old = cfg.updates_per_generation() > 1 or in_reward
     with autocast():
-        old = logprobs_in_chunks(policy, roll, chunk, cfg.rollout.temperature) if need_old else None
+        old = logprobs_in_chunks(policy, roll, chunk, cfg.rollout.temperature, share) if need_old else None
         ref = None
         if beta > 0:
             model = policy if reference is None else reference
             off = policy.disable_adapter() if reference is None else nullcontext()
             with off:
-                ref = logprobs_in_chunks(model, roll, chunk, cfg.rollout.temperature)
+                ref = logprobs_in_chunks(model, roll, chunk, cfg.rollout.temperature, share)
     scores = kept.rewards.flatten().to(mask.device)
     kl_sum = float((kl_estimate(old, ref, "k1") * mask).sum()) if in_reward else 0.0
     kl_tokens = float(mask.sum()) if in_reward else 0.0
@@ -152,7 +153,7 @@ def prepare_generation(cfg: Any, reduce: Reduce, autocast: Any, policy: Any, ref
                       ref if beta > 0 and not in_reward else None, kl_sum, kl_tokens)
 
 
-def logprobs_in_chunks(model: Any, roll: Rollout, chunk: int, temperature: float) -> torch.Tensor:
+def logprobs_in_chunks(model: Any, roll: Rollout, chunk: int, temperature: float, share: bool = False) -> torch.Tensor:
     """(B, T) log-probs of the sampled responses under `model`, `chunk` sequences per forward pass."""
     device = next(model.parameters()).device  # placement may keep a reference elsewhere
     width = roll.responses.shape[1]
@@ -161,7 +162,7 @@ def logprobs_in_chunks(model: Any, roll: Rollout, chunk: int, temperature: float
         part = select(roll, slice(s, s + chunk))
         part = dataclasses.replace(part, sequences=part.sequences.to(device), attention_mask=part.attention_mask.to(device),
                                    response_mask=part.response_mask.to(device))
-        logp = response_logprobs(model, part, temperature).to(roll.sequences.device)
+        logp = response_logprobs(model, part, temperature, share).to(roll.sequences.device)
         out.append(torch.nn.functional.pad(logp, (0, width - logp.shape[1])))
     return torch.cat(out)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from alignkit.models.generate import encode_prompts, position_ids_from_mask
+from alignkit.models.generate import encode_prompts
+from alignkit.rl.shared_prompt import response_logits, shared_prefill
 
 
 
@@ -73,8 +74,10 @@ def response_mask_from(responses: torch.Tensor, eos_id: int) -> tuple[torch.Tens
 
 @torch.no_grad()
 def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-                   temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Rollout:
-    """Sample one response per conversation (chat template with the generation prompt, as in SFT)."""
+                   temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, share: bool = False) -> Rollout:
+    """Sample one response per conversation (chat template with the generation prompt, as in SFT).
+    share: a conversation that comes several times (a group) has its prompt run once, its cache
+    shared by its rows (rl/shared_prompt.py)."""
     enc = encode_prompts(tokenizer, conversations)
     device = next(model.parameters()).device
     was_training = model.training
@@ -87,8 +90,9 @@ def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str
     config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id, repetition_penalty=1.0, no_repeat_ngram_size=0)
-    out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                         generation_config=config)
+    ids, attention = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    cache = shared_prefill(model, ids, attention) if share else {}
+    out = model.generate(input_ids=ids, attention_mask=attention, generation_config=config, **cache)
     model.train(was_training)
     width = enc["input_ids"].shape[1]
     responses = out[:, width:]
@@ -112,12 +116,9 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return (taken, logp) if with_all else taken
 
 
-def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
+def response_logprobs(model: Any, rollout: Rollout, temperature: float = 1.0, share: bool = False) -> torch.Tensor:
     """(B, R) log-probs of the sampled response tokens under `model` at the sampling temperature;
     0 where the response mask is 0. Position ids count real tokens only, as generate's do, so the
-    numbers match what was sampled."""
-    position_ids = position_ids_from_mask(rollout.attention_mask)
-    width = rollout.responses.shape[1]
-    logits = model(input_ids=rollout.sequences, attention_mask=rollout.attention_mask, position_ids=position_ids,
-                   use_cache=False, logits_to_keep=width + 1).logits[:, :-1]  # position t predicts token t + 1
+    numbers match what was sampled. share: a repeated prompt runs once (rl/shared_prompt.py)."""
+    logits = response_logits(model, rollout, share)
     return token_logprobs(logits, rollout.responses, temperature) * rollout.response_mask

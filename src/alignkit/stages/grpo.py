@@ -35,7 +35,6 @@ from alignkit.errors import ConfigError
 from alignkit.losses.grpo import clipped_surrogate, loss_denominator, loss_sum
 from alignkit.losses import entropy_from_logprobs
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
-from alignkit.models.generate import position_ids_from_mask
 from alignkit.models.loading import load_policy
 from alignkit.models.value import disable_dropout
 from alignkit.rl.group import informative_groups
@@ -43,6 +42,7 @@ from alignkit.rl.group_rollout import Generation, Sampled, choose_groups, prepar
 from alignkit.rl.kl import kl_estimate
 from alignkit.rl.rollout import token_logprobs
 from alignkit.rl.scoring import Scorer, combined_scorer, reward_model_scorer
+from alignkit.rl.shared_prompt import can_share, response_logits
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
 from alignkit.training.loop import close_run, save_policy, saved_best, start_training, train_steps
@@ -97,10 +97,11 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     autocast = accelerator.autocast
 
     reduce = lambda *values: reduce_sum(accelerator, *values)  # noqa: E731
+    share = cfg.group.share_prompt and can_share(module)
 
     def sample(indices: list[int]) -> Sampled:
         out = sample_groups(cfg, module, tokenizer, autocast, score, [prompts[i] for i in indices],
-                            [rows[i] for i in indices])
+                            [rows[i] for i in indices], share)
         out.prompt_ids = list(indices)
         return out
 
@@ -141,14 +142,14 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
         kept, rounds = choose_groups(cfg, reduce, first, extra, tokenizer.pad_token_id)
         t1 = time.perf_counter()
-        gen = prepare_generation(cfg, reduce, autocast, module, reference, kept, micro)
+        gen = prepare_generation(cfg, reduce, autocast, module, reference, kept, micro, share)
         timers["gen_s"] += t1 - t0
         timers["prep_s"] += time.perf_counter() - t1
         add_generation_figures(pending, first, kept, rounds, gen)
         return gen
 
     def loss(p: Generation) -> tuple[torch.Tensor, dict[str, float]]:
-        return policy_loss(cfg, model, p, how)
+        return policy_loss(cfg, model, p, how, share)
 
     def summarize(sums: dict[str, float], seconds: float, done: int) -> dict[str, float]:
         row = step_figures(sums, seconds, accelerator, pending, timers)
@@ -189,14 +190,12 @@ def build_scorer(cfg: GRPOConfig, accelerator: Any) -> Scorer:
 # -------------------------------------------------------------------- the loss
 
 
-def policy_loss(cfg: GRPOConfig, model: Any, p: Generation, how: str) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_loss(cfg: GRPOConfig, model: Any, p: Generation, how: str,
+                share: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """One micro-batch: the clipped surrogate per token (+ beta x k3 against the reference), summed as
     the aggregation's numerator (losses/grpo.loss_sum); its figures summed for the metrics."""
     roll, mask = p.roll, p.roll.response_mask
-    w = roll.responses.shape[1]
-    logits = model(input_ids=roll.sequences, attention_mask=roll.attention_mask,
-                   position_ids=position_ids_from_mask(roll.attention_mask), use_cache=False,
-                   logits_to_keep=w + 1).logits[:, :-1]  # position t predicts token t + 1
+    logits = response_logits(model, roll, share)  # position t predicts token t + 1
     logp, logp_all = token_logprobs(logits, roll.responses, cfg.rollout.temperature, with_all=True)
     # Zero past each response's end, as the old and reference log-probs are: a pad token's log-prob
     # can be below -88, where k3's exp overflows and inf x 0 would make the loss NaN.
