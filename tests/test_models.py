@@ -14,7 +14,7 @@ from alignkit.models import apply_peft, freeze_lower_layers, load_causal_lm, loa
 
 
 def test_load_errors_are_clear(tmp_path):
-    with pytest.raises(ModelError, match="does not exist \\(alignkit loads local models only, never from a hub\\)"):
+    with pytest.raises(ModelError, match="does not exist \\(give a local directory or .gguf file, or a hub id"):
         load_causal_lm(tmp_path / "nope")
     (tmp_path / "w.bin").write_text("x")
     with pytest.raises(ModelError, match="is a file but not .gguf"):

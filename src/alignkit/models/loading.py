@@ -1,13 +1,15 @@
-"""Load local models and tokenizers: HF directories, LoRA adapter directories, GGUF files.
+"""Load models and tokenizers: HF directories, LoRA adapter directories, GGUF files, and hub ids.
 
-Nothing is downloaded: every load is `local_files_only`, and a path that does not exist is an error
-that says so. `trust_remote_code` stays off unless the config turns it on.
+A model path is a local path, or a hub id `org/name` or `org/name@revision`, which huggingface_hub
+resolves to a snapshot in its cache (HF_HOME), downloading what is missing as from_pretrained does;
+with HF_HUB_OFFLINE=1 (the user's to set, never ours) only the cache is read. Every load then reads
+that local directory (`local_files_only`). `trust_remote_code` stays off unless the config turns it on.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,61 @@ import torch
 from alignkit.data.templates import ensure_chat_template
 from alignkit.errors import ModelError
 
-# No hub: fail fast instead of trying the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# org/name or org/name@revision (a branch, tag or commit); a local path that exists wins.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+# What a model needs from a hub repo: weights as safetensors, configs, tokenizer files, code (run only
+# with trust_remote_code). Not the other formats' copies of the weights (.bin, .h5, .msgpack, .onnx).
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+
+
+def is_hub_id(path: str | Path) -> bool:
+    text = str(path)
+    return not Path(text).expanduser().exists() and bool(HUB_ID.match(text)) and ".." not in text
+
+
+def hub_snapshot(spec: str) -> Path:
+    """The local snapshot of hub model `org/name[@revision]`: from huggingface_hub's cache, downloading
+    what is missing unless HF_HUB_OFFLINE is set. ModelError naming the id and the ways out."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    repo, _, revision = spec.partition("@")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise ModelError(f"hub model '{spec}' is not in the local hub cache and the hub cannot be reached (offline, "
+                         "or HF_HUB_OFFLINE=1): give a local path instead (model.path=DIR), or run once on a connected "
+                         "machine with the same HF_HOME to fill the cache") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"hub model '{spec}': the repository has no revision '{revision}'") from None
+    except GatedRepoError:
+        raise ModelError(f"hub model '{spec}' is gated: accept its terms on the hub and log in (hf auth login)") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"hub model '{spec}' does not exist on the hub (or is private: log in with hf auth login); "
+                         "a local path must exist") from None
+    except HfHubHTTPError as exc:
+        raise ModelError(f"hub model '{spec}': the hub answered {exc}") from None
+    if not any(folder.glob("*.safetensors")) and (folder / "config.json").is_file() and not is_adapter_dir(folder):
+        raise ModelError(f"hub model '{spec}' has no safetensors weights (only other formats); alignkit reads "
+                         "safetensors, as a pickled checkpoint can run code: convert it, or pick a repo that has them")
+    return folder
+
+
+def local_dir(path: str | Path) -> Path:
+    """The local directory (or file) a model path names: itself, or a hub id's snapshot."""
+    return hub_snapshot(str(path)) if is_hub_id(path) else Path(path).expanduser()
+
+
 def resolve(path: str | Path) -> tuple[Path, str | None]:
-    """(directory, gguf file name or None) for a model path, or ModelError if it cannot be a model."""
-    p = Path(path).expanduser()
+    """(directory, gguf file name or None) for a model path or hub id, or ModelError if it cannot be a model."""
+    p = local_dir(path)
     if not p.exists():
-        raise ModelError(f"model path '{path}' does not exist (alignkit loads local models only, never from a hub)")
+        raise ModelError(f"model path '{path}' does not exist (give a local directory or .gguf file, or a hub id "
+                         "org/name[@revision])")
     if p.is_file():
         if p.suffix != ".gguf":
             raise ModelError(f"model path '{path}' is a file but not .gguf; give a model directory or a .gguf file")
@@ -40,11 +86,15 @@ def resolve(path: str | Path) -> tuple[Path, str | None]:
 
 
 def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+    """Whether a model path (a local directory or a hub id) holds a LoRA adapter."""
+    p = Path(path).expanduser()
+    if not p.exists() and is_hub_id(path):
+        p = hub_snapshot(str(path))
+    return (p / "adapter_config.json").is_file()
 
 
 def adapter_base_path(path: str | Path) -> str:
-    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    cfg = json.loads((local_dir(path) / "adapter_config.json").read_text())
     base = cfg.get("base_model_name_or_path")
     if not base:
         raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")

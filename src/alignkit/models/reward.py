@@ -16,7 +16,7 @@ from torch import nn
 
 from alignkit.errors import ModelError
 from alignkit.models.generate import position_ids_from_mask
-from alignkit.models.loading import DTYPES, resolve, weights_error
+from alignkit.models.loading import DTYPES, local_dir, resolve, weights_error
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -170,7 +170,7 @@ def reward_offset_of(path: str | Path) -> float:
     """The offset `alignkit rm` recorded beside a reward model (0 if none): subtracted from its scores."""
     import json
 
-    norm = Path(path) / "reward_normalization.json"
+    norm = local_dir(path) / "reward_normalization.json"
     return float(json.loads(norm.read_text()).get("offset", 0.0)) if norm.is_file() else 0.0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from alignkit.errors import write_failure
+from alignkit.models.loading import is_hub_id
 
 
 def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base_model_path: str | None = None,
@@ -25,7 +26,9 @@ def save_final_model(model: nn.Module, tokenizer: Any, out_dir: str | Path, base
         shutil.rmtree(tmp)
     if hasattr(model, "peft_config") and base_model_path:
         for cfg in model.peft_config.values():
-            cfg.base_model_name_or_path = str(Path(base_model_path).resolve())
+            # A hub id stays an id (resolved again through the hub cache); a local path becomes absolute.
+            cfg.base_model_name_or_path = base_model_path if is_hub_id(base_model_path) else \
+                str(Path(base_model_path).resolve())
     try:
         # state_dict: the whole weights when the model itself holds shards (FSDP)
         model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))

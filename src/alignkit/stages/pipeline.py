@@ -158,13 +158,13 @@ def step_sft(s: State) -> None:
 
 
 def step_rm(s: State) -> None:
+    from alignkit.models import merge_adapter
+    from alignkit.models.loading import is_adapter_dir
     from alignkit.stages.rm import run_rm
 
     cfg = s.cfg
-    start = s.models.get("sft") or Path(cfg.rm.model.path)
-    if start and (Path(start) / "adapter_config.json").exists():  # a LoRA SFT model: fold it in first
-        from alignkit.models import merge_adapter
-
+    start = s.models.get("sft") or cfg.rm.model.path
+    if start and is_adapter_dir(start):  # a LoRA SFT model (local or on the hub): fold it in first
         merged = s.run_dir / "sft-merged"
         if not (merged / "config.json").exists():
             merge_adapter(str(start), str(merged))
