@@ -17,13 +17,18 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TAGGED = "fedcba9876543210fedcba9876543210fedcba98"
 
 
-def lay_out_cache(home: Path, repo: str, model_dir: Path) -> None:
-    """`repo` at `main` (COMMIT) and at tag `v1` (TAGGED), both snapshots copies of model_dir."""
-    root = home / "hub" / f"models--{repo.replace('/', '--')}"
+def lay_out_cache(home: Path, repo: str, source: Path, kind: str = "models") -> None:
+    """`repo` at `main` (COMMIT) and at tag `v1` (TAGGED), both snapshots copies of `source`."""
+    root = home / "hub" / f"{kind}--{repo.replace('/', '--')}"
     for ref, commit in (("main", COMMIT), ("v1", TAGGED)):
-        shutil.copytree(model_dir, root / "snapshots" / commit)
+        shutil.copytree(source, root / "snapshots" / commit)
         (root / "refs").mkdir(parents=True, exist_ok=True)
         (root / "refs" / ref).write_text(commit)
+
+
+def chat_rows(n: int, tag: str) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"{tag} question {i}"},
+                          {"role": "assistant", "content": f"{tag} answer {i}"}]} for i in range(n)]
 
 
 @pytest.fixture
@@ -32,6 +37,12 @@ def hub_home(tmp_path, tiny_dir, monkeypatch) -> Path:
 
     home = tmp_path / "hf-home"
     lay_out_cache(home, "tiny-org/llama", tiny_dir)
+    data = tmp_path / "chats" / "data"
+    data.mkdir(parents=True)
+    write_jsonl(data / "train.jsonl", chat_rows(12, "train"))
+    write_jsonl(data / "test.jsonl", chat_rows(3, "test"))
+    lay_out_cache(home, "tiny-org/chats", data.parent, kind="datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
     # huggingface_hub reads HF_HOME when imported; this process's copy is pointed at the new cache.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -62,6 +73,22 @@ def test_an_id_missing_offline_names_it_and_the_ways_out(hub_home):
         load_causal_lm("no_such_dir_here")
 
 
+def test_a_hub_data_set_reads_by_split_from_the_cache(hub_home):
+    from alignkit.data.records import read_records
+    from alignkit.errors import DataError
+
+    train = read_records("hf://tiny-org/chats")
+    assert [r.row["messages"][0]["content"] for r in train][:2] == ["train question 0", "train question 1"]
+    assert len(train) == 12 and train[3].where == "hf://tiny-org/chats (train), row 3"
+    assert len(read_records("hf://tiny-org/chats@v1?split=test")) == 3
+    with pytest.raises(DataError, match="unknown option 'splits'"):
+        read_records("hf://tiny-org/chats?splits=test")
+    with pytest.raises(DataError, match="cannot read split 'dev'"):
+        read_records("hf://tiny-org/chats?split=dev")
+    with pytest.raises(DataError, match="not in the local hub cache.*connected machine"):
+        read_records("hf://tiny-org/absent")
+
+
 def test_importing_alignkit_leaves_hf_hub_offline_alone():
     """Never set by the product: the user's connected machine downloads; their setting is respected."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
@@ -71,16 +98,17 @@ def test_importing_alignkit_leaves_hf_hub_offline_alone():
 
 
 def test_sft_trains_a_hub_model_and_a_lora_adapter_keeps_its_hub_base(hub_home, tiny_dir, tmp_path):
-    """`alignkit sft model.path=tiny-org/llama` in a process with HF_HOME at the laid-out cache and
-    HF_HUB_OFFLINE=1: it trains; the LoRA adapter records the id as its base, and loads through it."""
-    from conftest import task_rows
-
-    data = write_jsonl(tmp_path / "train.jsonl", task_rows()[:16])
+    """`alignkit sft model.path=tiny-org/llama data.train_path=hf://tiny-org/chats` in a process with
+    HF_HOME at the laid-out cache and HF_HUB_OFFLINE=1: it trains on the hub's rows; the LoRA adapter
+    records the id as its base, and loads through it."""
     env = {**os.environ, "HF_HOME": str(hub_home), "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "alignkit", "sft", "model.path=tiny-org/llama", f"data.train_path={data}",
+    subprocess.run([sys.executable, "-m", "alignkit", "sft", "model.path=tiny-org/llama",
+                    "data.train_path=hf://tiny-org/chats", "data.eval_path=hf://tiny-org/chats?split=test",
                     f"output_dir={out}", "train.max_steps=2", "log.progress=false", "peft.method=lora"],
                    env=env, check=True, capture_output=True, cwd=ROOT)
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["train"]["rows_read"] == 12 and report["eval"]["rows_read"] == 3
     adapter = json.loads((out / "model" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "tiny-org/llama"
     import torch

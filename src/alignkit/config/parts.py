@@ -30,7 +30,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train_path: str = ""
-    """Training data: a .json, .jsonl or .parquet file, or a directory saved by `datasets`."""
+    """Training data: a .json, .jsonl or .parquet file, a directory saved by `datasets`, or a hub data
+    set hf://org/name[@revision][?split=S&subset=C] (split: data.split unless given)."""
     eval_path: str = ""
     """Held-out data in the same formats. Empty: split `eval_fraction` of the training rows off."""
     eval_fraction: float = 0.05

@@ -1,4 +1,5 @@
-"""Read rows from JSON, JSONL, Parquet and saved `datasets` directories, keeping where each came from.
+"""Read rows from JSON, JSONL, Parquet, saved `datasets` directories and hub data sets
+(`hf://org/name`), keeping where each came from.
 
 JSON and JSONL are parsed here, line by line, so a broken line is reported by number (the `datasets`
 JSON loader reports only that parsing failed). Parquet and saved directories go through `datasets`.
@@ -22,8 +23,18 @@ class Record:
     where: str
 
 
+HUB_PREFIX = "hf://"
+HUB_OPTIONS = ("split", "subset")
+
+
 def read_records(path: str | Path, split: str = "train") -> list[Record]:
-    """All rows of a data file or saved dataset directory, each with its location."""
+    """All rows of a data file, a saved dataset directory or a hub data set
+    (`hf://org/name[@revision][?split=S&subset=C]`), each with its location."""
+    if str(path).startswith(HUB_PREFIX):
+        records = _read_hub_dataset(str(path), split)
+        if not records:
+            raise DataError(f"{path}: the data set holds no rows")
+        return records
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -118,3 +129,46 @@ def _read_saved_dataset(path: Path, split: str) -> list[Record]:
             raise DataError(f"{path}: no split '{split}' (has {', '.join(ds)}); set data.split")
         ds = ds[split]
     return [Record(dict(row), f"{path}, row {i}") for i, row in enumerate(ds)]
+
+
+def _read_hub_dataset(spec: str, split: str) -> list[Record]:
+    """A hub data set's split: the repository's snapshot from huggingface_hub's cache (downloading what
+    is missing unless HF_HUB_OFFLINE is set), read by `datasets.load_dataset` as a local directory."""
+    from urllib.parse import parse_qsl
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    base, _, query = spec[len(HUB_PREFIX):].partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(HUB_OPTIONS))
+    if unknown:
+        raise DataError(f"{spec}: unknown option {unknown[0]!r}; a hub data set takes "
+                        f"hf://org/name[@revision][?split=S&subset=C]")
+    repo, _, revision = base.partition("@")
+    if repo.count("/") != 1:
+        raise DataError(f"{spec}: expected hf://org/name[@revision]")
+    split, subset = options.get("split", split), options.get("subset") or None
+    try:
+        folder = snapshot_download(repo, repo_type="dataset", revision=revision or None)
+    except LocalEntryNotFoundError:
+        raise DataError(f"{spec}: the data set is not in the local hub cache and the hub cannot be reached (offline, "
+                        "or HF_HUB_OFFLINE=1): give a local file instead, or run once on a connected machine with "
+                        "the same HF_HOME to fill the cache") from None
+    except RevisionNotFoundError:
+        raise DataError(f"{spec}: the data set has no revision '{revision}'") from None
+    except GatedRepoError:
+        raise DataError(f"{spec}: the data set is gated: accept its terms on the hub and log in (hf auth login)") from None
+    except RepositoryNotFoundError:
+        raise DataError(f"{spec}: no such data set on the hub (or it is private: log in with hf auth login)") from None
+    except HfHubHTTPError as exc:
+        raise DataError(f"{spec}: the hub answered {exc}") from None
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(folder, name=subset, split=split)
+    except (ValueError, FileNotFoundError) as exc:  # an unknown split or subset, no data files
+        raise DataError(f"{spec}: cannot read split '{split}'" + (f" of subset '{subset}'" if subset else "")
+                        + f" ({str(exc).splitlines()[0][:200]})") from None
+    return [Record(dict(row), f"{spec} ({split}), row {i}") for i, row in enumerate(ds)]
