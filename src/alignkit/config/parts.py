@@ -120,6 +120,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """fp32, or bf16 mixed precision (autocast, fp32 master weights). bf16 is slow on CPUs without
     AVX-512-BF16."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory for longer
+    sequences and larger models, about a third more compute; the same gradients."""
     eval_every: int = 0
     """Evaluate on the held-out split every N optimizer steps (0: only at the end): loss and perplexity
     for language models, pairwise accuracy and margin for reward models."""

@@ -32,6 +32,7 @@ from alignkit.errors import ConfigError, DataError, TrainingDiverged
 from alignkit.losses import entropy_from_logprobs, ppo_policy_loss, ppo_value_loss, sequence_nll
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import load_policy
+from alignkit.models.memory import enable_gradient_checkpointing
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer
 from alignkit.rl.advantages import masked_mean, masked_var
@@ -107,6 +108,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     world = accelerator.num_processes
     global_size = cfg.train.batch_size * world
     iterations = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(prompts) / global_size))
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(actor)
     optimizer = build_optimizer(actor, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, iterations)  # one schedule step per iteration
     actor, optimizer = engine.prepare(accelerator, actor, optimizer, batch_size=micro_size(cfg),

@@ -26,6 +26,7 @@ import torch
 from alignkit.errors import AlignkitError, TrainingDiverged
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, micro_batches
+from alignkit.models.memory import enable_gradient_checkpointing
 from alignkit.models.saving import save_final_model
 from alignkit.training.checkpoint import list_checkpoints
 from alignkit.training.metrics import MetricsWriter, truncate_metrics
@@ -73,6 +74,8 @@ def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units:
             say(accelerator, f"[yellow]note: {units} training {unit_name} but a global batch of {global_size}: "
                              f"every step sees some {unit_name} more than once")
     total_steps = total_steps or cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * units / global_size))
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=micro_size or cfg.train.batch_size,
