@@ -13,10 +13,14 @@ from alignkit.errors import ConfigError
 @dataclass
 class ModelConfig:
     path: str = ""
-    """Local Hugging Face model directory (config.json + weights), a LoRA adapter directory, or a
-    .gguf file. Nothing is ever downloaded from a hub."""
+    """A Hugging Face model directory (config.json + weights), a LoRA adapter directory, a .gguf file,
+    or a hub id org/name[@revision] (through the hub cache; HF_HUB_OFFLINE=1 reads only the cache)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """dtype the weights are loaded in. Keep float32 on CPU; bf16 mixed precision is `train.precision`."""
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    """Load the weights quantised by bitsandbytes, to train LoRA adapters on top (QLoRA: 4bit is NF4
+    with double quantisation, computing in `dtype`; the adapters stay in full precision). Needs
+    peft.method=lora and `pip install bitsandbytes`."""
     trust_remote_code: bool = False
     """Allow a model directory to run its own Python code. Off unless you trust the directory."""
     attn_implementation: str = "sdpa"
@@ -24,7 +28,7 @@ class ModelConfig:
 
     def validate(self, where: str) -> None:
         if not self.path:
-            raise ConfigError(f"{where}: model.path is required (a local model directory or .gguf file)")
+            raise ConfigError(f"{where}: model.path is required (a model directory, a .gguf file or a hub id)")
 
 
 @dataclass
@@ -74,6 +78,9 @@ class OptimConfig:
     """Final learning rate as a share of lr for the linear and cosine schedules."""
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this value (0 disables clipping)."""
+    name: Literal["adamw", "adamw_8bit"] = "adamw"
+    """adamw: torch's AdamW; adamw_8bit: bitsandbytes' AdamW8bit, whose moments of tensors of 4096
+    values or more are kept in 8 bits (about a quarter of AdamW's optimizer memory)."""
 
 
 @dataclass
@@ -231,3 +238,8 @@ def check_training_parts(where: str, cfg: Any) -> None:
     check_non_negative(where, "checkpoint.save_every", cfg.checkpoint.save_every)
     check_positive(where, "checkpoint.keep_last", cfg.checkpoint.keep_last)
     check_positive(where, "log.every", cfg.log.every)
+    model, peft = getattr(cfg, "model", None), getattr(cfg, "peft", None)
+    if model is not None and getattr(model, "quantization", "none") != "none" and \
+            (peft is None or peft.method != "lora"):
+        raise ConfigError(f"{where}: model.quantization={model.quantization} trains LoRA adapters on the quantised "
+                          "weights; set peft.method=lora")

@@ -8,6 +8,7 @@ that local directory (`local_files_only`). `trust_remote_code` stays off unless 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -140,12 +141,38 @@ def weights_error(path: str | Path, exc: Exception) -> Exception:
     return exc
 
 
+def quantization_kwargs(quantization: str, dtype: str, path: str | Path) -> dict[str, Any]:
+    """from_pretrained's arguments for bitsandbytes quantisation ("none": none): NF4 with double
+    quantisation computing in `dtype` (QLoRA, Dettmers et al. 2023), or LLM.int8(); the weights go
+    to this process's device, as bitsandbytes places them while loading."""
+    if quantization == "none":
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError(f"model.quantization={quantization} needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=DTYPES[dtype])
+    elif quantization == "8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        raise ModelError(f"'{path}': unknown quantization '{quantization}' (none, 4bit, 8bit)")
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": config, "device_map": {"": device}}
+
+
 def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False,
-                   attn_implementation: str | None = "sdpa") -> torch.nn.Module:
-    """A causal LM from a local directory or GGUF file; an adapter directory loads base + adapter."""
+                   attn_implementation: str | None = "sdpa", quantization: str = "none") -> torch.nn.Module:
+    """A causal LM from a local directory, GGUF file or hub id; an adapter directory loads base +
+    adapter. quantization: 4bit / 8bit through bitsandbytes (a plain directory or hub id only)."""
     from transformers import AutoModelForCausalLM
 
     directory, gguf = resolve(path)
+    if quantization != "none" and (gguf or is_adapter_dir(directory)):
+        raise ModelError(f"'{path}': quantised loading takes a plain model directory or hub id, not a "
+                         + ("GGUF file (convert it first: alignkit convert)" if gguf else
+                            "LoRA adapter (merge it into its base first: alignkit merge)"))
     if gguf is None and is_adapter_dir(directory):
         from peft import PeftModel
 
@@ -158,6 +185,7 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: 
         kwargs["gguf_file"] = gguf
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    kwargs.update(quantization_kwargs(quantization, dtype, path))
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except ValueError as exc:
@@ -185,8 +213,15 @@ def load_policy(model_cfg: Any) -> torch.nn.Module:
     """The causal LM a stage trains or samples from, as one plain model (model_cfg: path, dtype,
     trust_remote_code, attn_implementation): an adapter directory is loaded on its base and folded
     into it, so the result trains whole or takes a fresh adapter. Every parameter trainable."""
+    quantization = getattr(model_cfg, "quantization", "none")
     model = load_causal_lm(model_cfg.path, model_cfg.dtype, model_cfg.trust_remote_code,
-                           model_cfg.attn_implementation)
+                           model_cfg.attn_implementation, quantization)
+    if quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        # Quantised weights stay frozen (LoRA trains on top); norms and the head go to fp32 for
+        # stable training. Checkpointing is train.gradient_checkpointing's, not turned on here.
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # peft leaves the merged weights frozen
     return model.requires_grad_(True)

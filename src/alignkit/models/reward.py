@@ -16,7 +16,7 @@ from torch import nn
 
 from alignkit.errors import ModelError
 from alignkit.models.generate import position_ids_from_mask
-from alignkit.models.loading import DTYPES, local_dir, resolve, weights_error
+from alignkit.models.loading import DTYPES, local_dir, quantization_kwargs, resolve, weights_error
 
 
 def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ def packing_is_exact_for_rewards(model: RewardModel, vocab_size: int) -> bool:
 
 
 def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False,
-                         trained: bool = False) -> nn.Module:
+                         trained: bool = False, quantization: str = "none") -> nn.Module:
     """A sequence-classification model with one output from a local model directory (a causal LM's
     weights become the backbone; the scalar head starts fresh unless the directory already has one).
     trained: the directory must hold a trained head (a reward model to score with, not to train)."""
@@ -124,7 +124,7 @@ def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             directory, num_labels=1, dtype=DTYPES[dtype], local_files_only=True, trust_remote_code=trust_remote_code,
-            output_loading_info=True)
+            output_loading_info=True, **quantization_kwargs(quantization, dtype, path))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a reward model (sequence classification) from '{path}': {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a truncated or pickled weights file, said plainly
@@ -137,8 +137,11 @@ def load_reward_backbone(path: str | Path, dtype: str = "float32", trust_remote_
     if model.config.pad_token_id is None:
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
-    return model
+    if quantization != "none":  # LoRA on the frozen quantised backbone; the fresh head trains whole
+        from peft import prepare_model_for_kbit_training
 
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
 
 
 @torch.no_grad()

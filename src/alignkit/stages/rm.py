@@ -96,7 +96,8 @@ def run_rm(cfg: RMConfig) -> Path:
         raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
     sources = sorted({p.source for p in held})
 
-    hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
+    hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code,
+                              quantization=cfg.model.quantization)
     hf.config.pad_token_id = tokenizer.pad_token_id
     model = RewardModel(apply_peft(hf, cfg.peft, task="SEQ_CLS")).to(accelerator.device)
     with engine.gathered_parameters(accelerator, model):  # a forward pass: whole weights under ZeRO-3

@@ -30,25 +30,47 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def _optimizer_to_safe(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors to safetensors, the rest to JSON. A nested dict in a parameter's state (bitsandbytes
+    keeps its 8-bit state in one) is flattened with '/' in the name."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
+    seen: set[int] = set()
+
+    def put(idx: Any, name: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                put(idx, f"{name}/{sub}", inner)
+        elif isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous()
+            if value.data_ptr() in seen:  # bitsandbytes shares its quantisation maps; safetensors refuses that
+                value = value.clone()
+            seen.add(value.data_ptr())
+            tensors[f"state.{idx}.{name}"] = value
+        else:
+            scalars[f"{idx}.{name}"] = value
+
     for idx, state in opt_state["state"].items():
         for name, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
+            put(idx, name, value)
     return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
 
 
 def _optimizer_from_safe(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
+
+    def put(idx: str, name: str, value: Any) -> None:
+        node = state.setdefault(int(idx), {})
+        *outer, last = name.split("/")
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[last] = value
+
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
+        put(idx, name, value)
     for key, value in meta["scalars"].items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
+        put(idx, name, value)
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
