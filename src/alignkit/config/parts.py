@@ -4,10 +4,15 @@ preference data, sampling) and the checks they share.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from alignkit.errors import ConfigError
+
+# log.report_to: accelerate's tracker name -> the module it needs (tensorboard: torch's SummaryWriter's).
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
+            "comet_ml": "comet_ml", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
 
 
 @dataclass
@@ -153,6 +158,12 @@ class LogConfig:
     """Show a progress bar with loss, learning rate, throughput (tokens/s or pairs/s) and ETA."""
     tensorboard: bool = False
     """Also write TensorBoard event files to output_dir/tensorboard (needs the tensorboard package)."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that get every metrics row and the run's config, through accelerate:
+    tensorboard, wandb, mlflow, trackio, comet_ml, aim, clearml, dvclive, swanlab (each needs its
+    package, and is set up as usual: WANDB_MODE=offline, MLFLOW_TRACKING_URI=...)."""
+    project: str = "alignkit"
+    """The trackers' project (wandb) or experiment (mlflow); the run is named after output_dir."""
 
 
 @dataclass
@@ -238,6 +249,11 @@ def check_training_parts(where: str, cfg: Any) -> None:
     check_non_negative(where, "checkpoint.save_every", cfg.checkpoint.save_every)
     check_positive(where, "checkpoint.keep_last", cfg.checkpoint.keep_last)
     check_positive(where, "log.every", cfg.log.every)
+    for name in cfg.log.report_to:
+        if name not in TRACKERS:
+            close = difflib.get_close_matches(str(name), list(TRACKERS), n=1)
+            raise ConfigError(f"{where}: log.report_to: unknown tracker {name!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else f" (one of {', '.join(TRACKERS)})"))
     model, peft = getattr(cfg, "model", None), getattr(cfg, "peft", None)
     if model is not None and getattr(model, "quantization", "none") != "none" and \
             (peft is None or peft.method != "lora"):

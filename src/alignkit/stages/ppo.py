@@ -116,7 +116,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                                       grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     kl_ctl = AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.target \
         else FixedKLController(cfg.kl.coef)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard, cfg.log.report_to, cfg,
+                            cfg.log.project)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
     start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
     model_score = reward_fn or (reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)

@@ -80,7 +80,8 @@ def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units:
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     model, optimizer = engine.prepare(accelerator, model, optimizer, batch_size=micro_size or cfg.train.batch_size,
                                       grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
-    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard)
+    metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard, cfg.log.report_to, cfg,
+                            cfg.log.project)
     start, _ = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics, global_size)
     return Run(accelerator, model, optimizer, scheduler, metrics, run_dir, units, global_size, total_steps, start)
 
