@@ -100,8 +100,6 @@ def test_formats_normalise_to_messages():
     ({"messages": [{"role": "user"}]}, "messages[0]: missing field 'content'"),
     ({"messages": "hello"}, "field 'messages' must be a non-empty list of messages"),
     ({"prompt": "q", "completion": None}, "missing field 'completion'"),
-    ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
-     "must end with an assistant turn, ends with 'user'"),
 ])
 def test_bad_rows_name_the_row_and_field(row, message):
     with pytest.raises(DataError) as err:
@@ -249,3 +247,32 @@ def test_non_utf8_file_names_the_line_and_bom_is_accepted(tmp_path):
         read_records(tmp_path / "latin1.jsonl")
     (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"instruction": "a", "output": "b"}\n')
     assert read_records(tmp_path / "bom.jsonl")[0].row == {"instruction": "a", "output": "b"}
+
+
+def test_text_rows_train_every_token_and_hh_text_is_a_chat(char_tok):
+    """{"text"}: plain text, every token labelled (no template); a raw HH transcript in it becomes
+    the chat it is, its answers trained."""
+    plain = to_sample(Record({"text": "hi yo"}, "t.jsonl, line 1"))
+    assert not plain.templated
+    ex = tokenize_sample(char_tok, plain, 64)
+    assert all(label != IGNORE_INDEX for label in ex.labels)
+    hh = to_sample(Record({"text": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again?\n\nAssistant: yo yo"},
+                          "t.jsonl, line 2"))
+    assert hh.templated and [m["role"] for m in hh.messages] == ["user", "assistant", "user", "assistant"]
+    assert hh.messages[3]["content"] == "yo yo"
+
+
+def test_a_trailing_user_turn_is_trimmed_and_counted(tmp_path, char_tok):
+    """Real conversations sometimes end with an unanswered user turn: it is trimmed, the row trains
+    on the assistant turns before it, and the data report counts the repair."""
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                          {"role": "user", "content": "and?"}]},
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo yo"}]}]
+    path = write_jsonl(tmp_path / "chats.jsonl", rows)
+    s = to_sample(Record(rows[0], "x"))
+    assert [m["content"] for m in s.messages] == ["hi", "yo"] and s.fixes == ("trailing user turn trimmed",)
+    data = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.0), char_tok, 0)
+    d = data.report.as_dict()
+    assert len(data.train) == 2 and d["train"]["fixed"] == {"trailing user turn trimmed": 1}
+    assert d["train"]["fixed_examples"]["trailing user turn trimmed"] == [f"{path}, line 1"]
+    assert "fixed: 1 trailing user turn trimmed" in data.report.lines()[0]

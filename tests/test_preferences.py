@@ -9,8 +9,8 @@ from alignkit.data.records import Record
 from alignkit.errors import DataError
 
 
-def ranking(row):
-    return to_ranking(Record(row, "prefs.jsonl, line 5"))
+def ranking(row, aspect="mean"):
+    return to_ranking(Record(row, "prefs.jsonl, line 5"), aspect)
 
 
 @pytest.mark.parametrize("k, n_pairs", [(2, 1), (3, 3), (4, 6)])
@@ -51,7 +51,6 @@ def test_pairwise_rows_plain_and_chat_forms():
     ({"prompt": "q", "responses": ["a", "a"]}, "holds the same response twice"),
     ({"prompt": "q", "responses": ["a", "b", "c"], "ranking": [0, 0, 1]}, "field 'ranking' must list each response index 0..2 once"),
     ({"prompt": "q", "responses": ["a", "b"], "ranking": [0, 1], "scores": [1, 2]}, "fields 'ranking' and 'scores' contradict each other"),
-    ({"prompt": "q", "responses": ["a", "b"], "scores": [3, 3]}, "every response has the same score"),
     ({"prompt": "q", "responses": ["a", "b"], "scores": [1]}, "field 'scores' must hold one number per response (2)"),
     ({"prompt": "q", "responses": ["a", "b"], "ratings": [1, "high"]}, "ratings[1] must be a finite number"),
     ({"prompt": "q", "chosen": "x"}, "missing field 'rejected'"),
@@ -59,10 +58,13 @@ def test_pairwise_rows_plain_and_chat_forms():
     ({"chosen": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}],
       "rejected": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "y"}]}, "differ before their last turn"),
     ({"text": "q"}, "cannot tell the format from keys ['text']"),
+    ({"instruction": "q", "completions": [{"response": "a", "annotations": {"honesty": {"Rating": "3"}}},
+                                          {"response": "b", "annotations": {"honesty": {"Rating": "5"}}}]},
+     "completions[0] has no rating for aspect 'helpfulness' (has honesty"),
 ])
 def test_bad_preference_rows_name_the_row(row, message):
     with pytest.raises(DataError) as err:
-        ranking(row)
+        ranking(row, "helpfulness" if "completions" in row else "mean")
     assert str(err.value).startswith("prefs.jsonl, line 5: ") and message in str(err.value)
 
 
@@ -148,3 +150,61 @@ def test_split_of_unique_prompts_is_the_seeded_shuffle_of_rankings():
     random.Random(7).shuffle(order)
     _, held = split_rankings(rankings, 0.1, 7)
     assert [r.where for r in held] == [f"row {i}" for i in sorted(order[:4])]
+
+
+def test_raw_hh_transcripts_are_read_as_chats():
+    """Anthropic HH rows: two transcripts agreeing up to the last answer; the prompt is the shared
+    turns, and a prompt string in HH form ending with "Assistant:" is the conversation before it."""
+    row = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: well, thanks",
+           "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: go away"}
+    r = ranking(row)
+    assert r.prompt == ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                        {"role": "user", "content": "how are you?"})
+    assert r.responses == ("well, thanks", "go away")
+    p = ranking({"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": "hello", "rejected": "no"})
+    assert p.prompt == ({"role": "user", "content": "hi"},)
+
+
+ULTRA = {"instruction": "Name a fruit.", "completions": [
+    {"response": "pear", "overall_score": 8.0, "fine-grained_score": 4.5,
+     "annotations": {"helpfulness": {"Rating": "5"}, "honesty": {"Rating": "4"}, "truthfulness": {"Rating": "N/A"}}},
+    {"response": "stone", "overall_score": 3.0, "fine-grained_score": 2.0,
+     "annotations": {"helpfulness": {"Rating": "2"}, "honesty": {"Rating": "5"}, "truthfulness": {"Rating": "3"}}},
+    {"response": "apple", "overall_score": 6.0, "fine-grained_score": "N/A",
+     "annotations": {"helpfulness": {"Rating": "4"}, "honesty": {"Rating": "N/A"}, "truthfulness": {"Rating": "N/A"}}},
+]}
+
+
+@pytest.mark.parametrize("aspect, scores", [
+    ("mean", (4.5, 10 / 3, 4.0)),            # each response's mean over the aspects it has ("N/A" left out)
+    ("helpfulness", (5.0, 2.0, 4.0)),
+    ("honesty", (4.0, 5.0)),                  # apple has no honesty rating: left out
+    ("overall_score", (8.0, 3.0, 6.0)),
+    ("fine-grained_score", (4.5, 2.0)),
+])
+def test_ultrafeedback_rows_rank_by_an_aspect_or_the_mean(aspect, scores):
+    r = ranking(ULTRA, aspect)
+    assert r.prompt == ({"role": "user", "content": "Name a fruit."},) and r.rated
+    assert r.scores == pytest.approx(scores)
+    assert r.responses == ("pear", "stone", "apple")[:len(scores)]
+
+
+def test_an_all_tied_ranking_is_dropped_and_counted(tmp_path, tokenizer):
+    """Rows with no preference in them (every rating equal, or one rated response) are dropped and
+    counted by reason in the data report; the others are kept."""
+    from alignkit.data.reward import build_reward_data
+    from conftest import write_jsonl
+
+    rows = [{"prompt": "q1", "responses": ["a", "b"], "ratings": [3, 3]},
+            {"prompt": "q2", "responses": ["a", "b"], "ratings": [3, 4]},
+            {"instruction": "q3", "completions": [{"response": "x", "annotations": {"helpfulness": {"Rating": "4"}}},
+                                                  {"response": "y", "annotations": {"helpfulness": {"Rating": "4"}}}]},
+            {"instruction": "q4", "completions": [{"response": "x", "annotations": {"helpfulness": {"Rating": "4"}}},
+                                                  {"response": "y", "annotations": {"helpfulness": {"Rating": "N/A"}}}]}]
+    path = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    train, _, report = build_reward_data(str(path), str(path), 0.0, tokenizer, 64, 0)
+    d = report.as_dict()
+    assert len(train) == 1 and d["train"]["rows_read"] == 4
+    assert d["train"]["dropped"] == {"all responses tied (ratings)": 1, "all responses tied (mean)": 1,
+                                     "fewer than 2 rated responses": 1}
+    assert d["train"]["dropped_examples"]["all responses tied (ratings)"] == [f"{path}, line 1"]

@@ -45,9 +45,10 @@ class DataConfig:
     """Held-out data in the same formats. Empty: split `eval_fraction` of the training rows off."""
     eval_fraction: float = 0.05
     """Share of training rows held out for evaluation when `eval_path` is empty (0 disables eval)."""
-    format: Literal["auto", "alpaca", "messages", "prompt_completion"] = "auto"
+    format: Literal["auto", "alpaca", "messages", "prompt_completion", "text"] = "auto"
     """Row format. auto detects from the keys: instruction/output (Alpaca), messages or
-    conversations (chat, ShareGPT spelling too), prompt/completion."""
+    conversations (chat, ShareGPT spelling too), prompt/completion, text (plain text, every token
+    trained; a raw HH transcript is read as a chat)."""
     max_length: int = 512
     """Maximum tokens per sample (and per packed sequence)."""
     truncation: Literal["right", "drop"] = "right"
@@ -182,6 +183,10 @@ class PreferenceDataConfig:
     """Turn a ranking of k into its k - 1 adjacent pairs instead of all k(k-1)/2."""
     rating_margin: bool = False
     """Use the rating gap of rated rows as the pair's margin in the loss."""
+    rating_aspect: str = "mean"
+    """UltraFeedback-style rows (completions rated per aspect): the aspect to rank by (helpfulness,
+    honesty, instruction_following, truthfulness, ...), overall_score, fine-grained_score, or mean
+    (the mean of each response's aspect ratings)."""
     packing: Literal["auto", "on", "off"] = "auto"
     """Pack a batch's chosen and rejected sequences into rows of max_length with position ids
     restarting per sequence, instead of padding every sequence to the longest. auto: on for decoders

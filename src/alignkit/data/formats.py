@@ -8,6 +8,11 @@ Accepted rows:
 - Prompt/completion: {"prompt": str, "completion": str} is plain text (no chat template); with lists
   of messages for both it is a chat whose completion turns are the responses (assistant turns inside
   the prompt, e.g. few-shot examples, are context and not trained).
+- Text: {"text": str} is plain text trained on every token (no chat template); a raw Anthropic HH
+  transcript ("\n\nHuman: ... \n\nAssistant: ...") is read as the chat it is.
+
+Quirks of real data that are not errors are fixed and counted (Sample.fixes): a conversation that
+ends with user turns (no reply recorded) loses them and trains on the assistant turns before.
 
 A row that fits no format, or has a field of the wrong type, raises DataError naming the row and the
 field. A row with an empty response is not an error: it is dropped and counted by the caller.
@@ -15,6 +20,7 @@ field. A row with an empty response is not an error: it is dropped and counted b
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +30,9 @@ from alignkit.errors import DataError
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "model": "assistant", "system": "system"}
-FORMATS = ("alpaca", "messages", "prompt_completion")
+FORMATS = ("alpaca", "messages", "prompt_completion", "text")
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+TRAILING_USER = "trailing user turn trimmed"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class Sample:
     response_from: int = 0
     """Index of the first message whose assistant turns are trained (prompt/completion rows: the
     completion's first message, so assistant turns inside the prompt stay context)."""
+    fixes: tuple[str, ...] = ()
+    """What was repaired in the row (counted in the data report), e.g. a trailing user turn trimmed."""
 
     def key(self) -> tuple:
         """Identity for exact-duplicate detection."""
@@ -54,6 +64,8 @@ def detect_format(row: dict[str, Any]) -> str | None:
         return "alpaca"
     if "prompt" in row and "completion" in row:
         return "prompt_completion"
+    if "text" in row:
+        return "text"
     return None
 
 
@@ -65,7 +77,7 @@ def to_sample(record: Record, fmt: str = "auto") -> Sample:
         if detected is None:
             raise DataError(
                 f"{where}: cannot tell the format from keys {sorted(row)}; expected instruction+output "
-                "(Alpaca), messages or conversations (chat), or prompt+completion"
+                "(Alpaca), messages or conversations (chat), prompt+completion, or text"
             )
         fmt = detected
     if fmt == "alpaca":
@@ -74,6 +86,8 @@ def to_sample(record: Record, fmt: str = "auto") -> Sample:
         return _from_messages(row, where)
     if fmt == "prompt_completion":
         return _from_prompt_completion(row, where)
+    if fmt == "text":
+        return _from_text(row, where)
     raise DataError(f"unknown data format '{fmt}'; expected auto or one of {', '.join(FORMATS)}")
 
 
@@ -132,12 +146,39 @@ def _from_messages(row: dict[str, Any], where: str) -> Sample:
     name = "messages" if "messages" in row else "conversations"
     if name not in row:
         raise DataError(f"{where}: missing field 'messages'")
-    messages = _message_list(row[name], where, name)
+    return _chat(_message_list(row[name], where, name), where, name)
+
+
+def _chat(messages: list[dict[str, str]], where: str, name: str) -> Sample:
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: field '{name}' has no assistant turn to train on")
-    if messages[-1]["role"] != "assistant":
-        raise DataError(f"{where}: field '{name}' must end with an assistant turn, ends with '{messages[-1]['role']}'")
-    return Sample(tuple(messages), where)
+    fixes: tuple[str, ...] = ()
+    if messages[-1]["role"] != "assistant":  # the conversation stopped before a reply: train on the rest
+        while messages[-1]["role"] != "assistant":
+            messages = messages[:-1]
+        fixes = (TRAILING_USER,)
+    return Sample(tuple(messages), where, fixes=fixes)
+
+
+def parse_hh(text: str, where: str, name: str = "text") -> list[dict[str, str]]:
+    """An Anthropic HH transcript ("\n\nHuman: ...\n\nAssistant: ...") as chat messages."""
+    parts = HH_TURN.split(text)
+    if parts[0].strip():
+        raise DataError(f"{where}: field '{name}' has text before its first '\n\nHuman:' turn")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+
+
+def is_hh(text: str) -> bool:
+    return text.startswith("\n\nHuman:") and "\n\nAssistant:" in text
+
+
+def _from_text(row: dict[str, Any], where: str) -> Sample:
+    text = _field(row, "text", where)
+    if is_hh(text):
+        return _chat(parse_hh(text, where), where, "text")
+    # Plain text: an empty prompt and the whole text as the completion, so every token is trained.
+    return Sample(({"role": "user", "content": ""}, {"role": "assistant", "content": text}), where, templated=False)
 
 
 def _from_prompt_completion(row: dict[str, Any], where: str) -> Sample:

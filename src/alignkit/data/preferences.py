@@ -8,7 +8,15 @@ Accepted rows:
 - ranked: {"prompt": str | messages, "responses": [str, ...]} ordered best first; or with
   "ranking": [indices, best first], or "scores" / "ratings": [number per response, higher better].
   Equal scores are ties and give no pair.
+- UltraFeedback: {"instruction" | "prompt", "completions": [{"response", "annotations": {aspect:
+  {"Rating": "4", ...}}, "overall_score", "fine-grained_score"}]}: rated by one aspect, a score field,
+  or the mean of the aspects (`data.rating_aspect`); a response without that rating ("N/A") is left out.
+Raw Anthropic HH transcripts ("\n\nHuman: ...\n\nAssistant: ...") are read as the chats they are,
+in `prompt` and in prompt-less `chosen` / `rejected`.
 An optional "source" field is kept, so accuracy can be reported per source.
+
+A ranking whose responses are all rated alike carries no preference: the row is dropped and counted
+(`Dropped`), not an error.
 
 Everything becomes a `Ranking` (prompt messages, responses, a score per response); `rankings_to_pairs`
 turns a ranking of k responses into its k(k-1)/2 ordered pairs (or adjacent pairs only).
@@ -20,8 +28,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from alignkit.data.formats import is_hh, parse_hh
 from alignkit.data.records import Record
 from alignkit.errors import DataError
+
+
+class Dropped(Exception):
+    """A row that is well formed but carries nothing to learn; the reason is counted by the loader."""
 
 Messages = tuple[dict[str, str], ...]
 
@@ -67,6 +80,11 @@ HH_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
 
 
 def _prompt(value: Any, where: str) -> Messages:
+    if isinstance(value, str) and value.startswith("\n\nHuman:"):  # a raw HH transcript
+        msgs = parse_hh(value, where, "prompt")
+        if msgs and msgs[-1]["role"] == "assistant" and not msgs[-1]["content"]:
+            msgs = msgs[:-1]  # "...\n\nAssistant:" ends the prompt, waiting for the answer
+        value = msgs
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"{where}: field 'prompt' is empty")
@@ -93,6 +111,8 @@ def _response(value: Any, where: str, name: str) -> str:
 
 def _split_conversations(chosen: Any, rejected: Any, where: str) -> tuple[Messages, str, str]:
     """HH-RLHF style: two conversations that differ only in their last assistant turn."""
+    if isinstance(chosen, str) and isinstance(rejected, str) and is_hh(chosen) and is_hh(rejected):
+        chosen, rejected = parse_hh(chosen, where, "chosen"), parse_hh(rejected, where, "rejected")
     if isinstance(chosen, str) or isinstance(rejected, str):
         raw = any(m in str(x) for x in (chosen, rejected) for m in HH_MARKERS)
         raise DataError(f"{where}: 'chosen' and 'rejected' are text but there is no 'prompt' field"
@@ -115,10 +135,56 @@ def _number(value: Any, where: str, name: str) -> float:
     return float(value)
 
 
-def to_ranking(record: Record) -> Ranking:
-    """Normalise a pairwise or ranked row, or raise DataError naming the row and what is wrong."""
+ULTRAFEEDBACK_SCORES = ("overall_score", "fine-grained_score")
+
+
+def _rating(value: Any) -> float | None:
+    """A rating as UltraFeedback writes it ("4", 4, or "N/A"); None when there is none."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ultrafeedback(row: dict[str, Any], where: str, source: str, aspect: str) -> Ranking:
+    """A row with `completions` rated per aspect: one aspect's rating, a score field, or the mean of
+    the aspects each response has."""
+    prompt = _prompt(row.get("prompt", row.get("instruction")), where)
+    raw = row["completions"]
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: field 'completions' must be a list of objects with 'response'")
+    responses, scores = [], []
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict) or not isinstance(c.get("response"), str):
+            raise DataError(f"{where}: completions[{i}] must be an object with a string 'response'")
+        notes = c.get("annotations") or {}
+        if aspect in ULTRAFEEDBACK_SCORES:
+            score = _rating(c.get(aspect))
+        elif aspect == "mean":
+            values = [v for v in (_rating(a.get("Rating")) for a in notes.values() if isinstance(a, dict))
+                      if v is not None]
+            score = sum(values) / len(values) if values else None
+        else:
+            if i == 0 and aspect not in notes:
+                raise DataError(f"{where}: completions[0] has no rating for aspect '{aspect}' (has "
+                                f"{', '.join(sorted(notes)) or 'none'}; or mean, {', '.join(ULTRAFEEDBACK_SCORES)})")
+            score = _rating((notes.get(aspect) or {}).get("Rating"))
+        if score is not None and c["response"] not in responses:
+            responses.append(c["response"])
+            scores.append(score)
+    if len(set(scores)) < 2:
+        raise Dropped(f"all responses tied ({aspect})" if len(scores) >= 2 else "fewer than 2 rated responses")
+    return Ranking(prompt, tuple(responses), tuple(scores), where, source, rated=True)
+
+
+def to_ranking(record: Record, aspect: str = "mean") -> Ranking:
+    """Normalise a pairwise, ranked or UltraFeedback row (rated by `aspect`); DataError naming the
+    row and what is wrong, or Dropped for a well-formed row with no preference in it."""
     row, where = record.row, record.where
     source = str(row.get("source", "")) if row.get("source") is not None else ""
+    if "completions" in row and ("instruction" in row or "prompt" in row):
+        return _ultrafeedback(row, where, source, aspect)
     if "chosen" in row or "rejected" in row:
         for name in ("chosen", "rejected"):
             if row.get(name) is None:
@@ -166,11 +232,12 @@ def to_ranking(record: Record) -> Ranking:
                                           for b, y in zip(scores, rated) if x != y):
                 raise DataError(f"{where}: fields 'ranking' and '{score_key}' contradict each other")
             if len(set(rated)) == 1:
-                raise DataError(f"{where}: every response has the same {score_key[:-1]}: no preference to learn")
+                raise Dropped(f"all responses tied ({score_key})")
             return Ranking(prompt, responses, rated, where, source, rated=True)
         return Ranking(prompt, responses, scores or tuple(float(k - 1 - i) for i in range(k)), where, source)
     raise DataError(f"{where}: cannot tell the format from keys {sorted(row)}; expected prompt+chosen+rejected "
-                    "(pairwise), chosen+rejected conversations, or prompt+responses (ranked)")
+                    "(pairwise), chosen+rejected conversations, prompt+responses (ranked), or "
+                    "instruction+completions (UltraFeedback)")
 
 
 def rankings_to_pairs(ranking: Ranking, adjacent_only: bool = False, rating_margin: bool = False) -> list[Pair]:

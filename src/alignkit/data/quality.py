@@ -23,9 +23,17 @@ class DataReport:
     """What `kept` counts: rows, or pairs for preference data."""
     packing: dict = field(default_factory=dict)
     """Whether the stage packed samples, and into how many rows (filled in by the stage)."""
+    fixed: dict[str, Counter] = field(default_factory=dict)
+    """Rows kept after a repair (a trailing user turn trimmed), by reason."""
 
     def drop(self, split: str, reason: str, where: str) -> None:
         self.dropped.setdefault(split, Counter())[reason] += 1
+        seen = self.examples.setdefault(f"{split}: {reason}", [])
+        if len(seen) < 3:
+            seen.append(where)
+
+    def fix(self, split: str, reason: str, where: str) -> None:
+        self.fixed.setdefault(split, Counter())[reason] += 1
         seen = self.examples.setdefault(f"{split}: {reason}", [])
         if len(seen) < 3:
             seen.append(where)
@@ -38,10 +46,16 @@ class DataReport:
                 "kept": self.kept[s],
                 "truncated": self.truncated[s],
                 "dropped": dict(self.dropped.get(s, {})),
-                "dropped_examples": {k.split(": ", 1)[1]: v for k, v in self.examples.items() if k.startswith(s + ":")},
+                "dropped_examples": {k.split(": ", 1)[1]: v for k, v in self.examples.items()
+                                     if k.startswith(s + ":") and k.split(": ", 1)[1] in self.dropped.get(s, {})},
             }
             for s in splits
         }
+        for s in splits:
+            if self.fixed.get(s):
+                out[s]["fixed"] = dict(self.fixed[s])
+                out[s]["fixed_examples"] = {k.split(": ", 1)[1]: v for k, v in self.examples.items()
+                                            if k.startswith(s + ":") and k.split(": ", 1)[1] in self.fixed[s]}
         if self.held_out:
             out["train"]["held_out_for_eval"] = self.held_out
         if self.packing:
@@ -55,7 +69,9 @@ class DataReport:
                 continue
             drops = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items()) or "none"
             held = f", {d['held_out_for_eval']} held out as the eval split" if d.get("held_out_for_eval") else ""
-            out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} {self.unit} ({d['truncated']} truncated){held}; dropped: {drops}")
+            fixed = "".join(f"; fixed: {n} {reason}" for reason, n in d.get("fixed", {}).items())
+            out.append(f"{split}: read {d['rows_read']}, kept {d['kept']} {self.unit} ({d['truncated']} truncated){held}; "
+                       f"dropped: {drops}{fixed}")
         return out
 
     def write(self, path: str | Path) -> None:

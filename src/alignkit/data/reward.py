@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from alignkit.data.preferences import Pair, Ranking, rankings_to_pairs, to_ranking
+from alignkit.data.preferences import Dropped, Pair, Ranking, rankings_to_pairs, to_ranking
 from alignkit.data.quality import DataReport
 from alignkit.data.records import read_records
 from alignkit.data.templates import render
@@ -95,8 +95,17 @@ def prompt_key(prompt: Any) -> tuple:
     return tuple((m["role"], m["content"]) for m in prompt)
 
 
-def load_rankings(path: str, split: str = "train") -> list[Ranking]:
-    return [to_ranking(r) for r in read_records(path, split)]
+def load_rankings(path: str, report: DataReport | None = None, split: str = "train",
+                  aspect: str = "mean") -> list[Ranking]:
+    """The rankings of a file; rows with no preference in them (all tied) dropped and counted."""
+    out = []
+    for record in read_records(path):
+        try:
+            out.append(to_ranking(record, aspect))
+        except Dropped as why:
+            if report is not None:
+                report.drop(split, str(why), record.where)
+    return out
 
 
 def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str, report: DataReport,
@@ -117,12 +126,12 @@ def tokenize_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: st
 
 
 def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tokenizer: Any, max_length: int,
-                      seed: int, adjacent_only: bool = False, rating_margin: bool = False
+                      seed: int, adjacent_only: bool = False, rating_margin: bool = False, aspect: str = "mean"
                       ) -> tuple[list[RewardPair], list[RewardPair], DataReport]:
     """Tokenised (chosen, rejected) pairs for training and evaluation, with a report of drops."""
     report = DataReport(unit="pairs")
-    train = load_rankings(train_path)
-    report.read["train"] = len(train)
+    train = load_rankings(train_path, report, "train", aspect)
+    report.read["train"] = len(train) + sum(report.dropped.get("train", {}).values())
     seen: set = set()
     unique = []
     for r in train:
@@ -133,8 +142,8 @@ def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tok
         seen.add(key)
         unique.append(r)
     if eval_path:
-        train, held = unique, load_rankings(eval_path)
-        report.read["eval"] = len(held)
+        train, held = unique, load_rankings(eval_path, report, "eval", aspect)
+        report.read["eval"] = len(held) + sum(report.dropped.get("eval", {}).values())
     else:
         train, held = split_rankings(unique, eval_fraction, seed)
         report.read["eval"] = report.held_out = len(held)

@@ -30,6 +30,8 @@ def clean_samples(samples: list[Sample], split: str, report: DataReport, dedupe:
     seen = set() if seen is None else seen
     out = []
     for s in samples:
+        for reason in s.fixes:
+            report.fix(split, reason, s.where)
         if s.has_empty_response():
             report.drop(split, "empty response", s.where)
             continue

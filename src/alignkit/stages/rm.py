@@ -90,7 +90,7 @@ def run_rm(cfg: RMConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     d = cfg.data
     train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
-                                            cfg.seed, d.adjacent_only, d.rating_margin)
+                                            cfg.seed, d.adjacent_only, d.rating_margin, d.rating_aspect)
     publish_data_report(accelerator, report, run_dir)
     if not train:
         raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
