@@ -12,7 +12,9 @@ import sys
 from typing import Any, Callable
 
 from alignkit import config as C  # dataclasses and the YAML loader only: cheap to import
+from alignkit import recipes
 from alignkit.errors import AlignkitError
+from alignkit.recipes import config_path
 
 
 # The function behind each stage command. Each imports its stage when it runs, so `alignkit --help`
@@ -75,7 +77,7 @@ def _stage_command(name: str, config_cls: type, run: Callable[[Any], Any]) -> Ca
             for key, tp, default, doc in C.describe(config_cls):
                 print(f"  {key} ({tp}, default {default})\n      {doc}")
             return 0
-        path = argv[0] if argv and "=" not in argv[0] else None
+        path = config_path(argv[0]) if argv and "=" not in argv[0] else None
         overrides = argv[1:] if path else argv
         run(C.load_config(config_cls, path, overrides))
         return 0
@@ -361,14 +363,59 @@ def cmd_world(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
+    return COMMANDS["pipeline"][0]([str(recipes.ROOT / "demo.yaml"), *argv])
+
+
+def cmd_configs(argv: list[str]) -> int:
+    """`alignkit configs ls` lists the shipped recipes; `alignkit configs cp NAME DEST` copies one
+    (with the base files it builds on) to edit; a stage command also takes a recipe's NAME."""
+    if argv[:1] == ["ls"] and len(argv) == 1:
+        for name in recipes.names():
+            print(name)
+        return 0
+    if argv[:1] == ["cp"] and len(argv) == 3:
+        for path in recipes.copy(argv[1], argv[2]):
+            print(f"wrote {path}")
+        return 0
+    print("usage: alignkit configs ls | alignkit configs cp NAME DEST\n\nThe recipes ship inside the package; "
+          "a stage command takes a NAME too (alignkit sft sft/lora model.path=...).", file=sys.stderr if argv else None)
+    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+
+
+# A config file names no stage: these tell one from its folder or file name (configs/sft/lora.yaml).
+STAGE_CONFIGS = {"pretrain": C.PretrainConfig, "sft": C.SFTConfig, "rm": C.RMConfig, "ppo": C.PPOConfig,
+                 "grpo": C.GRPOConfig, "dpo": C.DPOConfig, "distill": C.DistillConfig,
+                 "best-of-n": C.BestOfNConfig, "pipeline": C.PipelineConfig}
+
+
+def cmd_validate(argv: list[str]) -> int:
+    """`alignkit validate [STAGE] CONFIG [key=value ...]`: load and check the config as the stage
+    would, check that the files and directories it names exist, print it resolved; train nothing."""
     from pathlib import Path
 
-    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    if not demo.is_file():
-        from alignkit.errors import AlignkitError
-
-        raise AlignkitError(f"{demo} not found: run the demo from a source checkout (make demo)")
-    return COMMANDS["pipeline"][0]([str(demo), *argv])
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: alignkit validate [STAGE] CONFIG [key=value ...]\n\nLoads the config (the stage from its "
+              f"folder or name unless given: {', '.join(STAGE_CONFIGS)}), checks every path it names and prints "
+              "it resolved. Exit status 2 when something is wrong.")
+        return 0
+    stage = argv.pop(0) if argv[0] in STAGE_CONFIGS else None
+    if not argv or "=" in argv[0]:
+        raise AlignkitError("alignkit validate needs a config file or recipe name")
+    path = Path(config_path(argv[0]))
+    if stage is None:
+        names = [path.parent.name, path.stem, path.stem.split("-")[0]]
+        hints = ["pipeline" if p == "demo" else p for p in names if p in STAGE_CONFIGS or p == "demo"]
+        if not hints:
+            raise AlignkitError(f"cannot tell which stage {path} is for; name it: alignkit validate "
+                                f"{{{','.join(STAGE_CONFIGS)}}} {argv[0]}")
+        stage = hints[0]
+    cfg = C.load_config(STAGE_CONFIGS[stage], str(path), argv[1:])
+    print(C.to_yaml(cfg), end="")
+    problems = C.missing_paths(cfg)
+    for key, value in problems:
+        print(f"error: {key}={value} does not exist", file=sys.stderr)
+    print(f"{stage} config {path}: " + ("ok" if not problems else f"{len(problems)} path(s) missing"), file=sys.stderr)
+    return 2 if problems else 0
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -400,11 +447,22 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
     "plot": (cmd_plot, "draw a run's metrics as PNG curves"),
     "demo": (cmd_demo, "the whole pipeline on the embedded demo world (configs/demo.yaml)"),
+    "configs": (cmd_configs, "the shipped recipes: ls lists them, cp NAME DEST copies one to edit"),
+    "validate": (cmd_validate, "load a config, check the paths it names, print it resolved; train nothing"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_command(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # the reader went away (`alignkit --help | head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 0
+
+
+def run_command(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: alignkit COMMAND [ARGS]\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
@@ -439,11 +497,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (`alignkit sft --help | head`): not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
-        return 0
 
 
 if __name__ == "__main__":

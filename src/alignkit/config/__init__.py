@@ -8,8 +8,8 @@ demo     the demo pipeline's configs (the world, rounds, the pipeline)
 Everything is re-exported here, so `from alignkit.config import SFTConfig, load_config` keeps working.
 """
 
-from alignkit.config.loader import (all_keys, describe, field_docs, from_dict, load_config, parse_override, read_yaml, to_dict,
-                                    to_yaml, with_defaults, yaml_key_lines)
+from alignkit.config.loader import (all_keys, describe, field_docs, from_dict, load_config, missing_paths, parse_override,
+                                    read_yaml, to_dict, to_yaml, with_defaults, yaml_key_lines)
 from alignkit.config.parts import (CheckpointConfig, DataConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig,
                                    PreferenceDataConfig, SamplingConfig, TrainConfig, check_data_part, check_non_negative,
                                    check_positive, check_training_parts)
@@ -27,5 +27,5 @@ __all__ = ["ConfigError", "BestOfNConfig", "CheckpointConfig", "CorpusConfig", "
            "PreferenceDataConfig", "PretrainConfig", "RMConfig", "RewardNormConfig", "RolloutConfig",
            "RoundsConfig", "SFTConfig", "SamplingConfig", "TinyModelConfig", "TrainConfig", "WorldConfig",
            "WorldEvalConfig", "all_keys", "check_data_part", "check_non_negative", "check_positive",
-           "check_training_parts", "describe", "field_docs", "from_dict", "load_config", "parse_override", "pipeline_ppo_config",
+           "check_training_parts", "describe", "field_docs", "from_dict", "load_config", "missing_paths", "parse_override", "pipeline_ppo_config",
            "read_yaml", "to_dict", "to_yaml", "with_defaults", "yaml_key_lines"]

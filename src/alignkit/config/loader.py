@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -375,3 +376,30 @@ def with_defaults(recorded: Any, defaults: Any) -> Any:
     if not isinstance(recorded, dict) or not isinstance(defaults, dict):
         return recorded
     return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in recorded.items()}}
+
+
+# Fields that name a file, directory, model or data set (besides every *_path).
+PATH_FIELDS = {"path", "reward_model", "reference_model", "teacher", "judge_model", "judge_template",
+               "refusal_template", "filter_rules", "reward_ensemble", "models"}
+HUB_LIKE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def missing_paths(cfg: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(key, value) of every path the config names that does not exist here. Hub ids (org/name) and
+    hub data sets (hf://...) are not checked: they resolve through the hub cache when a stage runs."""
+    out: list[tuple[str, str]] = []
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += missing_paths(value, f"{key}.")
+            continue
+        if not (f.name in PATH_FIELDS or f.name.endswith("_path")):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item).split("=", 1)[-1] if f.name == "models" else str(item)  # eval's NAME=PATH
+            if not text or "://" in text or Path(text).expanduser().exists():
+                continue
+            if HUB_LIKE.match(text) and ".." not in text:
+                continue
+            out.append((key, text))
+    return out
