@@ -276,3 +276,52 @@ def test_a_trailing_user_turn_is_trimmed_and_counted(tmp_path, char_tok):
     assert len(data.train) == 2 and d["train"]["fixed"] == {"trailing user turn trimmed": 1}
     assert d["train"]["fixed_examples"]["trailing user turn trimmed"] == [f"{path}, line 1"]
     assert "fixed: 1 trailing user turn trimmed" in data.report.lines()[0]
+
+
+CONVO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+         {"role": "assistant", "content": "yo"}, {"role": "user", "content": "again"},
+         {"role": "assistant", "content": "yo yo"}]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("chatml", "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+               "yo<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\nyo yo<|im_end|>\n"),
+    ("llama3", "{bos}<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user"
+               "<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>"
+               "<|start_header_id|>user<|end_header_id|>\n\nagain<|eot_id|><|start_header_id|>assistant"
+               "<|end_header_id|>\n\nyo yo<|eot_id|>"),
+    ("zephyr", "<|system|>\nBe brief.{eos}\n<|user|>\nhi{eos}\n<|assistant|>\nyo{eos}\n<|user|>\nagain{eos}\n"
+               "<|assistant|>\nyo yo{eos}\n"),
+    ("alpaca", "{bos}Be brief.\n\n### Instruction:\nhi\n\n### Response:\nyo{eos}\n\n### Instruction:\nagain\n\n"
+               "### Response:\nyo yo{eos}\n\n"),
+])
+def test_built_in_chat_templates_render_and_train_only_the_answers(tokenizer, name, expected):
+    """Each built-in renders the conversation as written out here, and SFT labels exactly the two
+    answers (and the EOS after the last)."""
+    import copy
+
+    from alignkit.data.templates import choose_chat_template, render
+
+    tok = copy.deepcopy(tokenizer)
+    choose_chat_template(tok, name)
+    assert render(tok, CONVO) == expected.format(bos=tok.bos_token or "", eos=tok.eos_token)
+    ex = tokenize_sample(tok, to_sample(Record({"messages": CONVO}, "x")), 512)
+    trained = tok.decode([t for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE_INDEX])
+    assert "yo" in trained and "yo yo" in trained and "hi" not in trained and "again" not in trained
+
+
+def test_a_jinja_file_or_a_clear_error(tokenizer, tmp_path):
+    import copy
+
+    from alignkit.data.templates import choose_chat_template, render
+    from alignkit.errors import ConfigError
+
+    tok = copy.deepcopy(tokenizer)
+    path = tmp_path / "t.jinja"
+    path.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+    choose_chat_template(tok, str(path))
+    assert render(tok, CONVO[1:3]) == "[user] hi\n[assistant] yo\n"
+    with pytest.raises(ConfigError, match="did you mean 'chatml'"):
+        choose_chat_template(tok, "chatlm")
+    with pytest.raises(ConfigError, match="no such file"):
+        choose_chat_template(tok, str(tmp_path / "missing.jinja"))

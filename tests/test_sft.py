@@ -250,3 +250,13 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_dir, trai
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=1e-6)
     for key in one:
         assert torch.allclose(one[key], two[key], atol=2e-5), key  # float summation order, as above
+
+
+def test_the_chosen_chat_template_is_saved_with_the_model(tiny_dir, train_file, tmp_path):
+    """data.chat_template=chatml trains with it and the saved tokenizer carries it on (generation and
+    later stages render prompts as training did)."""
+    from alignkit.data.templates import CHAT_TEMPLATES
+    from alignkit.models import load_tokenizer
+
+    model_dir = sft(tiny_dir, train_file, tmp_path / "run", "train.max_steps=1", "data.chat_template=chatml")
+    assert load_tokenizer(model_dir).chat_template == CHAT_TEMPLATES["chatml"]

@@ -62,6 +62,10 @@ class DataConfig:
     """Drop exact duplicate rows (after normalising to messages), counted in the data report."""
     split: str = "train"
     """Split to read from a saved `datasets` DatasetDict directory."""
+    chat_template: str = ""
+    """The chat template: empty keeps the tokenizer's own (a documented default when it has none); a
+    built-in name (chatml, llama3, zephyr, alpaca, default) or a .jinja file replaces it, and the
+    saved model's tokenizer carries it on."""
 
 
 @dataclass
@@ -183,6 +187,10 @@ class PreferenceDataConfig:
     """Turn a ranking of k into its k - 1 adjacent pairs instead of all k(k-1)/2."""
     rating_margin: bool = False
     """Use the rating gap of rated rows as the pair's margin in the loss."""
+    chat_template: str = ""
+    """The chat template: empty keeps the tokenizer's own (a documented default when it has none); a
+    built-in name (chatml, llama3, zephyr, alpaca, default) or a .jinja file replaces it, and the
+    saved model's tokenizer carries it on."""
     rating_aspect: str = "mean"
     """UltraFeedback-style rows (completions rated per aspect): the aspect to rank by (helpfulness,
     honesty, instruction_following, truthfulness, ...), overall_score, fine-grained_score, or mean

@@ -23,6 +23,7 @@ from alignkit.config import DPOConfig
 from alignkit.data.collate import collate_responses
 from alignkit.data.packing import resolve_packing
 from alignkit.data.reward import RewardPair, build_reward_data
+from alignkit.data.templates import choose_chat_template
 from alignkit.errors import ConfigError, DataError
 from alignkit.losses import pairwise_accuracy
 from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
@@ -47,6 +48,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
         return run_dir / "model"
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    choose_chat_template(tokenizer, cfg.data.chat_template)
     d = cfg.data
     train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
                                             cfg.seed, d.adjacent_only, rating_margin=False, aspect=d.rating_aspect)

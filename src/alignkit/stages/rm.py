@@ -21,6 +21,7 @@ import torch
 
 from alignkit.config import RMConfig
 from alignkit.data.reward import RewardPair, build_reward_data
+from alignkit.data.templates import choose_chat_template
 from alignkit.errors import ConfigError, DataError, ModelError
 from alignkit.losses import pairwise_accuracy, pairwise_ranking_loss
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
@@ -88,6 +89,7 @@ def run_rm(cfg: RMConfig) -> Path:
         raise ModelError(f"model.path '{cfg.model.path}' is a LoRA adapter; merge it first "
                          f"(alignkit merge {cfg.model.path} MERGED_DIR) and start the reward model from that")
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    choose_chat_template(tokenizer, cfg.data.chat_template)
     d = cfg.data
     train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
                                             cfg.seed, d.adjacent_only, d.rating_margin, d.rating_aspect)

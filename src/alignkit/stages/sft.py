@@ -16,6 +16,7 @@ from pathlib import Path
 from alignkit.config import SFTConfig
 from alignkit.data import build_sft_data, pack_examples
 from alignkit.data.packing import resolve_packing
+from alignkit.data.templates import choose_chat_template
 from alignkit.errors import DataError
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir, load_policy
@@ -32,6 +33,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         return run_dir / "model"
 
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    choose_chat_template(tokenizer, cfg.data.chat_template)
     data = build_sft_data(cfg.data, tokenizer, cfg.seed)
     for line in data.report.lines():
         say(accelerator, f"data {line}")
