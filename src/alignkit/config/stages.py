@@ -134,10 +134,11 @@ class DPOConfig:
     before training, so no second copy is kept). Unused by the reference-free losses (simpo, orpo)."""
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     """Preference data, turned into pairs exactly as for the reward model."""
-    loss: Literal["sigmoid", "cdpo", "ipo", "hinge", "simpo", "orpo"] = "sigmoid"
+    loss: Literal["sigmoid", "cdpo", "ipo", "hinge", "simpo", "orpo", "kto"] = "sigmoid"
     """sigmoid: DPO; cdpo: DPO with label_smoothing as the label-noise rate; ipo: squared loss to a gap of
     1/(2 beta); hinge: max(0, 1 - beta h); simpo: reference-free, length-normalised, margin simpo_gamma;
-    orpo: chosen NLL + beta x odds-ratio term, reference-free."""
+    orpo: chosen NLL + beta x odds-ratio term, reference-free; kto: unpaired feedback (prompt,
+    completion, label rows; a pair gives one desirable and one undesirable), Ethayarajh et al. 2024."""
     beta: float = 0.1
     """DPO's beta (the KL strength: larger stays closer to the reference); IPO's tau; SimPO's beta (the
     paper uses 2-2.5); ORPO's lambda (weight of the odds-ratio term)."""
@@ -149,6 +150,10 @@ class DPOConfig:
     """Weight of the chosen response's length-normalised NLL added to the loss (RPO, Pang et al. 2024);
     it keeps plain DPO from lowering the chosen response's likelihood along with the rejected one's.
     orpo always includes that NLL (weight 1) and needs this at 0."""
+    desirable_weight: float = 1.0
+    """kto: lambda_D, the weight of desirable examples' losses (raise it when they are the fewer)."""
+    undesirable_weight: float = 1.0
+    """kto: lambda_U, the weight of undesirable examples' losses."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-6))
     """Optimizer and learning-rate schedule."""
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -173,6 +178,10 @@ class DPOConfig:
         if self.loss == "orpo" and self.nll_coef:
             raise ConfigError(f"{where}: loss=orpo already includes the chosen NLL; set nll_coef=0 "
                               "(beta weights the odds-ratio term against it)")
+        check_positive(where, "desirable_weight", self.desirable_weight)
+        check_positive(where, "undesirable_weight", self.undesirable_weight)
+        if self.loss == "kto" and self.nll_coef:
+            raise ConfigError(f"{where}: nll_coef applies to the paired losses, not loss=kto")
         if self.loss in ("simpo", "orpo") and self.reference_path:
             raise ConfigError(f"{where}: loss={self.loss} uses no reference model; remove reference_path")
         self.peft.validate(where)

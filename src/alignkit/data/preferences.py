@@ -260,3 +260,8 @@ def rankings_to_pairs(ranking: Ranking, adjacent_only: bool = False, rating_marg
                 margin = si - sj
             pairs.append(Pair(ranking.prompt, ri, rj, margin, ranking.where, ranking.source))
     return pairs
+
+
+# For the unpaired (KTO) reader: a prompt and a response read exactly as in preference rows.
+parse_prompt = _prompt
+parse_response = _response

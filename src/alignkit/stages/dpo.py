@@ -42,6 +42,10 @@ STATS = ("loss", "pref_loss", "nll", "accuracy", "reward_chosen", "reward_reject
 
 def run_dpo(cfg: DPOConfig) -> Path:
     """Train a policy on preference pairs; return the saved model directory."""
+    if cfg.loss == "kto":  # unpaired feedback: a loop of its own over single responses
+        from alignkit.stages.kto import run_kto
+
+        return run_kto(cfg)
     # ---------------------------------------------------------------- setup
     accelerator, run_dir, model_dir = begin_stage(cfg, "dpo")
     if model_dir is None:
