@@ -225,3 +225,14 @@ def load_policy(model_cfg: Any) -> torch.nn.Module:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # peft leaves the merged weights frozen
     return model.requires_grad_(True)
+
+
+def load_reference(model_cfg: Any, reference_path: str, tokenizer: Any) -> torch.nn.Module:
+    """A preference stage's reference_path model, loaded like the policy (model_cfg with another
+    path), refused if its vocabulary differs: the losses compare log-probs of the same token ids."""
+    import dataclasses
+
+    if load_tokenizer(reference_path, model_cfg.trust_remote_code).get_vocab() != tokenizer.get_vocab():
+        raise ModelError(f"reference_path {reference_path} has another tokenizer than {model_cfg.path}: the loss "
+                         "compares the log-probs both give to the same token ids")
+    return load_policy(dataclasses.replace(model_cfg, path=reference_path))

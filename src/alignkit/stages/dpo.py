@@ -11,7 +11,6 @@ save    final evaluation, the model (or adapter) as a standard HF directory in o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,11 +23,11 @@ from alignkit.data.collate import collate_responses
 from alignkit.data.packing import resolve_packing
 from alignkit.data.reward import RewardPair, build_reward_data
 from alignkit.data.templates import choose_chat_template
-from alignkit.errors import ConfigError, DataError
+from alignkit.errors import DataError
 from alignkit.losses import pairwise_accuracy
 from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
-from alignkit.models.loading import is_adapter_dir, load_policy
+from alignkit.models.loading import is_adapter_dir, load_policy, load_reference
 from alignkit.models.value import disable_dropout
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
@@ -80,7 +79,7 @@ def run_dpo(cfg: DPOConfig) -> Path:
         # adapters are switched off: LoRA starts at zero anyway, but a prefix starts random.
         used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
         # DeepSpeed trains the policy in its dtype: the reference's log-probs come in the same one.
-        reference = engine.load_frozen(accelerator, lambda: load_reference(cfg, tokenizer)) if cfg.reference_path \
+        reference = engine.load_frozen(accelerator, lambda: load_reference(cfg.model, cfg.reference_path, tokenizer)) if cfg.reference_path \
             else engine.like_engine(accelerator, model)
         adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
             else nullcontext()
@@ -117,14 +116,6 @@ def run_dpo(cfg: DPOConfig) -> Path:
                          f"margin {result['eval_margin']:.3f}, loss {result['eval_loss']:.4f}")
     save_model(accelerator, model, tokenizer, model_dir, cfg.model.path)
     return close_run(run, model_dir, "dpo")
-
-
-def load_reference(cfg: DPOConfig, tokenizer: Any) -> Any:
-    """reference_path's model, loaded like the policy, and refused if its vocabulary differs."""
-    if load_tokenizer(cfg.reference_path, cfg.model.trust_remote_code).get_vocab() != tokenizer.get_vocab():
-        raise ConfigError(f"reference_path {cfg.reference_path} has another tokenizer than {cfg.model.path}: DPO compares "
-                          "the log-probs both give to the same token ids")
-    return load_policy(dataclasses.replace(cfg.model, path=cfg.reference_path))
 
 
 def forward_pairs(model: Any, pairs: list[RewardPair], pad_id: int, device: Any, pack_rows: int

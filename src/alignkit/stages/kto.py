@@ -28,9 +28,8 @@ from alignkit.errors import DataError
 from alignkit.losses.dpo import sequence_logprobs
 from alignkit.losses.kto import kto_loss, kto_reference_point
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
-from alignkit.models.loading import load_policy
+from alignkit.models.loading import load_policy, load_reference
 from alignkit.models.value import disable_dropout
-from alignkit.stages.dpo import load_reference
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
 from alignkit.training.loop import close_run, save_model, start_training, train_steps
@@ -62,7 +61,7 @@ def run_kto(cfg: DPOConfig) -> Path:
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(train) / global_size))
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     used = sorted({i for step in range(total_steps) for i in global_batch(len(train), step, global_size, cfg.seed)})
-    reference = engine.load_frozen(accelerator, lambda: load_reference(cfg, tokenizer)) if cfg.reference_path \
+    reference = engine.load_frozen(accelerator, lambda: load_reference(cfg.model, cfg.reference_path, tokenizer)) if cfg.reference_path \
         else engine.like_engine(accelerator, model)
     adapters_off = model.disable_adapter() if not cfg.reference_path and hasattr(model, "disable_adapter") \
         else nullcontext()
