@@ -100,7 +100,7 @@ from pathlib import Path
 
 import torch
 
-from bench_ppo import ChildMeter, Split, make_prompts, prompt_ids_alignkit, versions  # the PPO benchmark's helpers
+from rl_common import ChildMeter, Split, make_prompts, prompt_ids_alignkit, versions  # benchmarks/rl_common.py
 from common import WORDS, bench_llama  # benchmarks/common.py
 from contention import ContentionMeter  # benchmarks/contention.py, beside this script
 
