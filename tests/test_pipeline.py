@@ -263,3 +263,13 @@ def test_an_ensemble_of_reward_models_drives_ppo(reduced_run):
     assert ppo_cfg["reward_ensemble"] == [str(member / "model")]
     results = json.loads((reduced_run / "results.json").read_text())
     assert set(results["reward_model_ensemble"]["by_kind"]) == set(results["reward_model"]["by_kind"])
+
+
+def test_without_pretraining_the_given_model_is_the_base_row(tiny_dir, tmp_path):
+    """stages [sft, eval] from a model of one's own (as a real pretrained model would be): the table
+    has it as `base`, the model before SFT."""
+    cfg = load_config(PipelineConfig, None, [f"run_dir={tmp_path / 'run'}", "stages=[sft,eval]", f"sft.model.path={tiny_dir}",
+                                             *REDUCED, "sft.train.max_steps=5"])
+    results = json.loads((run_pipeline(cfg) / "results.json").read_text())
+    assert list(results["models"])[:2] == ["base", "sft"]
+    assert results["models"]["base"]["path"] == str(tiny_dir)

@@ -151,6 +151,7 @@ def step_sft(s: State) -> None:
 
     cfg = s.cfg
     base = s.models.get("base") or Path(cfg.sft.model.path)
+    s.models.setdefault("base", base)  # no pretrain stage: the given model is the "before" row
     sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft"), resume=True,
                                   model=dataclasses.replace(cfg.sft.model, path=str(base)),
                                   data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"])))

@@ -89,8 +89,9 @@ def bar_charts(results: dict[str, Any], out_png: Path) -> Path:
     vals = [(w["win_rate"], *w["win_rate_ci95"]) if w and not math.isnan(w["win_rate"]) else (float("nan"),) * 3
             for w in wins]
     ax.bar(list(xs), [0 if math.isnan(v[0]) else v[0] for v in vals], 0.6, color="tab:green",
-           yerr=[[0 if math.isnan(v[0]) else v[0] - v[1] for v in vals], [0 if math.isnan(v[0]) else v[2] - v[0]
-                                                                            for v in vals]], capsize=3)
+           # clamped at 0: a rate rounded at the edge can sit a hair outside its own interval
+           yerr=[[0 if math.isnan(v[0]) else max(v[0] - v[1], 0) for v in vals],
+                 [0 if math.isnan(v[0]) else max(v[2] - v[0], 0) for v in vals]], capsize=3)
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
     ax.set_title("win rate vs SFT, new phrasings (ties excluded)")
     ax.set_ylim(0, 1.05)
