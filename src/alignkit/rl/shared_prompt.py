@@ -49,37 +49,35 @@ def response_logits(model: Any, roll: Any, share: bool = False) -> torch.Tensor:
     """(B, R, V) logits predicting each response token (position t predicts token t + 1). Position
     ids count real tokens only, as generate's do. With `share`, each distinct prompt runs once
     (with gradients, which then reach it from every response of its group) and the responses run
-    on its cache; without repeated prompts, or without `share`, one pass over whole sequences."""
+    on its cache; without, one pass over whole sequences. The passes taken depend on `share` alone,
+    never on the data: under ZeRO-3 each forward is a collective, and every process must run as
+    many as the others."""
     width = roll.sequences.shape[1] - roll.prompt_width
     positions = position_ids_from_mask(roll.attention_mask)
-    p = roll.prompt_width
-    first, inverse = prompt_groups(roll.sequences[:, :p], roll.attention_mask[:, :p]) if share else (None, None)
-    if first is None or first.numel() == roll.sequences.shape[0]:
+    if not share:
         return model(input_ids=roll.sequences, attention_mask=roll.attention_mask, position_ids=positions,
                      use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+    p = roll.prompt_width
+    first, inverse = prompt_groups(roll.sequences[:, :p], roll.attention_mask[:, :p])
     out = model(input_ids=roll.sequences[first, :p], attention_mask=roll.attention_mask[first, :p],
                 position_ids=positions[first, :p], use_cache=True, logits_to_keep=1)
     last = out.logits[inverse]  # the prompt's last position predicts the first response token
-    if width == 1:
-        return last
     cache = out[cache_arg()]
     cache.reorder_cache(inverse)  # each row gets its prompt's keys and values (indexing: differentiable)
-    # The last response token predicts nothing we score, so it is not run.
-    rest = model(input_ids=roll.sequences[:, p:-1], attention_mask=roll.attention_mask[:, :-1],
-                 position_ids=positions[:, p:-1], use_cache=True, **{cache_arg(): cache}).logits
-    return torch.cat([last, rest], dim=1)
+    rest = model(input_ids=roll.sequences[:, p:], attention_mask=roll.attention_mask, position_ids=positions[:, p:],
+                 use_cache=True, **{cache_arg(): cache}).logits
+    return torch.cat([last, rest[:, :-1]], dim=1)  # the last token's logits predict nothing scored
 
 
 @torch.no_grad()
 def shared_prefill(model: Any, ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
     """generate()'s keyword arguments for left-padded prompts (B, P) with repeats: every distinct
     prompt but its last token run once, the cache given to each of its rows (generate runs the last
-    token itself, as a cache must leave it at least one). Empty when nothing repeats or P is 1."""
+    token itself, as a cache must leave it at least one). Empty when P is 1 (a chat template never
+    leaves a prompt that short; under ZeRO-3 every process must take the same branch)."""
     if ids.shape[1] < 2:
         return {}
     first, inverse = prompt_groups(ids, attention_mask)
-    if first.numel() == ids.shape[0]:
-        return {}
     out = model(input_ids=ids[first, :-1], attention_mask=attention_mask[first, :-1],
                 position_ids=position_ids_from_mask(attention_mask[first, :-1]), use_cache=True, logits_to_keep=1)
     cache = out[cache_arg()]
