@@ -25,7 +25,7 @@ def first_losses(out) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
-@pytest.mark.parametrize("bits", ["4bit", "8bit"])
+@pytest.mark.parametrize("bits", ["4bit", pytest.param("8bit", marks=pytest.mark.slow)])  # 8-bit: `make test-slow`
 def test_qlora_trains_adapters_on_quantised_weights(tiny_dir, train_file, tmp_path, bits):
     """The base's linear layers are bitsandbytes' (frozen), only LoRA weights train, the first loss
     (before any update) is full-precision LoRA's to within the quantisation error (2%), training
