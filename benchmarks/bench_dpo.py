@@ -111,6 +111,7 @@ def warm_up(model_dir: Path) -> None:
 
 def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str = "auto") -> dict:
     import alignkit.stages.dpo as dpo
+    import alignkit.training.sequences as sequences
     from alignkit.config import DPOConfig, load_config
     from alignkit.training.metrics import read_metrics
 
@@ -123,7 +124,7 @@ def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str = 
         f"optim.lr={LR}", "optim.schedule=linear", "optim.warmup_ratio=0", "optim.weight_decay=0",
         "optim.max_grad_norm=1.0", "log.progress=false", "log.every=1", "seed=0"])
     calls: list[tuple[float, float, int]] = []  # (wall-clock start, seconds, pairs) of each reference pass
-    shapes = Shapes(dpo.collate_responses)
+    shapes = Shapes(sequences.collate_responses)
     ref_batches = [0]
     inner_ref = dpo.reference_logprobs
 
@@ -134,14 +135,14 @@ def run_alignkit(model_dir: Path, jsonl: Path, work: Path, args, packing: str = 
         ref_batches[0] = len(shapes.real)  # every batch so far belongs to a reference pass
         return out
 
-    inner_collate = dpo.collate_responses
-    dpo.reference_logprobs, dpo.collate_responses = timed_reference, shapes  # looked up at call time
+    inner_collate = sequences.collate_responses
+    dpo.reference_logprobs, sequences.collate_responses = timed_reference, shapes  # looked up at call time
     try:
         t0 = time.perf_counter()
         dpo.run_dpo(cfg)
         total_s = time.perf_counter() - t0
     finally:
-        dpo.reference_logprobs, dpo.collate_responses = inner_ref, inner_collate
+        dpo.reference_logprobs, sequences.collate_responses = inner_ref, inner_collate
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "pairs_per_s" in r]
     assert [r["step"] for r in rows] == list(range(1, args.steps + 1)), "expected one metrics row per step"
     assert calls and calls[0][2] == args.rows, f"expected a reference pass over all {args.rows} rows, got {calls}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import DataError
+from alignkit.hub import snapshot
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,6 @@ def _read_hub_dataset(spec: str, split: str) -> list[Record]:
     is missing unless HF_HUB_OFFLINE is set), read by `datasets.load_dataset` as a local directory."""
     from urllib.parse import parse_qsl
 
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
     base, _, query = spec[len(HUB_PREFIX):].partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
     unknown = sorted(set(options) - set(HUB_OPTIONS))
@@ -150,24 +147,11 @@ def _read_hub_dataset(spec: str, split: str) -> list[Record]:
     if repo.count("/") != 1:
         raise DataError(f"{spec}: expected hf://org/name[@revision]")
     split, subset = options.get("split", split), options.get("subset") or None
-    try:
-        folder = snapshot_download(repo, repo_type="dataset", revision=revision or None)
-    except LocalEntryNotFoundError:
-        raise DataError(f"{spec}: the data set is not in the local hub cache and the hub cannot be reached (offline, "
-                        "or HF_HUB_OFFLINE=1): give a local file instead, or run once on a connected machine with "
-                        "the same HF_HOME to fill the cache") from None
-    except RevisionNotFoundError:
-        raise DataError(f"{spec}: the data set has no revision '{revision}'") from None
-    except GatedRepoError:
-        raise DataError(f"{spec}: the data set is gated: accept its terms on the hub and log in (hf auth login)") from None
-    except RepositoryNotFoundError:
-        raise DataError(f"{spec}: no such data set on the hub (or it is private: log in with hf auth login)") from None
-    except HfHubHTTPError as exc:
-        raise DataError(f"{spec}: the hub answered {exc}") from None
+    folder = snapshot(repo, revision, repo_type="dataset", name=spec, error=DataError, local="a local file")
     from datasets import load_dataset
 
     try:
-        ds = load_dataset(folder, name=subset, split=split)
+        ds = load_dataset(str(folder), name=subset, split=split)
     except (ValueError, FileNotFoundError) as exc:  # an unknown split or subset, no data files
         raise DataError(f"{spec}: cannot read split '{split}'" + (f" of subset '{subset}'" if subset else "")
                         + f" ({str(exc).splitlines()[0][:200]})") from None

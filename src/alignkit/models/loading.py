@@ -18,6 +18,7 @@ import torch
 
 from alignkit.data.templates import ensure_chat_template
 from alignkit.errors import ModelError
+from alignkit.hub import snapshot
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,26 +38,9 @@ def is_hub_id(path: str | Path) -> bool:
 def hub_snapshot(spec: str) -> Path:
     """The local snapshot of hub model `org/name[@revision]`: from huggingface_hub's cache, downloading
     what is missing unless HF_HUB_OFFLINE is set. ModelError naming the id and the ways out."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
     repo, _, revision = spec.partition("@")
-    try:
-        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
-    except LocalEntryNotFoundError:
-        raise ModelError(f"hub model '{spec}' is not in the local hub cache and the hub cannot be reached (offline, "
-                         "or HF_HUB_OFFLINE=1): give a local path instead (model.path=DIR), or run once on a connected "
-                         "machine with the same HF_HOME to fill the cache") from None
-    except RevisionNotFoundError:
-        raise ModelError(f"hub model '{spec}': the repository has no revision '{revision}'") from None
-    except GatedRepoError:
-        raise ModelError(f"hub model '{spec}' is gated: accept its terms on the hub and log in (hf auth login)") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"hub model '{spec}' does not exist on the hub (or is private: log in with hf auth login); "
-                         "a local path must exist") from None
-    except HfHubHTTPError as exc:
-        raise ModelError(f"hub model '{spec}': the hub answered {exc}") from None
+    folder = snapshot(repo, revision, repo_type="model", name=f"hub model '{spec}'", error=ModelError,
+                      local="a local path (model.path=DIR)", allow_patterns=HUB_FILES)
     if not any(folder.glob("*.safetensors")) and (folder / "config.json").is_file() and not is_adapter_dir(folder):
         raise ModelError(f"hub model '{spec}' has no safetensors weights (only other formats); alignkit reads "
                          "safetensors, as a pickled checkpoint can run code: convert it, or pick a repo that has them")

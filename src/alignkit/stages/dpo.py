@@ -19,20 +19,20 @@ from typing import Any
 import torch
 
 from alignkit.config import DPOConfig
-from alignkit.data.collate import collate_responses
 from alignkit.data.packing import resolve_packing
 from alignkit.data.reward import RewardPair, build_reward_data
 from alignkit.data.templates import choose_chat_template
 from alignkit.errors import DataError
 from alignkit.losses import pairwise_accuracy
-from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss, sequence_logprobs
+from alignkit.losses.dpo import REFERENCE_FREE, implicit_rewards, preference_loss
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir, load_policy, load_reference
 from alignkit.models.value import disable_dropout
 from alignkit.training import engine
-from alignkit.training.batching import global_batch, shard
+from alignkit.training.batching import global_batch
 from alignkit.training.loop import close_run, save_model, start_training, train_steps
 from alignkit.training.run import begin_stage, publish_data_report, reduce_sum, say
+from alignkit.training.sequences import logprob_table, two_list_logprobs
 
 # Per-pair quantities summed into each metrics row (divided by the pair count when written).
 STATS = ("loss", "pref_loss", "nll", "accuracy", "reward_chosen", "reward_rejected", "margin", "kl_proxy",
@@ -122,14 +122,8 @@ def forward_pairs(model: Any, pairs: list[RewardPair], pad_id: int, device: Any,
                   ) -> tuple[torch.Tensor, ...]:
     """Summed log-probs and token counts of the chosen and rejected responses: (logp_c, logp_r, n_c,
     n_r), each (P,), from one forward pass over all 2P sequences."""
-    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
-    starts = [p.chosen_start for p in pairs] + [p.rejected_start for p in pairs]
-    batch = {k: v.to(device) for k, v in collate_responses(seqs, starts, pad_id, pack_rows).items()}
-    labels, sequence = batch.pop("labels"), batch.pop("sequence")
-    logits = model(**batch, use_cache=False).logits  # a cache would disable packed masking
-    logp, count = sequence_logprobs(logits, labels, sequence, len(seqs))
-    n = len(pairs)
-    return logp[:n], logp[n:], count[:n], count[n:]
+    return two_list_logprobs(model, [(p.chosen_ids, p.chosen_start) for p in pairs],
+                             [(p.rejected_ids, p.rejected_start) for p in pairs], pad_id, device, pack_rows)
 
 
 def pair_losses(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: torch.Tensor | None, pad_id: int,
@@ -158,26 +152,13 @@ def pair_losses(cfg: DPOConfig, model: Any, pairs: list[RewardPair], ref: torch.
     return loss, {k: v.detach() for k, v in stats.items()}
 
 
-@torch.no_grad()
 def reference_logprobs(model: Any, pairs: list[RewardPair], batch_size: int, pad_id: int, accelerator: Any,
                        pack_rows: int, indices: list[int] | None = None) -> torch.Tensor:
     """(N, 2) summed log-probs of the chosen and rejected response of every pair (or of the pairs at
-    `indices`; the other rows stay 0) under `model`, each process computing its shard and an
-    all-reduce assembling the table."""
-    was_training = model.training
-    model.eval()
-    table = torch.zeros(len(pairs), 2, device=accelerator.device)
-    wanted = list(range(len(pairs))) if indices is None else indices
-    mine = [wanted[k] for k in shard(list(range(len(wanted))), accelerator.process_index, accelerator.num_processes)]
-    for i in range(0, len(mine), batch_size):
-        idx = mine[i:i + batch_size]
-        with accelerator.autocast():
-            logp_c, logp_r, _, _ = forward_pairs(model, [pairs[j] for j in idx], pad_id, accelerator.device, pack_rows)
-        table[idx, 0], table[idx, 1] = logp_c.float(), logp_r.float()
-    if accelerator.num_processes > 1:
-        table = accelerator.reduce(table, reduction="sum")
-    model.train(was_training)
-    return table.cpu()
+    `indices`; the other rows stay 0) under `model`, sharded over processes."""
+    def forward(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_pairs(model, [pairs[j] for j in idx], pad_id, accelerator.device, pack_rows)[:2]
+    return logprob_table(model, forward, len(pairs), batch_size, accelerator, indices)
 
 
 @torch.no_grad()

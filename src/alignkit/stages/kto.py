@@ -20,20 +20,19 @@ from typing import Any
 import torch
 
 from alignkit.config import DPOConfig
-from alignkit.data.collate import collate_responses
 from alignkit.data.kto import KTOExample, build_kto_data
 from alignkit.data.packing import resolve_packing
 from alignkit.data.templates import choose_chat_template
 from alignkit.errors import DataError
-from alignkit.losses.dpo import sequence_logprobs
 from alignkit.losses.kto import kto_loss, kto_reference_point
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import load_policy, load_reference
 from alignkit.models.value import disable_dropout
 from alignkit.training import engine
-from alignkit.training.batching import global_batch, shard
+from alignkit.training.batching import global_batch
 from alignkit.training.loop import close_run, save_model, start_training, train_steps
 from alignkit.training.run import begin_stage, publish_data_report, reduce_sum, say
+from alignkit.training.sequences import logprob_table, two_list_logprobs
 
 STATS = ("loss", "z0", "reward_desirable", "reward_undesirable", "desirable", "undesirable")
 
@@ -105,12 +104,8 @@ def forward_examples(model: Any, examples: list[KTOExample], pad_id: int, device
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of each example's completion and of its mismatched completion, (B,) each, from
     one forward pass over the 2B sequences."""
-    seqs = [e.ids for e in examples] + [e.kl_ids for e in examples]
-    starts = [e.start for e in examples] + [e.kl_start for e in examples]
-    batch = {k: v.to(device) for k, v in collate_responses(seqs, starts, pad_id, pack_rows).items()}
-    labels, sequence = batch.pop("labels"), batch.pop("sequence")
-    logp, _ = sequence_logprobs(model(**batch, use_cache=False).logits, labels, sequence, len(seqs))
-    return logp[:len(examples)], logp[len(examples):]
+    return two_list_logprobs(model, [(e.ids, e.start) for e in examples], [(e.kl_ids, e.kl_start) for e in examples],
+                             pad_id, device, pack_rows)[:2]
 
 
 def example_losses(cfg: DPOConfig, model: Any, examples: list[KTOExample], ref: torch.Tensor, pad_id: int,
@@ -129,25 +124,13 @@ def example_losses(cfg: DPOConfig, model: Any, examples: list[KTOExample], ref: 
     return losses, {k: v.detach() for k, v in stats.items()}
 
 
-@torch.no_grad()
 def reference_table(model: Any, examples: list[KTOExample], batch_size: int, pad_id: int, accelerator: Any,
                     pack_rows: int, indices: list[int] | None = None) -> torch.Tensor:
     """(N, 2) reference log-probs of each completion and of its mismatched one (rows outside
-    `indices` stay 0), each process its shard, an all-reduce assembling the table."""
-    was_training = model.training
-    model.eval()
-    table = torch.zeros(len(examples), 2, device=accelerator.device)
-    wanted = list(range(len(examples))) if indices is None else indices
-    mine = [wanted[k] for k in shard(list(range(len(wanted))), accelerator.process_index, accelerator.num_processes)]
-    for i in range(0, len(mine), batch_size):
-        idx = mine[i:i + batch_size]
-        with accelerator.autocast():
-            own, other = forward_examples(model, [examples[j] for j in idx], pad_id, accelerator.device, pack_rows)
-        table[idx, 0], table[idx, 1] = own.float(), other.float()
-    if accelerator.num_processes > 1:
-        table = accelerator.reduce(table, reduction="sum")
-    model.train(was_training)
-    return table.cpu()
+    `indices` stay 0), sharded over processes."""
+    def forward(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_examples(model, [examples[j] for j in idx], pad_id, accelerator.device, pack_rows)
+    return logprob_table(model, forward, len(examples), batch_size, accelerator, indices)
 
 
 @torch.no_grad()
