@@ -85,14 +85,7 @@ def build_kto_data(train_path: str, eval_path: str, eval_fraction: float, tokeni
     report = DataReport(unit="examples")
     train = read_unpaired(train_path, report, "train", aspect)
     report.read["train"] = len(train)
-    seen, unique = set(), []
-    for row in train:
-        key = (prompt_key(row.prompt), row.completion, row.desirable)
-        if key in seen:
-            report.drop("train", "exact duplicate", row.where)
-            continue
-        seen.add(key)
-        unique.append(row)
+    unique = report.drop_duplicates(train, lambda row: (prompt_key(row.prompt), row.completion, row.desirable))
     random.Random(seed).shuffle(unique)  # the mismatched completions come from a seeded neighbour
     if eval_path:
         held = read_unpaired(eval_path, report, "eval", aspect)

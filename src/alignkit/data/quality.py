@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,15 +32,30 @@ class DataReport:
 
     def drop(self, split: str, reason: str, where: str) -> None:
         self.dropped.setdefault(split, Counter())[reason] += 1
+        self._example(split, reason, where)
+
+    def fix(self, split: str, reason: str, where: str) -> None:
+        self.fixed.setdefault(split, Counter())[reason] += 1
+        self._example(split, reason, where)
+
+    def _example(self, split: str, reason: str, where: str) -> None:
         seen = self.examples.setdefault(f"{split}: {reason}", [])
         if len(seen) < 3:
             seen.append(where)
 
-    def fix(self, split: str, reason: str, where: str) -> None:
-        self.fixed.setdefault(split, Counter())[reason] += 1
-        seen = self.examples.setdefault(f"{split}: {reason}", [])
-        if len(seen) < 3:
-            seen.append(where)
+    def drop_duplicates(self, rows: list[T], key: Callable[[T], Hashable], split: str = "train") -> list[T]:
+        """`rows` with each exact duplicate (a row whose key an earlier row had) dropped and counted;
+        each row has a `where` (its file and line)."""
+        seen: set = set()
+        unique = []
+        for row in rows:
+            k = key(row)
+            if k in seen:
+                self.drop(split, "exact duplicate", row.where)  # type: ignore[attr-defined]
+                continue
+            seen.add(k)
+            unique.append(row)
+        return unique
 
     def as_dict(self) -> dict:
         splits = sorted(set(self.read) | set(self.kept))

@@ -132,15 +132,7 @@ def build_reward_data(train_path: str, eval_path: str, eval_fraction: float, tok
     report = DataReport(unit="pairs")
     train = load_rankings(train_path, report, "train", aspect)
     report.read["train"] = len(train) + sum(report.dropped.get("train", {}).values())
-    seen: set = set()
-    unique = []
-    for r in train:
-        key = (prompt_key(r.prompt), r.responses, r.scores)
-        if key in seen:
-            report.drop("train", "exact duplicate", r.where)
-            continue
-        seen.add(key)
-        unique.append(r)
+    unique = report.drop_duplicates(train, lambda r: (prompt_key(r.prompt), r.responses, r.scores))
     if eval_path:
         train, held = unique, load_rankings(eval_path, report, "eval", aspect)
         report.read["eval"] = len(held) + sum(report.dropped.get("eval", {}).values())
