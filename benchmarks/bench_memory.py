@@ -29,6 +29,7 @@ SETTINGS = {  # name -> overrides
     "full": ["peft.method=full"],
     "full, 8-bit AdamW": ["peft.method=full", "optim.name=adamw_8bit"],
     "LoRA r 8": ["peft.method=lora"],
+    "LoRA r 8 without dropout": ["peft.method=lora", "peft.lora_dropout=0"],
     "LoRA r 8 + checkpointing": ["peft.method=lora", "train.gradient_checkpointing=true"],
     "QLoRA r 8 (4-bit NF4)": ["peft.method=lora", "model.quantization=4bit"],
 }

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from alignkit.world.oracle import score, win_rate
+from alignkit.world.oracle import accuracy_gain, score, win_rate
 from alignkit.world.tasks import Item
 
 
@@ -66,6 +66,11 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
             if other in models and other != baseline and names.index(name) > names.index(other):
                 results["models"][name]["win_rate_vs_" + other] = {
                     split: win_rate(items, answers[name][split], answers[other][split])
+                    for split, items in splits.items()}
+        for other in dict.fromkeys((baseline, *also_vs)):
+            if other in models and names.index(name) > names.index(other):
+                results["models"][name]["accuracy_gain_vs_" + other] = {
+                    split: accuracy_gain(items, answers[name][split], answers[other][split])
                     for split, items in splits.items()}
     results["samples"] = {split: [{"prompt": items[i].prompt, "answer": items[i].answer,
                                    **{name: answers[name][split][i] for name in models}}

@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from alignkit.eval.metrics import wilson_interval
+from alignkit.eval.metrics import bootstrap_interval, wilson_interval
 from alignkit.world import safety
 from alignkit.world.tasks import FAMILIES, Item, normalise
 
@@ -100,6 +100,16 @@ def win_rate(items: list[Item], responses_a: list[str], responses_b: list[str]) 
             "win_rate": wins / decided if decided else float("nan"),
             "win_rate_ci95": wilson_interval(wins, decided),
             "tie_rate": ties / len(items) if items else float("nan")}
+
+
+def accuracy_gain(items: list[Item], responses_a: list[str], responses_b: list[str], seed: int = 0) -> dict[str, Any]:
+    """A's accuracy minus B's on the same skill requests (the safety rows aside), with a paired 95%
+    bootstrap interval: the requests are resampled and the mean of (A right) - (B right) recomputed, so
+    the interval reflects that both models answered the same requests (Efron & Tibshirani 1993, ch. 13)."""
+    diffs = [float(correct(item, a)) - float(correct(item, b))
+             for item, a, b in zip(items, responses_a, responses_b) if item.family not in ("harmful", "benign")]
+    return {"gain": sum(diffs) / len(diffs) if diffs else float("nan"),
+            "ci95": bootstrap_interval(diffs, seed=seed), "n": len(diffs)}
 
 
 def annotate_ranking(item: Item, responses: list[str], label_noise: float, rng: random.Random) -> list[int]:

@@ -67,6 +67,25 @@ def grpo_lines(results: dict[str, Any]) -> list[str]:
             for name, r in (results.get("grpo") or {}).items() if r]
 
 
+def gain_lines(results: dict[str, Any]) -> list[str]:
+    """Each model's accuracy gain over each model it is compared with, in points, with the paired 95%
+    interval: one line per model compared against."""
+    out = []
+    against = dict.fromkeys(k.removeprefix("accuracy_gain_vs_") for r in results["models"].values()
+                            for k in r if k.startswith("accuracy_gain_vs_"))
+    for other in against:
+        parts = []
+        for name, r in results["models"].items():
+            g = r.get("accuracy_gain_vs_" + other)
+            if g:
+                parts.append(f"{name} " + " / ".join(
+                    f"{100 * g[split]['gain']:+.1f} [{100 * g[split]['ci95'][0]:+.1f}, {100 * g[split]['ci95'][1]:+.1f}]"
+                    for split in ("heldout_phrasing", "heldout_input") if split in g))
+        out.append(f"Accuracy gain over {other} in points, new phrasings / new inputs, with paired 95% intervals: "
+                   + "; ".join(parts) + ".")
+    return out
+
+
 def distill_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("distill")
     if not r:
@@ -127,6 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(r['scores']['heldout_phrasing']['per_family'].get(fam))} / "
                  f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    if any(k.startswith("accuracy_gain_vs_") for r in results["models"].values() for k in r):
+        lines += ["", *gain_lines(results)]
     if results.get("reward_model"):
         lines += ["", *reward_lines(results)]
     if results.get("rounds"):
