@@ -163,6 +163,12 @@ def cmd_chat(argv: list[str]) -> int:
         print(f"model> {reply}" if interactive else reply, flush=True)
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from alignkit.serve import cmd_serve as serve  # starlette and uvicorn load only here
+
+    return serve(argv)
+
+
 def cmd_tiny_model(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="alignkit tiny-model", description="Build a tiny random model with a local BPE tokenizer.")
     p.add_argument("out_dir")
@@ -444,6 +450,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "convert": (cmd_convert, "write any loadable model (HF, .gguf, adapter) as a plain safetensors HF directory"),
     "chat": (cmd_chat, "talk to a model in the terminal"),
+    "serve": (cmd_serve, "serve a model over the OpenAI API (dynamic batching, streaming, the safety filter)"),
     "tiny-model": (cmd_tiny_model, "build a tiny model for tests and experiments"),
     "plot": (cmd_plot, "draw a run's metrics as PNG curves"),
     "demo": (cmd_demo, "the whole pipeline on the embedded demo world (configs/demo.yaml)"),
