@@ -63,8 +63,12 @@ def test_bad_inputs_are_named(tmp_path):
     bad.write_text(json.dumps({"prompt": "hi", "safety": "spicy"}) + "\n")
     with pytest.raises(DataError, match="line 1: 'safety' must be 'harmful' or 'benign'"):
         read_eval_prompts(str(bad))
-    with pytest.raises(ConfigError, match="refusal_detector=judge needs judge_model"):
+    with pytest.raises(ConfigError, match="refusal_detector=judge needs a local judge_model"):
         load_config(EvalConfig, None, ["models=[a]", "prompts_path=p", "refusal_detector=judge"])
+    with pytest.raises(ConfigError, match="judge_url needs judge_model"):
+        load_config(EvalConfig, None, ["models=[a]", "prompts_path=p", "judge_url=http://127.0.0.1:1/v1"])
+    with pytest.raises(ConfigError, match="must start with http"):
+        load_config(EvalConfig, None, ["models=[a]", "prompts_path=p", "judge_url=localhost:8000", "judge_model=j"])
     with pytest.raises(ConfigError, match="models is required"):
         load_config(EvalConfig, None, ["prompts_path=p"])
     from alignkit.stages.evaluate import model_entries

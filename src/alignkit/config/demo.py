@@ -76,6 +76,25 @@ class WorldEvalConfig:
     """Also evaluate the SFT model behind the rule-based safety filter, as the row "sft+filter"."""
     filter_rules: str = ""
     """Rules YAML for that filter (empty: the rules alignkit ships)."""
+    judge_url: str = ""
+    """An OpenAI-compatible API's base URL (`alignkit serve`, vLLM, a hosted model): judge_model there
+    compares each model's answers on new phrasings with baseline's and also_vs', both orders asked."""
+    judge_model: str = ""
+    """The judge's model name at judge_url."""
+    judge_api_key_env: str = ""
+    """The environment variable holding the judge API's key (empty: none sent)."""
+    judge_prompt: str = ""
+    """The judge's pairwise template file ({prompt}, {a}, {b}); empty: the shipped one."""
+    judge_concurrency: int = 8
+    """Judge requests in flight at once; every verdict is cached in run_dir/judge_cache.jsonl."""
+
+    def validate(self, where: str) -> None:
+        if self.judge_url and not self.judge_model:
+            raise ConfigError(f"{where}: eval.judge_url needs eval.judge_model, the model's name at that URL")
+        if self.judge_url and not self.judge_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: eval.judge_url must start with http:// or https://; got {self.judge_url!r}")
+        if self.judge_concurrency < 1:
+            raise ConfigError(f"{where}: eval.judge_concurrency must be at least 1; got {self.judge_concurrency}")
 
 
 @dataclass
@@ -204,6 +223,7 @@ class PipelineConfig:
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
         self.world.validate(where)
+        self.eval.validate(where)
         self.pretrain.validate(where)
         if "rounds" in self.stages:
             self.rounds.validate(where)

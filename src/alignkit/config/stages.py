@@ -339,6 +339,24 @@ class EvalConfig:
     judge_template: str = ("Which response answers the request better?\n\nRequest: {prompt}\n\nResponse A: {a}\n\n"
                            "Response B: {b}\n\nAnswer with the single letter A or B.")
     """The judge's pairwise prompt: {prompt}, {a} and {b} are filled in; it answers A or B."""
+    judge_url: str = ""
+    """The base URL of an OpenAI-compatible API (http://127.0.0.1:8000/v1 from `alignkit serve`, vLLM, a
+    hosted one): judge_model is then a model name there, asked through the official openai client."""
+    judge_api_key_env: str = ""
+    """The environment variable holding the judge API's key (empty: no key sent)."""
+    judge_mode: Literal["pairwise", "grade"] = "pairwise"
+    """With judge_url: pairwise (which of two responses is better, both orders asked) or grade (each
+    response rated 1-10 alone, MT-Bench's single-answer grading)."""
+    judge_prompt: str = ""
+    """With judge_url: the judge's prompt template file ({prompt}, {a}, {b} for pairwise; {prompt},
+    {response} for grade). Empty: the shipped one (alignkit/eval/prompts/)."""
+    judge_concurrency: int = 8
+    """With judge_url: requests in flight at once."""
+    judge_max_retries: int = 5
+    """With judge_url: retries of a request answered 429 or 5xx, timed out or cut off (exponential backoff)."""
+    judge_cache: str = ""
+    """With judge_url: the file of every verdict so far, keyed by (judge, template, request, responses); a
+    rerun asks only what it lacks. Empty: output_dir/judge_cache.jsonl."""
     refusal_detector: Literal["rules", "judge"] = "rules"
     """How refusals are recognised: the rule-based detector (alignkit.safety.is_refusal), or the judge
     model asked refusal_template (needs judge_model)."""
@@ -349,8 +367,15 @@ class EvalConfig:
     """Resamples for the 95% intervals of every mean and rate."""
 
     def validate(self, where: str) -> None:
-        if self.refusal_detector == "judge" and not self.judge_model:
-            raise ConfigError(f"{where}: refusal_detector=judge needs judge_model")
+        if self.refusal_detector == "judge" and (not self.judge_model or self.judge_url):
+            raise ConfigError(f"{where}: refusal_detector=judge needs a local judge_model (a model directory, "
+                              "without judge_url)")
+        if self.judge_url and not self.judge_model:
+            raise ConfigError(f"{where}: judge_url needs judge_model, the model's name at that URL")
+        if self.judge_url and not self.judge_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: judge_url must start with http:// or https://; got {self.judge_url!r}")
+        check_positive(where, "judge_concurrency", self.judge_concurrency)
+        check_non_negative(where, "judge_max_retries", self.judge_max_retries)
         if not self.models:
             raise ConfigError(f"{where}: models is required (a list of model directories, or NAME=PATH entries)")
         if not self.prompts_path:

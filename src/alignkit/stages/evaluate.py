@@ -44,6 +44,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                      f"with references, {sum(r['safety'] == 'harmful' for r in rows)} harmful, "
                      f"{sum(r['safety'] == 'benign' for r in rows)} benign)")
     scorer = reward_scorer(cfg.reward_model, accelerator.device) if cfg.reward_model else None
+    api = api_judge(cfg, run_dir) if cfg.judge_url else None
     items = world_items(cfg.prompts_path, len(rows))  # the demo world's own prompts: its oracle scores too
 
     # ---------------------------------------------------------------- loop
@@ -70,13 +71,31 @@ def run_eval(cfg: EvalConfig) -> Path:
         if scorer is not None:
             a, b = results["models"][name]["_scores"], results["models"][baseline]["_scores"]
             wins["reward_model"] = win_rate_summary([outcome(x > y, y > x) for x, y in zip(a, b)])
-        if cfg.judge_model:
+        if api is not None and cfg.judge_mode == "pairwise":
+            wins["judge_model"] = api_win_rate(api, rows, answers[name], answers[baseline])
+        elif cfg.judge_model and not cfg.judge_url:
             wins["judge_model"] = judge_win_rate(cfg, rows, answers[name], answers[baseline], accelerator.device)
         if items is not None:
             from alignkit.world.oracle import win_rate
 
             wins["oracle"] = win_rate(items, answers[name], answers[baseline])
         results["models"][name][f"win_rate_vs_{baseline}"] = wins
+
+    if api is not None and cfg.judge_mode == "grade":
+        requests = [r["messages"][-1]["content"] for r in rows]
+        for name in models:
+            grades = api.grades(requests, answers[name])
+            parsed = [g for g in grades if g is not None]
+            results["models"][name]["judge_grade"] = {
+                "mean": sum(parsed) / len(parsed) if parsed else None, "n": len(parsed),
+                "ci95": bootstrap_interval(parsed, resamples=cfg.bootstrap_resamples, seed=cfg.seed) if parsed else None,
+                "unparseable": len(grades) - len(parsed)}
+    if api is not None:
+        results["judge"] = api.report()
+        u = api.usage
+        say(accelerator, f"judge {cfg.judge_model} at {cfg.judge_url}: {u.requests} requests ({u.retries} retried), "
+                         f"{u.cached} verdicts from the cache, {u.prompt_tokens + u.completion_tokens:,} tokens, "
+                         f"{u.seconds:.1f} s, {u.unparseable} unparseable")
 
     # ---------------------------------------------------------------- save
     for r in results["models"].values():
@@ -205,6 +224,28 @@ def judge_win_rate(cfg: EvalConfig, rows: list[dict[str, Any]], a: list[str], b:
     return win_rate_summary([outcome(x, y) for x, y in zip(ab, ba)])
 
 
+def api_judge(cfg: EvalConfig, run_dir: Path) -> Any:
+    import os
+
+    from alignkit.eval.api_judge import APIJudge, load_template
+
+    key = os.environ.get(cfg.judge_api_key_env, "") if cfg.judge_api_key_env else ""
+    if cfg.judge_api_key_env and not key:
+        raise ConfigError(f"judge_api_key_env: the environment variable {cfg.judge_api_key_env} is not set or empty")
+    return APIJudge(cfg.judge_url, cfg.judge_model, key, load_template(cfg.judge_mode, cfg.judge_prompt),
+                    cfg.judge_mode, cfg.judge_cache or run_dir / "judge_cache.jsonl", cfg.judge_concurrency,
+                    cfg.judge_max_retries)
+
+
+def api_win_rate(api: Any, rows: list[dict[str, Any]], a: list[str], b: list[str]) -> dict[str, Any]:
+    """Win rate of answers `a` over `b` by the API judge, both orders asked; a prompt with an
+    unparseable verdict in either order is left out of the rate and counted."""
+    requests = [r["messages"][-1]["content"] for r in rows]
+    ab, ba = api.prefers_first(requests, a, b), api.prefers_first(requests, b, a)
+    decided = [outcome(x, y) for x, y in zip(ab, ba) if x is not None and y is not None]
+    return {**win_rate_summary(decided), "unparseable": sum(x is None or y is None for x, y in zip(ab, ba))}
+
+
 def _pct(x: dict[str, Any] | None) -> str:
     if not x or x.get("rate") is None:
         return "-"
@@ -216,7 +257,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     """One row per model: reference metrics, reward, safety, and win rates against the baseline."""
     head = ["model", "BLEU", "chrF", "ROUGE-L", "ref. ppl", "reward [95% CI]", "refuses harmful", "over-refuses benign",
             f"win vs {results['baseline']} (reward model)", f"win vs {results['baseline']} (judge)",
-            f"win vs {results['baseline']} (oracle)", "oracle accuracy", "words"]
+            f"win vs {results['baseline']} (oracle)", "oracle accuracy", "judge grade [95% CI]", "words"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, r in results["models"].items():
         m = r.get("reference_metrics", {})
@@ -228,12 +269,26 @@ def markdown_table(results: dict[str, Any]) -> str:
             if not w or w["win_rate"] != w["win_rate"]:
                 return "-"
             lo, hi = w["win_rate_ci95"]
-            return f"{100 * w['win_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] ({w['wins']}-{w['losses']}, {w['ties']} ties)"
+            bad = f", {w['unparseable']} unparseable" if w.get("unparseable") else ""
+            return (f"{100 * w['win_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}] ({w['wins']}-{w['losses']}, "
+                    f"{w['ties']} ties{bad})")
+
+        g = r.get("judge_grade")
+        grade = "-" if not g or g["mean"] is None else (
+            f"{g['mean']:.2f} [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]" + (f" ({g['unparseable']} unparseable)"
+                                                                          if g["unparseable"] else ""))
 
         cells = [name, f"{m['bleu']:.1f}" if m else "-", f"{m['chrf']:.1f}" if m else "-",
                  f"{m['rougeL']:.3f}" if m else "-", f"{m['perplexity']:.2f}" if m else "-",
                  f"{rw['mean']:+.3f} [{rw['ci95'][0]:+.3f}, {rw['ci95'][1]:+.3f}]" if rw else "-",
                  _pct(r["refusal_of_harmful"]), _pct(r["over_refusal_of_benign"]), win("reward_model"), win("judge_model"),
-                 win("oracle"), f"{100 * r['oracle']['accuracy']:.1f}%" if "oracle" in r else "-", f"{r['mean_words']:.1f}"]
+                 win("oracle"), f"{100 * r['oracle']['accuracy']:.1f}%" if "oracle" in r else "-", grade,
+                 f"{r['mean_words']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    j = results.get("judge")
+    if j:
+        lines += ["", f"Judge: {j['model']} at {j['url']} ({j['mode']}): {j['requests']} requests ({j['retries']} "
+                      f"retried), {j['cached']} verdicts from the cache, {j['prompt_tokens']:,} prompt and "
+                      f"{j['completion_tokens']:,} completion tokens, {j['seconds']:.1f} s; {j['unparseable']} "
+                      "replies named no verdict (left out of the rates)."]
     return "\n".join(lines) + "\n"

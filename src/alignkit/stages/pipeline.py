@@ -288,10 +288,10 @@ def step_distill(s: State) -> None:
 
 def step_eval(s: State) -> None:
     from alignkit.world.datasets import read_items
-    from alignkit.world.evaluate import evaluate_models, evaluate_reward_model, summarize_distill
+    from alignkit.world.evaluate import api_judge, evaluate_models, evaluate_reward_model, summarize_distill
     from alignkit.world.html_report import write_report
-    from alignkit.world.report import (distill_lines, grpo_lines, ppo_lines, results_table, reward_lines, rounds_lines,
-                                       write_results)
+    from alignkit.world.report import (distill_lines, grpo_lines, judge_lines, ppo_lines, results_table, reward_lines,
+                                       rounds_lines, write_results)
 
     cfg, models, t = s.cfg, dict(s.models), time.time()
     console.print(f"[bold]eval[/] {', '.join(models)} on held-out requests")
@@ -309,7 +309,7 @@ def step_eval(s: State) -> None:
         models = dict(items[:at] + [("sft+filter", models["sft"])] + items[at:])
         filters["sft+filter"] = load_filter(cfg.eval.filter_rules or None)
     results = evaluate_models(models, splits, baseline, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                              tuple(cfg.eval.also_vs), filters)
+                              tuple(cfg.eval.also_vs), filters, api_judge(cfg.eval, s.run_dir))
     if s.reward_dir is not None:
         policy = models.get("sft") or next(iter(models.values()))
         judge = lambda reward: evaluate_reward_model(reward, splits["heldout_phrasing"], policy,  # noqa: E731
@@ -333,7 +333,7 @@ def step_eval(s: State) -> None:
     report = write_report(results, s.run_dir)
     console.print(results_table(results))
     for line in reward_lines(results) + ppo_lines(results) + grpo_lines(results) + rounds_lines(results) + \
-            distill_lines(results):
+            distill_lines(results) + judge_lines(results):
         console.print(line)
     console.print(f"results: {paths['json']} and {paths['md']}")
     console.print(f"[bold]report: {report}[/] (open it in a browser)")

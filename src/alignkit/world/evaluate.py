@@ -30,11 +30,12 @@ def answer_perplexity(model: Any, tokenizer: Any, items: list[Item], batch_size:
 
 def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]], baseline: str,
                     max_new_tokens: int = 24, batch_size: int = 128, also_vs: tuple[str, ...] = (),
-                    filters: dict[str, Any] | None = None) -> dict[str, Any]:
+                    filters: dict[str, Any] | None = None, judge: Any = None) -> dict[str, Any]:
     """Scores of every model on every split, and win rates against `baseline` on each split (and
     against each model of `also_vs` that was evaluated, for the models after it). `filters` names
     models whose generation runs behind a safety filter (alignkit.safety): blocked requests never
-    reach the model and blocked answers are replaced by the refusal message."""
+    reach the model and blocked answers are replaced by the refusal message. `judge` (an APIJudge)
+    also decides each of those comparisons on the first split, both orders asked."""
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
 
@@ -72,11 +73,43 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
                 results["models"][name]["accuracy_gain_vs_" + other] = {
                     split: accuracy_gain(items, answers[name][split], answers[other][split])
                     for split, items in splits.items()}
+                if judge is not None:
+                    results["models"][name]["judge_win_rate_vs_" + other] = judge_win_rate(
+                        judge, splits[first], answers[name][first], answers[other][first])
+    if judge is not None:
+        results["judge"] = judge.report()
     results["samples"] = {split: [{"prompt": items[i].prompt, "answer": items[i].answer,
                                    **{name: answers[name][split][i] for name in models}}
                                   for i in range(min(8, len(items)))]
                           for split, items in splits.items()}
     return results
+
+
+def judge_win_rate(judge: Any, items: list[Item], a: list[str], b: list[str]) -> dict[str, Any]:
+    """A's win rate over B by an API judge on these requests, both orders asked; a request with an
+    unparseable verdict in either order is counted apart, not made a tie."""
+    from alignkit.eval.judges import outcome, win_rate_summary
+
+    requests = [item.prompt for item in items]
+    ab, ba = judge.prefers_first(requests, a, b), judge.prefers_first(requests, b, a)
+    decided = [outcome(x, y) for x, y in zip(ab, ba) if x is not None and y is not None]
+    return {**win_rate_summary(decided), "unparseable": sum(x is None or y is None for x, y in zip(ab, ba))}
+
+
+def api_judge(ev: Any, run_dir: Path) -> Any:
+    """The pipeline eval's API judge (eval.judge_url), or None; verdicts cached in run_dir."""
+    if not ev.judge_url:
+        return None
+    import os
+
+    from alignkit.errors import ConfigError
+    from alignkit.eval.api_judge import APIJudge, load_template
+
+    key = os.environ.get(ev.judge_api_key_env, "") if ev.judge_api_key_env else ""
+    if ev.judge_api_key_env and not key:
+        raise ConfigError(f"eval.judge_api_key_env: the environment variable {ev.judge_api_key_env} is not set")
+    return APIJudge(ev.judge_url, ev.judge_model, key, load_template("pairwise", ev.judge_prompt), "pairwise",
+                    Path(run_dir) / "judge_cache.jsonl", ev.judge_concurrency)
 
 
 PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the pair tests

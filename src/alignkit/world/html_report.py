@@ -119,11 +119,13 @@ def img_tag(path: Path, alt: str) -> str:
 
 
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
-    from alignkit.world.report import headers, distill_lines, grpo_lines, ppo_lines, reward_lines, rounds_lines, rows
+    from alignkit.world.report import (distill_lines, gain_lines, grpo_lines, headers, judge_lines, ppo_lines,
+                                       reward_lines, rounds_lines, rows)
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(results))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(results))
-    notes = "".join(f"<p>{html.escape(line)}</p>" for line in reward_lines(results) + ppo_lines(results)
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in gain_lines(results) + judge_lines(results)
+                    + reward_lines(results) + ppo_lines(results)
                     + grpo_lines(results) + rounds_lines(results) + distill_lines(results))
     curves = "".join(f"<h3>{html.escape(title)}</h3>{img_tag(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []

@@ -86,6 +86,24 @@ def gain_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def judge_lines(results: dict[str, Any]) -> list[str]:
+    """The API judge's verdicts on new phrasings (both orders asked) and what they cost."""
+    j = results.get("judge")
+    if not j:
+        return []
+    parts = []
+    for name, r in results["models"].items():
+        for key, w in r.items():
+            if key.startswith("judge_win_rate_vs_") and w["win_rate"] == w["win_rate"]:
+                lo, hi = w["win_rate_ci95"]
+                parts.append(f"{name} vs {key.removeprefix('judge_win_rate_vs_')} {100 * w['win_rate']:.0f}% "
+                             f"[{100 * lo:.0f}-{100 * hi:.0f}] ({w['wins']}-{w['losses']}, {w['ties']} ties, "
+                             f"{w['unparseable']} unparseable)")
+    return [f"Judge {j['model']} at {j['url']}, new phrasings, both orders asked: " + ("; ".join(parts) or "no decided "
+            "comparison") + f". {j['requests']} requests ({j['retries']} retried), {j['cached']} verdicts from the "
+            f"cache, {j['prompt_tokens'] + j['completion_tokens']:,} tokens, {j['seconds']:.0f} s."]
+
+
 def distill_lines(results: dict[str, Any]) -> list[str]:
     r = results.get("distill")
     if not r:
@@ -148,6 +166,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     if any(k.startswith("accuracy_gain_vs_") for r in results["models"].values() for k in r):
         lines += ["", *gain_lines(results)]
+    if results.get("judge"):
+        lines += ["", *judge_lines(results)]
     if results.get("reward_model"):
         lines += ["", *reward_lines(results)]
     if results.get("rounds"):
