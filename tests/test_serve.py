@@ -214,3 +214,58 @@ def test_the_key_the_filter_and_a_full_queue(guarded):
             ask(client, PROMPTS[2])
         guarded.gate.set()
         assert all(f.result().choices[0].message.content is not None for f in held)
+
+
+def test_no_key_is_a_401_in_the_api_format(guarded):
+    req = urllib.request.Request(f"{guarded.url}/models")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    body = json.load(err.value)
+    assert err.value.code == 401 and body["error"]["code"] == "invalid_api_key" and "Bearer" in body["error"]["message"]
+
+
+def test_an_adapter_served_from_the_command_line_drains_on_ctrl_c(tiny_dir, tmp_path):
+    """`alignkit serve ADAPTER_DIR` in a process of its own: a LoRA adapter serves like a model; SIGINT
+    while eight requests are queued lets every one finish, then the process exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from peft import LoraConfig, get_peft_model
+
+    from alignkit.models import load_causal_lm, load_tokenizer
+
+    model = get_peft_model(load_causal_lm(tiny_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(tmp_path / "adapter")
+    load_tokenizer(tiny_dir).save_pretrained(tmp_path / "adapter")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "alignkit", "serve", str(tmp_path / "adapter"), "--port", str(port),
+                             "--max-batch", "1", "--batch-wait-ms", "0", "--name", "tiny"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        health = f"http://127.0.0.1:{port}/health"
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(health):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(ask, client, p, max_tokens=64, stop=None) for p in PROMPTS[:8]]
+            waiting = 0
+            for _ in range(500):
+                with urllib.request.urlopen(health) as resp:
+                    waiting = json.load(resp)["waiting"]
+                if waiting >= 4:
+                    break
+                time.sleep(0.005)
+            assert waiting >= 4, "the requests finished before the signal: the test would not test draining"
+            os.kill(proc.pid, signal.SIGINT)
+            replies = [f.result() for f in futures]
+        assert all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
+        assert proc.wait(60) == 0, proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
