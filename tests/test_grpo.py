@@ -44,7 +44,10 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("advantage", ["grpo", "dr_grpo", "rloo", "reinforce_pp"])
+# Dr. GRPO and REINFORCE++ learn the word too (make test-slow); their advantages have hand-derived
+# tests in test_grpo_math.py, and grpo and rloo keep the learning check in the default suite.
+@pytest.mark.parametrize("advantage", ["grpo", pytest.param("dr_grpo", marks=pytest.mark.slow), "rloo",
+                                       pytest.param("reinforce_pp", marks=pytest.mark.slow)])
 def test_each_estimator_learns_a_rewarded_word(fruit_policy, prompts_file, tmp_path, advantage):
     """Reward 1 when a response says 'pear' (the SFT policy says it in about a quarter of its six-word
     answers): within 30 generations of 8 prompts x 8 responses the share rises from under 0.35 (the
