@@ -269,3 +269,14 @@ def test_an_adapter_served_from_the_command_line_drains_on_ctrl_c(tiny_dir, tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_run_directory_serves_its_model(tiny_dir, tmp_path):
+    """`alignkit serve runs/NAME` finds the run's model/ (what every stage writes)."""
+    import shutil
+
+    from alignkit.serve.app import load_server
+
+    shutil.copytree(tiny_dir, tmp_path / "run" / "model")
+    server = load_server(str(tmp_path / "run"), device="cpu")
+    assert server.name == "run" and server.batcher.model.config.model_type == "llama"
