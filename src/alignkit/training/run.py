@@ -32,6 +32,9 @@ def quiet_libraries() -> None:
     datasets.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    # bitsandbytes (imported by peft) warns on import, in every process, that an optional faster CPU
+    # kernel package is missing; its fallback is exact, so the notice only alarms.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # transformers' own deprecation notices about its internals (e.g. during a peft merge) say
     # nothing a user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
