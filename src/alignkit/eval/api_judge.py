@@ -46,6 +46,26 @@ def load_template(mode: str, path: str = "") -> str:
     return text
 
 
+def key_from_env(var: str, option: str) -> str:
+    """The secret in environment variable `var` ('' when var is ''), read only here, never logged;
+    ConfigError naming `option` (the setting that named var) when it is unset or empty."""
+    if not var:
+        return ""
+    import os
+
+    key = os.environ.get(var, "")
+    if not key:
+        raise ConfigError(f"{option} {var}: the environment variable {var} is not set or empty")
+    return key
+
+
+def open_judge(url: str, model: str, key_env: str, mode: str, prompt_file: str, cache_path: str | Path,
+               concurrency: int, max_retries: int = 5, option: str = "judge_api_key_env") -> APIJudge:
+    """An APIJudge from the settings `alignkit eval` and the pipeline's eval share."""
+    return APIJudge(url, model, key_from_env(key_env, option), load_template(mode, prompt_file), mode, cache_path,
+                    concurrency, max_retries)
+
+
 def parse_choice(reply: str) -> str | None:
     """'A' or 'B' from a pairwise verdict, or None: "[[A]]" anywhere (the format asked for), else a
     reply that is just the letter (with punctuation), else exactly one of "Response A" / "Response B"."""
@@ -171,6 +191,16 @@ class APIJudge:
         choices = [parse_choice(r) for r in self.replies(questions)]
         self.usage.unparseable += sum(c is None for c in choices)
         return [None if c is None else c == "A" for c in choices]
+
+    def win_rate(self, requests: Sequence[str], a: Sequence[str], b: Sequence[str]) -> dict[str, Any]:
+        """Answers `a` against `b` on `requests`, both orders asked: wins, losses, ties and the win rate
+        with its interval (judges.win_rate_summary); a request with an unparseable verdict in either
+        order is left out of the rate and counted as `unparseable`, never made a tie."""
+        from alignkit.eval.judges import outcome, win_rate_summary
+
+        ab, ba = self.prefers_first(requests, a, b), self.prefers_first(requests, b, a)
+        decided = [outcome(x, y) for x, y in zip(ab, ba) if x is not None and y is not None]
+        return {**win_rate_summary(decided), "unparseable": sum(x is None or y is None for x, y in zip(ab, ba))}
 
     def grades(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float | None]:
         """The judge's 1-10 grade of each response (None when unparseable, counted)."""

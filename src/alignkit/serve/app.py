@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -271,11 +270,6 @@ def serve(server: Server, host: str = "127.0.0.1", port: int = 8000) -> None:
 
 def api_key_from_env(var: str) -> str:
     """The key in environment variable `var` ('' when var is '')."""
-    from alignkit.errors import ConfigError
+    from alignkit.eval.api_judge import key_from_env
 
-    if not var:
-        return ""
-    key = os.environ.get(var, "")
-    if not key:
-        raise ConfigError(f"--api-key-env {var}: the environment variable {var} is not set or empty")
-    return key
+    return key_from_env(var, "--api-key-env")

@@ -72,7 +72,8 @@ def run_eval(cfg: EvalConfig) -> Path:
             a, b = results["models"][name]["_scores"], results["models"][baseline]["_scores"]
             wins["reward_model"] = win_rate_summary([outcome(x > y, y > x) for x, y in zip(a, b)])
         if api is not None and cfg.judge_mode == "pairwise":
-            wins["judge_model"] = api_win_rate(api, rows, answers[name], answers[baseline])
+            wins["judge_model"] = api.win_rate([r["messages"][-1]["content"] for r in rows], answers[name],
+                                               answers[baseline])
         elif cfg.judge_model and not cfg.judge_url:
             wins["judge_model"] = judge_win_rate(cfg, rows, answers[name], answers[baseline], accelerator.device)
         if items is not None:
@@ -225,25 +226,10 @@ def judge_win_rate(cfg: EvalConfig, rows: list[dict[str, Any]], a: list[str], b:
 
 
 def api_judge(cfg: EvalConfig, run_dir: Path) -> Any:
-    import os
+    from alignkit.eval.api_judge import open_judge
 
-    from alignkit.eval.api_judge import APIJudge, load_template
-
-    key = os.environ.get(cfg.judge_api_key_env, "") if cfg.judge_api_key_env else ""
-    if cfg.judge_api_key_env and not key:
-        raise ConfigError(f"judge_api_key_env: the environment variable {cfg.judge_api_key_env} is not set or empty")
-    return APIJudge(cfg.judge_url, cfg.judge_model, key, load_template(cfg.judge_mode, cfg.judge_prompt),
-                    cfg.judge_mode, cfg.judge_cache or run_dir / "judge_cache.jsonl", cfg.judge_concurrency,
-                    cfg.judge_max_retries)
-
-
-def api_win_rate(api: Any, rows: list[dict[str, Any]], a: list[str], b: list[str]) -> dict[str, Any]:
-    """Win rate of answers `a` over `b` by the API judge, both orders asked; a prompt with an
-    unparseable verdict in either order is left out of the rate and counted."""
-    requests = [r["messages"][-1]["content"] for r in rows]
-    ab, ba = api.prefers_first(requests, a, b), api.prefers_first(requests, b, a)
-    decided = [outcome(x, y) for x, y in zip(ab, ba) if x is not None and y is not None]
-    return {**win_rate_summary(decided), "unparseable": sum(x is None or y is None for x, y in zip(ab, ba))}
+    return open_judge(cfg.judge_url, cfg.judge_model, cfg.judge_api_key_env, cfg.judge_mode, cfg.judge_prompt,
+                      cfg.judge_cache or run_dir / "judge_cache.jsonl", cfg.judge_concurrency, cfg.judge_max_retries)
 
 
 def _pct(x: dict[str, Any] | None) -> str:

@@ -74,8 +74,8 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
                     split: accuracy_gain(items, answers[name][split], answers[other][split])
                     for split, items in splits.items()}
                 if judge is not None:
-                    results["models"][name]["judge_win_rate_vs_" + other] = judge_win_rate(
-                        judge, splits[first], answers[name][first], answers[other][first])
+                    results["models"][name]["judge_win_rate_vs_" + other] = judge.win_rate(
+                        [item.prompt for item in splits[first]], answers[name][first], answers[other][first])
     if judge is not None:
         results["judge"] = judge.report()
     results["samples"] = {split: [{"prompt": items[i].prompt, "answer": items[i].answer,
@@ -85,31 +85,14 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
     return results
 
 
-def judge_win_rate(judge: Any, items: list[Item], a: list[str], b: list[str]) -> dict[str, Any]:
-    """A's win rate over B by an API judge on these requests, both orders asked; a request with an
-    unparseable verdict in either order is counted apart, not made a tie."""
-    from alignkit.eval.judges import outcome, win_rate_summary
-
-    requests = [item.prompt for item in items]
-    ab, ba = judge.prefers_first(requests, a, b), judge.prefers_first(requests, b, a)
-    decided = [outcome(x, y) for x, y in zip(ab, ba) if x is not None and y is not None]
-    return {**win_rate_summary(decided), "unparseable": sum(x is None or y is None for x, y in zip(ab, ba))}
-
-
 def api_judge(ev: Any, run_dir: Path) -> Any:
     """The pipeline eval's API judge (eval.judge_url), or None; verdicts cached in run_dir."""
     if not ev.judge_url:
         return None
-    import os
+    from alignkit.eval.api_judge import open_judge
 
-    from alignkit.errors import ConfigError
-    from alignkit.eval.api_judge import APIJudge, load_template
-
-    key = os.environ.get(ev.judge_api_key_env, "") if ev.judge_api_key_env else ""
-    if ev.judge_api_key_env and not key:
-        raise ConfigError(f"eval.judge_api_key_env: the environment variable {ev.judge_api_key_env} is not set")
-    return APIJudge(ev.judge_url, ev.judge_model, key, load_template("pairwise", ev.judge_prompt), "pairwise",
-                    Path(run_dir) / "judge_cache.jsonl", ev.judge_concurrency)
+    return open_judge(ev.judge_url, ev.judge_model, ev.judge_api_key_env, "pairwise", ev.judge_prompt,
+                      Path(run_dir) / "judge_cache.jsonl", ev.judge_concurrency, option="eval.judge_api_key_env")
 
 
 PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the pair tests
