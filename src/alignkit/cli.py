@@ -123,6 +123,9 @@ def cmd_chat(argv: list[str]) -> int:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--filter", nargs="?", const="default", metavar="RULES.yaml",
                    help="screen requests and replies with the rule-based safety filter (the shipped rules, or RULES.yaml)")
+    p.add_argument("--filter-classifier", metavar="MODEL",
+                   help="add a learned layer to the filter: a harm classifier (e.g. `alignkit rm objective=cost`), "
+                        "blocking what it scores above 0 as well as what the rules block (implies --filter)")
     args = p.parse_args(argv)
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
@@ -131,10 +134,10 @@ def cmd_chat(argv: list[str]) -> int:
     quiet_libraries()
     tokenizer, model = load_tokenizer(args.model_dir), load_causal_lm(args.model_dir)
     safety = None
-    if args.filter:
+    if args.filter or args.filter_classifier:
         from alignkit.safety import load_filter
 
-        safety = load_filter(None if args.filter == "default" else args.filter)
+        safety = load_filter(None if args.filter in (None, "default") else args.filter, args.filter_classifier)
     history = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     while True:

@@ -78,6 +78,11 @@ class RMConfig:
     """The backbone: the SFT model by default in the pipeline; any local causal LM or encoder."""
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     """Preference data."""
+    objective: Literal["reward", "cost"] = "reward"
+    """reward: a reward model from preference data (pairwise ranking loss). cost: a cost model of harm
+    (Safe RLHF, Dai et al. 2023, eq. 6) from responses labelled safe/unsafe and pairs ranked by harm
+    (alignkit/data/cost.py: labelled rows, labelled requests, PKU-SafeRLHF rows); its score is > 0 for
+    unsafe, so it serves as the safety filter's classifier and as safe RLHF's cost."""
     center_coef: float = 0.0
     """Weight of the (r_chosen + r_rejected)^2 term that keeps rewards centred (0 disables)."""
     batch_by: Literal["pair", "ranking"] = "pair"
@@ -110,9 +115,15 @@ class RMConfig:
         check_non_negative(where, "center_coef", self.center_coef)
         self.peft.validate(where, prefix_unsupported_in="reward models")
         check_positive(where, "normalize.samples", self.normalize.samples)
-        if self.keep_best and not re.fullmatch(r"eval_accuracy(/.+)?|eval_margin", self.keep_best):
-            raise ConfigError(f"{where}: keep_best must be eval_accuracy, eval_accuracy/SOURCE or eval_margin, got "
-                              f"{self.keep_best!r}")
+        figures = r"eval_accuracy(/.+)?|eval_margin" if self.objective == "reward" else \
+            r"eval_accuracy(/.+)?|eval_pair_accuracy|eval_unsafe_recall|eval_safe_recall"
+        if self.keep_best and not re.fullmatch(figures, self.keep_best):
+            raise ConfigError(f"{where}: keep_best must be " + ("eval_accuracy, eval_accuracy/SOURCE or eval_margin"
+                              if self.objective == "reward" else "eval_accuracy, eval_accuracy/GROUP, eval_pair_accuracy, "
+                              "eval_unsafe_recall or eval_safe_recall") + f" for objective={self.objective}, got {self.keep_best!r}")
+        if self.objective == "cost" and (self.batch_by != "pair" or self.center_coef or self.normalize.prompts_path):
+            raise ConfigError(f"{where}: objective=cost trains on labelled responses: batch_by, center_coef and "
+                              "normalize.prompts_path apply to reward models only (its boundary between safe and unsafe is 0)")
         if self.keep_best and not self.train.eval_every:
             raise ConfigError(f"{where}: keep_best needs train.eval_every > 0 (how often the held-out pairs are scored)")
 

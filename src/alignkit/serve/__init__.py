@@ -16,6 +16,9 @@ def cmd_serve(argv: list[str]) -> int:
     p.add_argument("--name", default="", help="the model's name in the API (default: the directory's name)")
     p.add_argument("--filter", nargs="?", const="default", metavar="RULES.yaml",
                    help="screen requests and replies with the safety filter (the shipped rules, or RULES.yaml)")
+    p.add_argument("--filter-classifier", metavar="MODEL",
+                   help="add a learned layer to the filter: a harm classifier (e.g. `alignkit rm objective=cost`), "
+                        "blocking what it scores above 0 as well (implies --filter)")
     p.add_argument("--api-key-env", default="", metavar="VAR",
                    help="require 'Authorization: Bearer KEY' with KEY from environment variable VAR")
     p.add_argument("--max-batch", type=int, default=32, help="rows (choices) per generate call")
@@ -35,7 +38,8 @@ def cmd_serve(argv: list[str]) -> int:
     limits = Limits(max_tokens_cap=args.max_tokens, default_max_tokens=min(128, args.max_tokens),
                     max_n=min(8, args.max_batch), context_length=args.context_length,
                     max_body_bytes=args.max_body_kb * 1024)
-    server = load_server(args.model, args.name, limits, args.filter, api_key_from_env(args.api_key_env),
-                         args.max_batch, args.batch_wait_ms / 1000, args.queue_size, args.device)
+    rules = args.filter if args.filter or not args.filter_classifier else "default"
+    server = load_server(args.model, args.name, limits, rules, api_key_from_env(args.api_key_env),
+                         args.max_batch, args.batch_wait_ms / 1000, args.queue_size, args.device, args.filter_classifier)
     serve(server, args.host, args.port)
     return 0

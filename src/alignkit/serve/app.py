@@ -42,7 +42,7 @@ class Server:
 
 def load_server(model_path: str, name: str = "", limits: Limits | None = None, filter_rules: str | None = None,
                 api_key: str = "", max_batch: int = 32, wait_s: float = 0.01, queue_size: int = 256,
-                device: str = "") -> Server:
+                device: str = "", filter_classifier: str | None = None) -> Server:
     """A Server for a model directory, adapter directory, run directory (its model/) or hub id."""
     import torch
 
@@ -64,7 +64,7 @@ def load_server(model_path: str, name: str = "", limits: Limits | None = None, f
     if filter_rules is not None:
         from alignkit.safety import load_filter
 
-        safety = load_filter(None if filter_rules in ("", "default") else filter_rules)
+        safety = load_filter(None if filter_rules in ("", "default") else filter_rules, filter_classifier)
     batcher = Batcher(model, tokenizer, max_batch=max_batch, wait_s=wait_s, queue_size=queue_size)
     return Server(name or Path(str(model_path).rstrip("/")).name, tokenizer, batcher, limits, safety, api_key)
 
@@ -137,14 +137,15 @@ def build_app(server: Server) -> Any:
         verdict = server.safety.check_input(request_text(req.messages if req.messages is not None else req.prompt))
         return Choice(server.safety.refusal(verdict), "content_filter") if verdict.blocked else None
 
-    def screened(choices: list[Choice]) -> list[Choice]:
+    def screened(choices: list[Choice], req: Request) -> list[Choice]:
         if server.safety is None:
             return choices
-        out = []
-        for c in choices:
-            verdict = server.safety.check_output(c.text)
-            out.append(Choice(server.safety.refusal(verdict), "content_filter", c.tokens) if verdict.blocked else c)
-        return out
+        from alignkit.safety.filter import request_text
+
+        asked = request_text(req.messages if req.messages is not None else req.prompt)
+        verdicts = server.safety.check_outputs([c.text for c in choices], [asked] * len(choices))
+        return [Choice(server.safety.refusal(v), "content_filter", c.tokens) if v.blocked else c
+                for c, v in zip(choices, verdicts)]
 
     async def complete(request: HTTPRequest, chat: bool) -> Response:
         try:
@@ -170,7 +171,7 @@ def build_app(server: Server) -> Any:
             server.batcher.submit(job)
             if live:
                 return events(stream_live(rid, req, chat, job, deltas, len(ids)))
-            choices = screened(await job.future)
+            choices = screened(await job.future, req)
             if req.stream:
                 return events(stream_whole(rid, req, chat, choices, len(ids)))
             return JSONResponse(respond(rid, server.name, choices, len(ids)))

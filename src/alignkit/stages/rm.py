@@ -1,4 +1,5 @@
-"""Reward model: a scalar head on a backbone, trained so the preferred response scores higher.
+"""Reward model: a scalar head on a backbone, trained so the preferred response scores higher (or,
+with objective=cost, a cost model of harm: rm_cost.py).
 
 setup   accelerator, run dir, tokenizer, preference data (rankings split whole, pairs tokenised),
         the backbone as a sequence-classification model + PEFT, optimizer, resume
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from alignkit.config import RMConfig
+from alignkit.data.cost import build_cost_data
 from alignkit.data.reward import RewardPair, build_reward_data
 from alignkit.data.templates import choose_chat_template
 from alignkit.errors import ConfigError, DataError, ModelError
@@ -28,6 +30,7 @@ from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir
 from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
                                     score_conversations)
+from alignkit.stages.rm_cost import cost_batch, evaluate_costs, summarize_costs
 from alignkit.training import engine
 from alignkit.models.saving import save_final_model
 from alignkit.training.loop import close_run, start_training, train_steps
@@ -90,13 +93,18 @@ def run_rm(cfg: RMConfig) -> Path:
                          f"(alignkit merge {cfg.model.path} MERGED_DIR) and start the reward model from that")
     tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
     choose_chat_template(tokenizer, cfg.data.chat_template)
-    d = cfg.data
-    train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
-                                            cfg.seed, d.adjacent_only, d.rating_margin, d.rating_aspect)
+    d, cost = cfg.data, cfg.objective == "cost"
+    if cost:  # a cost model: examples of one or two labelled responses (rm_cost.py)
+        train, held, report = build_cost_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length, cfg.seed)
+    else:
+        train, held, report = build_reward_data(d.train_path, d.eval_path, d.eval_fraction, tokenizer, d.max_length,
+                                                cfg.seed, d.adjacent_only, d.rating_margin, d.rating_aspect)
     publish_data_report(accelerator, report, run_dir)
     if not train:
-        raise DataError(f"{d.train_path}: no preference pairs left after filtering (see data_report.json)")
+        raise DataError(f"{d.train_path}: no {'labelled rows' if cost else 'preference pairs'} left after filtering "
+                        "(see data_report.json)")
     sources = sorted({p.source for p in held})
+    what = "examples" if cost else "pairs"
 
     hf = load_reward_backbone(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code,
                               quantization=cfg.model.quantization)
@@ -108,13 +116,13 @@ def run_rm(cfg: RMConfig) -> Path:
         raise ConfigError("data.packing=on, but this backbone's scores change when sequences are packed "
                           "(an encoder, or a kernel that ignores restarting position ids); use auto or off")
     rows = cfg.data.max_length if packing else 0
-    units = batch_units(train, cfg.batch_by)
+    units = [[i] for i in range(len(train))] if cost else batch_units(train, cfg.batch_by)
     trainable, total = count_parameters(model)
-    say(accelerator, f"reward model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
-                     f"{len(train)} training pairs" + (f" in {len(units)} rankings" if cfg.batch_by == "ranking" else "")
-                     + f", {len(held)} held-out pairs; packing {'on' if packing else 'off'}")
+    say(accelerator, f"{cfg.objective} model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "
+                     f"{len(train)} training {what}" + (f" in {len(units)} rankings" if cfg.batch_by == "ranking" else "")
+                     + f", {len(held)} held-out {what}; packing {'on' if packing else 'off'}")
 
-    run = start_training(cfg, accelerator, model, run_dir, len(units), "rankings" if cfg.batch_by == "ranking" else "pairs")
+    run = start_training(cfg, accelerator, model, run_dir, len(units), "rankings" if cfg.batch_by == "ranking" else what)
     model, pad_id, device, share = run.model, tokenizer.pad_token_id, accelerator.device, cfg.batch_by == "ranking"
     if cfg.keep_best and engine.partitioned(accelerator):
         raise ConfigError("keep_best copies the whole model at each better evaluation; under ZeRO-3 the weights are "
@@ -129,6 +137,8 @@ def run_rm(cfg: RMConfig) -> Path:
         return [[i for u in mb_units for i in units[u]] for mb_units in mine], sum(len(units[u]) for u in indices)
 
     def loss(mb: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        if cost:
+            return cost_batch(model, [train[i] for i in mb], pad_id, rows, device)
         batch = {k: v.to(device) for k, v in collate_pairs([train[i] for i in mb], pad_id, rows, share).items()}
         scores = model(**model_inputs(batch))
         r_c, r_r = scores[batch["chosen"]], scores[batch["rejected"]]
@@ -142,14 +152,19 @@ def run_rm(cfg: RMConfig) -> Path:
         return {"loss": sums["loss"] / pairs, "accuracy": sums["acc"] / pairs, "margin": sums["margin"] / pairs,
                 "pairs_per_s": pairs / seconds, "pairs": int(pairs)}
 
-    evaluate = (lambda: evaluate_pairs(model, held, sources, cfg.train.eval_batch_size, pad_id, accelerator, rows)) \
-        if held else None
-    result = train_steps(cfg, run, name="rm", batches=batches, loss=loss, summarize=summarize, evaluate=evaluate,
-                         on_eval=lambda step, figures: best.consider(step, figures, accelerator.unwrap_model(model)),
-                         show=("loss", "accuracy", "pairs_per_s"))
+    judge = evaluate_costs if cost else evaluate_pairs
+    groups = () if cost else (sources,)
+    evaluate = (lambda: judge(model, held, *groups, cfg.train.eval_batch_size, pad_id, accelerator, rows)) if held else None
+    result = train_steps(cfg, run, name="rm", batches=batches, loss=loss, summarize=summarize_costs if cost else summarize,
+                         evaluate=evaluate, show=("loss", "accuracy", f"{what}_per_s"),
+                         on_eval=lambda step, figures: best.consider(step, figures, accelerator.unwrap_model(model)))
 
     # ---------------------------------------------------------------- save
-    if result:
+    if result and cost:
+        say(accelerator, f"held-out accuracy {result['eval_accuracy']:.3f} (unsafe recall {result['eval_unsafe_recall']:.3f}"
+                         f", safe recall {result['eval_safe_recall']:.3f})" + (f", pair accuracy {result['eval_pair_accuracy']:.3f}"
+                                                                             if "eval_pair_accuracy" in result else ""))
+    elif result:
         say(accelerator, f"held-out pairwise accuracy {result['eval_accuracy']:.3f}, mean margin {result['eval_margin']:.3f}")
     rm = accelerator.unwrap_model(model)
     if cfg.keep_best:  # early stopping: back to the weights of the best evaluation
@@ -158,7 +173,7 @@ def run_rm(cfg: RMConfig) -> Path:
         say(accelerator, f"kept the weights of step {result['step']} ({cfg.keep_best} {result[cfg.keep_best]:.3f})")
     # Every process computes the offset (the same prompts, greedy): under ZeRO-3 each forward pass of
     # the reward model is a collective that all must join.
-    norm = reward_offset(cfg, rm, tokenizer)
+    norm = {"offset": 0.0, "normalized_on": None, "objective": "cost"} if cost else reward_offset(cfg, rm, tokenizer)
     with engine.gathered_parameters(accelerator, model):
         if accelerator.is_main_process:
             hf_out = rm.hf.merge_and_unload() if hasattr(rm.hf, "merge_and_unload") else rm.hf
