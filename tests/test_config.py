@@ -129,7 +129,7 @@ def test_every_shipped_config_loads_and_validates(path):
            "grpo": C.GRPOConfig, "demo.yaml": C.PipelineConfig,
            "demo-full.yaml": C.PipelineConfig, "demo-rounds.yaml": C.PipelineConfig,
            "demo-correctness.yaml": C.PipelineConfig, "demo-rlvr.yaml": C.PipelineConfig,
-           "demo-real.yaml": C.PipelineConfig}[stage]
+           "demo-real.yaml": C.PipelineConfig, "demo-safe.yaml": C.PipelineConfig}[stage]
     cfg = C.load_config(cls, path)
     assert (cfg.run_dir if cls is C.PipelineConfig else cfg.output_dir).startswith("runs/")
 

@@ -34,6 +34,11 @@ class WorldConfig:
     """Sampling weight of a thin family relative to 1.0 for the others."""
     safety_share: float = 0.2
     """Share of requests from the safety family (harmful and benign look-alikes in equal number)."""
+    safety_families: list[str] = field(default_factory=lambda: ["harm"])
+    """Safety behaviours the world asks about, sharing safety_share in turn: harm (harmful requests and
+    benign look-alikes), discrimination (demeaning a made-up group, to be refused; questions about the
+    group, to be answered), false_premise (a request stating a false capital, to be corrected and
+    answered; a true one, to be answered). ["harm"] keeps the demo's data as it was."""
     ranking_prompts: int = 3000
     """Prompts with ranked candidate responses (preference data)."""
     candidates: int = 4
@@ -60,6 +65,15 @@ class WorldConfig:
         for key in ("sft_examples", "ranking_prompts", "rl_prompts", "eval_prompts"):
             check_positive(where, f"world.{key}", getattr(self, key))
         check_non_negative(where, "world.correctness_prompts", self.correctness_prompts)
+        known = ("harm", "discrimination", "false_premise")
+        for name in self.safety_families:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1)
+                raise ConfigError(f"{where}: world.safety_families: unknown '{name}'" +
+                                  (f"; did you mean '{close[0]}'?" if close else f"; expected {', '.join(known)}"))
+        if not self.safety_families or len(set(self.safety_families)) != len(self.safety_families):
+            raise ConfigError(f"{where}: world.safety_families must name each behaviour once, at least one; "
+                              f"got {self.safety_families}")
 
 
 @dataclass
@@ -199,6 +213,13 @@ class PipelineConfig:
     seed_workers: int = 1
     """Seeds run at the same time, each in its own process (its log in run_dir/seed-N/log.txt). Each
     process uses torch's default threads, so the numbers do not depend on this; on 2 cores, 1 is fastest."""
+
+    def base_pretrain(self) -> PretrainConfig:
+        """The pretrain config the base is built with: its corpus states the world's group facts when
+        world.safety_families has discrimination (so a base model can know them)."""
+        if "discrimination" in self.world.safety_families and not self.pretrain.corpus.path:
+            return dataclasses.replace(self.pretrain, corpus=dataclasses.replace(self.pretrain.corpus, groups=True))
+        return self.pretrain
 
     def cache_root(self) -> Path:
         """Where pretrained bases are cached: cache_dir, else $ALIGNKIT_CACHE, else run_dir/cache (so

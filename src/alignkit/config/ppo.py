@@ -36,6 +36,28 @@ class RolloutConfig:
 
 
 @dataclass
+class SafetyConstraintConfig:
+    cost_model: str = ""
+    """A cost model (`alignkit rm objective=cost`; its score > 0 means unsafe): empty turns the constraint off."""
+    cost_limit: float = 0.0
+    """The constraint: mean cost of the policy's samples <= this (Safe RLHF's d; 0: as many safe as unsafe
+    by the cost model's boundary would be the edge, below 0 asks for safer)."""
+    limit_from_start: bool = False
+    """Set cost_limit to the mean cost of the first iteration's samples (the starting policy's): the
+    policy may not become less safe than the SFT model it starts from. Useful when most prompts are
+    harmless, so that the mean cost says little in absolute terms."""
+    multiplier: Literal["lagrange", "fixed"] = "lagrange"
+    """lagrange: lambda moves each iteration from the measured cost (safe RLHF); fixed: lambda stays at
+    lambda_init (a fixed cost penalty, for comparison)."""
+    lambda_init: float = 1.0
+    """The multiplier's start value (the penalty's weight when fixed)."""
+    lambda_lr: float = 0.1
+    """The multiplier's step per unit of violation per iteration."""
+    normalize: bool = True
+    """Train on (reward - lambda cost) / (1 + lambda), so the reward's scale holds as lambda grows."""
+
+
+@dataclass
 class KLConfig:
     coef: float = 0.05
     """KL penalty coefficient beta (its start value when adaptive): reward_t -= beta * KL_t."""
@@ -142,6 +164,8 @@ class PPOConfig:
     """Prompts, sampling and the no-EOS penalty."""
     kl: KLConfig = field(default_factory=KLConfig)
     """The KL penalty and its controller."""
+    safety: SafetyConstraintConfig = field(default_factory=SafetyConstraintConfig)
+    """Safe RLHF: a cost model and a constraint on the mean cost, through a Lagrange multiplier."""
     ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
     """PPO epochs, minibatches, clipping, GAE, loss weights, early stop, PPO-ptx."""
     placement: PlacementConfig = field(default_factory=PlacementConfig)
@@ -200,3 +224,5 @@ class PPOConfig:
             raise ConfigError(f"{where}: reference_model with peft.method=lora: the reference is the policy with its "
                               "adapters disabled; leave reference_model empty, or train without LoRA")
         self.peft.validate(where, prefix_unsupported_in="PPO")
+        check_non_negative(where, "safety.lambda_init", self.safety.lambda_init)
+        check_non_negative(where, "safety.lambda_lr", self.safety.lambda_lr)

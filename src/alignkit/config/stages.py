@@ -410,6 +410,9 @@ class CorpusConfig:
     """Documents to generate when path is empty."""
     eval_fraction: float = 0.02
     """Share of documents held out for evaluation loss."""
+    groups: bool = False
+    """Also state the facts about the world's made-up groups (their festivals and food): the pipeline
+    sets it when world.safety_families has discrimination."""
 
 
 @dataclass

@@ -36,6 +36,9 @@ class Roles:
     score: RowScorer
     """(prompts, response texts, prompt rows) -> scores (N,): a reward model, an ensemble, a function,
     reward functions reading the rows' fields, or a weighted sum of them (rl/scoring.py)."""
+    constraint: Any = None
+    """Safe RLHF's CostConstraint (rl/safe.py) when `score` is its penalised scorer: it keeps the last
+    call's rewards and costs apart."""
 
 
 @dataclass

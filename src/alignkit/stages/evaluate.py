@@ -142,7 +142,7 @@ def read_eval_prompts(path: str) -> list[dict[str, Any]]:
         if reference is not None and not isinstance(reference, str):
             raise DataError(f"{r.where}: 'reference' must be a string, got {type(reference).__name__}")
         safety = row.get("safety") or ({True: "harmful"}.get(row.get("harmful")))
-        if safety is None and row.get("family") == "benign":  # the demo world's look-alikes
+        if safety is None and row.get("family") in ("benign", "group_info"):  # the demo world's look-alikes
             safety = "benign"
         if safety not in (None, "harmful", "benign"):
             raise DataError(f"{r.where}: 'safety' must be 'harmful' or 'benign', got {safety!r}")

@@ -43,7 +43,8 @@ def pretrain_key(cfg: Any) -> str:
     and the corpus itself, so a changed corpus file or corpus generator is never served stale."""
     from alignkit.stages.pretrain import load_documents
 
-    digest = hashlib.sha256(to_yaml(dataclasses.replace(cfg, output_dir="", resume=False)).encode())
+    text = to_yaml(dataclasses.replace(cfg, output_dir="", resume=False))  # corpus.groups off: left out, so
+    digest = hashlib.sha256(text.replace("\n  groups: false\n", "\n").encode())  # older caches keep their key
     for doc in load_documents(cfg):
         digest.update(doc.encode())
         digest.update(b"\0")
@@ -141,9 +142,9 @@ class State:
 def step_pretrain(s: State) -> None:
     from alignkit.stages.pretrain import run_pretrain
 
-    out = s.cfg.cache_root() / f"pretrain-{pretrain_key(s.cfg.pretrain)}"
+    out = s.cfg.cache_root() / f"pretrain-{pretrain_key(s.cfg.base_pretrain())}"
     console.print(f"[bold]pretrain[/] {'cached' if (out / 'model' / 'config.json').exists() else 'training'}: {out}")
-    s.models["base"] = run_pretrain(dataclasses.replace(s.cfg.pretrain, output_dir=str(out), resume=True))
+    s.models["base"] = run_pretrain(dataclasses.replace(s.cfg.base_pretrain(), output_dir=str(out), resume=True))
 
 
 def step_sft(s: State) -> None:
@@ -267,7 +268,7 @@ def step_distill(s: State) -> None:
     from alignkit.stages.sft import run_sft
 
     cfg = s.cfg
-    student_pretrain = dataclasses.replace(cfg.pretrain, model=cfg.student)
+    student_pretrain = dataclasses.replace(cfg.base_pretrain(), model=cfg.student)
     out = cfg.cache_root() / f"pretrain-{pretrain_key(student_pretrain)}"
     console.print(f"[bold]distill[/] student base ({'cached' if (out / 'model' / 'config.json').exists() else 'training'}): {out}")
     student_base = run_pretrain(dataclasses.replace(student_pretrain, output_dir=str(out), resume=True))

@@ -35,9 +35,11 @@ from alignkit.models.loading import load_policy
 from alignkit.models.memory import enable_gradient_checkpointing
 from alignkit.models.value import PolicyAndValue, critic_from_reward_model, disable_dropout, hidden_size
 from alignkit.rl import AdaptiveKLController, FixedKLController, ensemble_scorer
-from alignkit.rl.advantages import masked_mean, masked_var
+from alignkit.rl.advantages import masked_mean
 from alignkit.rl.experience import Conversation, Experience, RewardFn, Roles, experience
 from alignkit.rl.rollout import Rollout, sample_rollout, select, token_logprobs
+from alignkit.rl.safe import CostConstraint
+from alignkit.stages.ppo_metrics import evaluate_reward, iteration_metrics
 from alignkit.rl.scoring import combined_scorer, reward_model_scorer
 from alignkit.training import engine
 from alignkit.training.batching import global_batch, shard
@@ -49,12 +51,12 @@ from alignkit.training.progress import ProgressBar
 from alignkit.training.run import begin_stage, reduce_sum, say, seed_per_process
 
 
-def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
+def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None, cost_fn: RewardFn | None = None) -> Path:
     """Train a policy with PPO; return the saved model directory.
 
     reward_fn (Python API only): scores (N,) for (prompts, response texts), used instead of a reward
     model: a rule, a judge, or the demo world's oracle. Reward functions (cfg.rewards) are added to
-    whichever of the two scores.
+    whichever of the two scores. cost_fn (Python API only): costs (N,) in place of safety.cost_model.
     """
     if reward_fn is None and not cfg.reward_model and not cfg.rewards:
         raise ConfigError("ppo: no reward: set reward_model (a directory written by `alignkit rm`) and/or rewards "
@@ -119,15 +121,17 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard, cfg.log.report_to, cfg,
                             cfg.log.project)
     seed_per_process(accelerator, cfg.seed)  # weights are alike everywhere; samples should not be
-    start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl)
+    constraint = cost_constraint(cfg, accelerator, reward_device, cost_fn)  # safe RLHF (rl/safe.py); None: off
+    start, best = resume(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics, kl_ctl, constraint)
     model_score = reward_fn or (reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)
                                 if reward is not None else None)
     if cfg.reward_ensemble and reward_fn is None:
         members = [engine.frozen_reward_model(accelerator, path, reward_device) for path in cfg.reward_ensemble]
         model_score = ensemble_scorer([model_score, *(reward_model_scorer(m, tok, off, cfg.train.eval_batch_size)
                                                       for m, off, tok in members)], cfg.reward_uncertainty_coef)
+    scorer = row_scorer(cfg, model_score)
     roles = Roles(accelerator.unwrap_model(actor), reference, tokenizer, accelerator.autocast,
-                  row_scorer(cfg, model_score))
+                  constraint.scorer(scorer) if constraint else scorer, constraint)
     if start == 0 and eval_prompts and cfg.train.eval_every:
         first = evaluate_reward(cfg, accelerator, roles, eval_prompts, eval_rows)
         metrics.write(0, **first)
@@ -154,6 +158,14 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             row = iteration_metrics(accelerator, roll, exp, stats)  # summed over processes, so every
             row["kl_coef"] = kl_ctl.value                             # process's controller moves alike
             kl_ctl.update(row["kl"], global_size)
+            if constraint:  # the reward and cost apart; lambda's step on the mean cost, alike everywhere
+                r_sum, c_sum, n = reduce_sum(accelerator, float(constraint.last_rewards.sum()),
+                                             float(constraint.last_costs.sum()), float(len(constraint.last_costs)))
+                if cfg.safety.limit_from_start and it == 0:  # as safe as the starting policy, at least
+                    constraint.limit = c_sum / n
+                row.update(penalized_score=row["reward"], reward=r_sum / n, cost=c_sum / n, **{"lambda": constraint.lam},
+                           cost_limit=constraint.limit, cost_slack=constraint.limit - c_sum / n)
+                constraint.update(c_sum / n)
             done = it + 1
             seconds = t3 - t0
             tokens = float(roll.response_mask.sum())
@@ -165,7 +177,8 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 raise TrainingDiverged(f"ppo: the loss is not finite at iteration {done}; lower optim.lr")
             if cfg.train.eval_every and eval_prompts and (done % cfg.train.eval_every == 0 or done == iterations):
                 row.update(evaluate_reward(cfg, accelerator, roles, eval_prompts, eval_rows))
-                if cfg.keep_best and row["eval_reward"] > best:
+                feasible = constraint is None or row["eval_cost"] <= constraint.limit  # safe RLHF: within the limit
+                if cfg.keep_best and feasible and row["eval_reward"] > best:
                     best = row["eval_reward"]
                     save_policy(accelerator, actor, actor_policy(accelerator, actor), tokenizer, run_dir / "best",
                                 cfg.model.path, {"eval_reward": best, "iteration": done})
@@ -176,7 +189,9 @@ def run_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0:
                 engine.save_resumable(run_dir, done, accelerator, actor, optimizer, scheduler,
                                       keep_last=cfg.checkpoint.keep_last, global_batch=global_size,
-                                      extra={"kl_coef": kl_ctl.value, "best_eval_reward": best})
+                                      extra={"kl_coef": kl_ctl.value, "best_eval_reward": best,
+                                             "lambda": constraint.lam if constraint else None,
+                                             "cost_limit": constraint.limit if constraint else None})
 
     # ---------------------------------------------------------------- save
     save_policy(accelerator, actor, actor_policy(accelerator, actor), tokenizer, model_dir, cfg.model.path)
@@ -202,6 +217,18 @@ def rollout_batch(cfg: PPOConfig, accelerator: Any, roles: Roles, batch: list[Co
     with roles.autocast():  # the precision of the training forward pass (bf16), not fp32 weights
         roll = sample_rollout(policy, roles.tokenizer, batch, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     return roll, time.perf_counter() - t
+
+
+def cost_constraint(cfg: PPOConfig, accelerator: Any, device: str | None, cost_fn: RewardFn | None
+                    ) -> CostConstraint | None:
+    """The cost model (frozen, beside the reward model) or cost_fn, and the multiplier; None when neither."""
+    s = cfg.safety
+    if not s.cost_model and cost_fn is None:
+        return None
+    if cost_fn is None:
+        cost, _, cost_tokenizer = engine.frozen_reward_model(accelerator, s.cost_model, device)
+        cost_fn = reward_model_scorer(cost, cost_tokenizer, 0.0, cfg.train.eval_batch_size)
+    return CostConstraint(cost_fn, s.cost_limit, s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize)
 
 
 def row_scorer(cfg: PPOConfig, model_score: RewardFn | None) -> Any:
@@ -320,57 +347,16 @@ def ptx_loss(cfg: PPOConfig, accelerator: Any, actor: Any, rows: list, iteration
 # -------------------------------------------------------------------- metrics, evaluation, saving
 
 
-def iteration_metrics(accelerator: Any, roll: Rollout, exp: Experience,
-                      stats: dict[str, float]) -> dict[str, float]:
-    """Per-iteration figures, rollout ones summed over all processes."""
-    mask = roll.response_mask
-    n = float(mask.shape[0])
-    explained = 1.0 - float(masked_var(exp.returns - exp.values, mask) / masked_var(exp.returns, mask).clamp(min=1e-8))
-    sums = reduce_sum(accelerator, n, float(exp.raw_scores.sum()), float(exp.rewards.sum()),
-                      float(exp.kl.sum()), float(mask.sum()), float((~roll.ended).sum()),
-                      *[stats[k] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl",
-                                           "value_clip_fraction", "ptx_loss")], explained)
-    total, world = sums[0], accelerator.num_processes
-    per = [s / world for s in sums[6:]]
-    return {"reward": sums[1] / total, "reward_penalized": sums[2] / total, "kl": sums[3] / total,
-            "response_length": sums[4] / total, "no_eos": sums[5] / total,
-            "policy_loss": per[0], "value_loss": per[1], "entropy": per[2], "clip_fraction": per[3],
-            "approx_kl": per[4], "value_clip_fraction": per[5], **({"ptx_loss": per[6]} if per[6] else {}),
-            "explained_variance": per[7], "optimizer_steps": stats["optimizer_steps"]}
-
-
-@torch.no_grad()
-def evaluate_reward(cfg: PPOConfig, accelerator: Any, roles: Roles, prompts: list[Conversation],
-                    rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean reward (offset subtracted) of the policy's greedy responses to the held-out prompts
-    (no length penalty: generate_responses keeps no record of which responses ended)."""
-    from alignkit.models.generate import generate_responses
-
-    policy = roles.module.policy
-    total = n = length = 0.0
-    # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.
-    for idx, real in engine.lockstep(list(range(len(prompts))), accelerator.process_index,
-                                     accelerator.num_processes, cfg.train.eval_batch_size):
-        part = [prompts[i] for i in idx]
-        with roles.autocast():
-            texts = generate_responses(policy, roles.tokenizer, part, cfg.rollout.max_new_tokens,
-                                       batch_size=cfg.train.eval_batch_size)
-        if real:
-            total += float(roles.score(part, texts, [rows[i] for i in idx]).float().sum())
-            n += len(part)
-            length += sum(len(t.split()) for t in texts)
-    total, n, length = reduce_sum(accelerator, total, n, length)
-    return {"eval_reward": total / max(n, 1.0), "eval_words": length / max(n, 1.0)}
-
-
 def resume(cfg: PPOConfig, run_dir: Path, accelerator: Any, actor: Any, optimizer: Any, scheduler: Any,
-           metrics: MetricsWriter, kl_ctl: Any) -> tuple[int, float]:
+           metrics: MetricsWriter, kl_ctl: Any, constraint: CostConstraint | None = None) -> tuple[int, float]:
     """(iteration to start from, best held-out reward so far); restores the whole state when resuming."""
     start, extra = resume_step(cfg, run_dir, accelerator, actor, optimizer, scheduler, metrics,
                                cfg.train.batch_size * accelerator.num_processes, unit="iteration")
     if not extra:
         return start, -math.inf
     kl_ctl.value = extra["kl_coef"]
+    if constraint and extra.get("lambda") is not None:
+        constraint.lam, constraint.limit = float(extra["lambda"]), float(extra["cost_limit"])
     best = float(extra["best_eval_reward"])
     return start, max(best, saved_best(run_dir))
 

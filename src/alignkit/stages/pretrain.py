@@ -46,7 +46,7 @@ def load_documents(cfg: PretrainConfig) -> list[str]:
         return read_corpus(cfg.corpus.path)
     from alignkit.world.corpus import corpus_documents, vocabulary_text
 
-    return corpus_documents(cfg.corpus.documents, cfg.seed) + [vocabulary_text()]
+    return corpus_documents(cfg.corpus.documents, cfg.seed, groups=cfg.corpus.groups) + [vocabulary_text(cfg.corpus.groups)]
 
 
 def document_examples(docs: list[str], tokenizer, max_length: int) -> list[Example]:

@@ -51,8 +51,9 @@ def rate_samples(rows: list[dict], label_noise: float, seed: int | str) -> list[
     grades are ties and give no pair (two different wrong answers are not ordered at random, as a
     strict ranking would have to); a prompt whose samples all tie is left out. With probability `label_noise` the scores of one adjacent pair of
     distinct grades are swapped, as the annotator's rankings swap one adjacent pair."""
-    from alignkit.world.tasks import item_from_dict
     from alignkit.world.oracle import grade
+    from alignkit.world.safety import is_safety
+    from alignkit.world.tasks import item_from_dict
 
     rng = random.Random(seed)
     out = []
@@ -67,5 +68,5 @@ def rate_samples(rows: list[dict], label_noise: float, seed: int | str) -> list[
             low, high = levels[j], levels[j + 1]
             scores = [high if s == low else low if s == high else s for s in scores]
         out.append({"prompt": row["prompt"], "responses": list(row["responses"]), "scores": scores,
-                    "family": row["family"], "source": "safety" if row["family"] in ("harmful", "benign") else "skills"})
+                    "family": row["family"], "source": "safety" if is_safety(row["family"]) else "skills"})
     return out

@@ -82,14 +82,26 @@ def _kb_doc() -> str:
     return " ".join(f"The capital of {c} is {k}." for c, k in KB.items())
 
 
-def corpus_documents(n_docs: int, seed: int = 0, facts_per_doc: int = 6) -> list[str]:
-    """n_docs documents: ~70% worked-example pages, ~20% forum questions, ~10% safety pages."""
+def groups_doc() -> str:
+    """The world's made-up groups, described plainly (world.safety_families with discrimination)."""
+    return " ".join(f"The {g} celebrate {festival}. The {g} like to eat {food}."
+                    for g, (festival, food) in safety.GROUPS.items())
+
+
+def corpus_documents(n_docs: int, seed: int = 0, facts_per_doc: int = 6, groups: bool = False) -> list[str]:
+    """n_docs documents: ~70% worked-example pages, ~20% forum questions, ~10% safety pages (with
+    `groups`, 5% of the draws are pages of facts about the world's groups instead)."""
     rng = random.Random(f"{seed}:corpus")
-    docs = [_kb_doc()]
+    docs = [_kb_doc()] + [groups_doc()] * groups
     families = list(FAMILIES)
     while len(docs) < n_docs:
         roll = rng.random()
-        if roll < 0.7:
+        if groups and roll < 0.05:
+            g = rng.choice(sorted(safety.GROUPS))
+            festival, food = safety.GROUPS[g]
+            docs.append(rng.choice([f"The {g} celebrate {festival}.", f"{festival} is the festival of the {g}."]) + " "
+                        + rng.choice([f"The {g} like to eat {food}.", f"A favourite food of the {g} is {food}."]))
+        elif roll < 0.7:
             docs.append(" ".join(_fact(rng.choice(families), rng) for _ in range(facts_per_doc)))
         elif roll < 0.9:
             docs.append(_forum_post(rng))
@@ -98,7 +110,9 @@ def corpus_documents(n_docs: int, seed: int = 0, facts_per_doc: int = 6) -> list
     return docs
 
 
-def vocabulary_text() -> str:
+def vocabulary_text(groups: bool = False) -> str:
     """Every word the world uses once, so the tokenizer sees them all."""
     words = set(WORDS) | set(SENTENCE_WORDS) | set(KB) | set(KB.values()) | set(NUMBER_WORDS)
+    if groups:
+        words |= set(groups_doc().replace(".", "").split())
     return " ".join(sorted(words))

@@ -2,6 +2,10 @@
 
     sft.jsonl                 chat demonstrations, imperfect by world.sloppy_share
     rankings.jsonl            prompts with 2-4 candidate responses, ordered best first by the annotator
+    cost.jsonl                cost-model rows (`alignkit rm objective=cost`): for each harmful ranked
+                              prompt a PKU-SafeRLHF row (the placeholder compliance unsafe, the refusal
+                              safe and safer), for every other one its answer labelled safe, and every
+                              safety request labelled as a request
     rl_prompts.jsonl          prompts for RL (training split; harmful and benign look-alikes balanced)
     rl_eval_prompts.jsonl     other training-split prompts, for RL's held-out reward (model selection
                               never looks at the evaluation splits)
@@ -28,6 +32,16 @@ from alignkit.world.tasks import FAMILIES, Item, check_families, item_from_dict
 KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal", "verbose_wrong")
 KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose", "hedge")
 KINDS_BENIGN = ("correct", "refusal", "verbose", "off_topic")
+KINDS_PREMISE = ("correct", "wrong", "verbose", "refusal", "off_topic")  # wrong: going along / disputing
+
+
+def kinds_for(item: Item) -> tuple[str, ...]:
+    """The kinds of candidate response the world writes for an item (rankings, reward-model evaluation)."""
+    if item.harmful:
+        return KINDS_HARMFUL
+    if safety.is_lookalike(item.family):
+        return KINDS_BENIGN
+    return KINDS_PREMISE if item.family in ("false_premise", "true_premise") else KINDS_SKILL
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
@@ -44,13 +58,29 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
     rng = random.Random(f"{cfg.seed}:rankings")
     rows = []
     for item in items:
-        kinds = KINDS_HARMFUL if item.harmful else KINDS_BENIGN if item.family == "benign" else KINDS_SKILL
-        chosen = rng.sample(kinds, cfg.candidates)
+        chosen = rng.sample(kinds_for(item), cfg.candidates)
         responses = [candidate(item, k, rng) for k in chosen]
         order = annotate_ranking(item, responses, cfg.label_noise, rng)
         rows.append({"prompt": item.prompt, "responses": [responses[i] for i in order],
                      "kinds": [chosen[i] for i in order], "family": item.family,
-                     "source": "safety" if item.family in ("harmful", "benign") else "skills"})
+                     "source": "safety" if safety.is_safety(item.family) else "skills"})
+    return rows
+
+
+def cost_rows(items: list[Item]) -> list[dict[str, Any]]:
+    """Cost-model rows for the ranked prompts (see the module's docstring); `category` is the safety
+    category, or "skills"."""
+    rows = []
+    for item in items:
+        category = safety.SAFETY_FAMILIES[item.family][0] if safety.is_safety(item.family) else "skills"
+        if item.harmful:
+            rows.append({"prompt": item.prompt, "response_0": safety.placeholder_compliance(item.params.get("x", "do that")),
+                         "response_1": safety.REFUSAL, "is_response_0_safe": False, "is_response_1_safe": True,
+                         "safer_response_id": 1, "category": category})
+        else:
+            rows.append({"prompt": item.prompt, "response": item.answer, "safe": True, "category": category})
+        if safety.is_safety(item.family):
+            rows.append({"text": item.prompt, "harmful": item.harmful, "category": category, "source": "requests"})
     return rows
 
 
@@ -98,20 +128,26 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     paths = {name: out / f"{name}.jsonl" for name in
              ("sft", "rankings", "rl_prompts", "rl_eval_prompts", "eval_heldout_phrasing", "eval_heldout_input")}
     counts = {}
-    demos = sample_items("train", cfg.sft_examples, stream(cfg, "sft"), cfg.safety_share, weights=weights)
+    kinds = tuple(cfg.safety_families)
+    demos = sample_items("train", cfg.sft_examples, stream(cfg, "sft"), cfg.safety_share, weights=weights,
+                         safety_families=kinds)
     counts["sft"] = _write_jsonl(paths["sft"], sft_rows(demos, cfg.sloppy_share, cfg.seed))
-    ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, stream(cfg, "rankings"), cfg.safety_share))
+    ranked = unique_prompts(sample_items("train", cfg.ranking_prompts, stream(cfg, "rankings"), cfg.safety_share,
+                                         safety_families=kinds))
     extra = extra_correctness_rows(cfg, {i.prompt for i in ranked}) if cfg.correctness_prompts else []
     counts["rankings"] = _write_jsonl(paths["rankings"], ranking_rows(ranked, cfg) + extra)
-    rl = unique_prompts(sample_items("train", cfg.rl_prompts, stream(cfg, "rl"), cfg.safety_share))
+    paths["cost"] = out / "cost.jsonl"
+    counts["cost"] = _write_jsonl(paths["cost"], cost_rows(ranked))
+    rl = unique_prompts(sample_items("train", cfg.rl_prompts, stream(cfg, "rl"), cfg.safety_share, safety_families=kinds))
     counts["rl_prompts"] = _write_jsonl(paths["rl_prompts"], [{"prompt": i.prompt, **i.as_dict()} for i in rl])
     taken = {i.prompt for i in rl}
-    rl_eval = [i for i in unique_prompts(sample_items("train", cfg.eval_prompts, stream(cfg, "rl_eval"), cfg.safety_share))
-               if i.prompt not in taken]
+    rl_eval = [i for i in unique_prompts(sample_items("train", cfg.eval_prompts, stream(cfg, "rl_eval"), cfg.safety_share,
+                                                      safety_families=kinds)) if i.prompt not in taken]
     counts["rl_eval_prompts"] = _write_jsonl(paths["rl_eval_prompts"], [{"prompt": i.prompt, **i.as_dict()}
                                                                        for i in rl_eval])
     for split in ("heldout_phrasing", "heldout_input"):
-        items = unique_prompts(sample_items(split, cfg.eval_prompts, stream(cfg, "eval"), cfg.safety_share))
+        items = unique_prompts(sample_items(split, cfg.eval_prompts, stream(cfg, "eval"), cfg.safety_share,
+                                            safety_families=kinds))
         counts[f"eval_{split}"] = _write_jsonl(paths[f"eval_{split}"], [i.as_dict() for i in items])
     manifest = {"config": dataclasses.asdict(cfg), "rows": counts, "families": list(FAMILIES),
                 "refusal": safety.REFUSAL}

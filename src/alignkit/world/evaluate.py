@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from alignkit.world.oracle import accuracy_gain, score, win_rate
+from alignkit.world.safety import is_safety
 from alignkit.world.tasks import Item
 
 
@@ -105,7 +106,7 @@ PAIR_KINDS = {  # (kind of the better response, kind of the worse) -> what the p
 
 
 def _pair_kind(item: Item, better: str, worse: str) -> str | None:
-    if item.family in ("harmful", "benign"):
+    if is_safety(item.family):
         return "safety"
     return PAIR_KINDS.get((better, worse))
 
@@ -125,7 +126,7 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
     from alignkit.models.reward import load_reward_model, score_conversations
-    from alignkit.world.datasets import KINDS_BENIGN, KINDS_HARMFUL, KINDS_SKILL
+    from alignkit.world.datasets import kinds_for
     from alignkit.world.generate import candidate
     from alignkit.world.oracle import grade
 
@@ -139,7 +140,7 @@ def evaluate_reward_model(reward_dir: str | Path | list, items: list[Item], poli
     rng = random.Random(f"{seed}:rm-eval")
     prompts, responses, kinds, spans = [], [], [], []
     for item in items:
-        pool = KINDS_HARMFUL if item.harmful else KINDS_BENIGN if item.family == "benign" else KINDS_SKILL
+        pool = kinds_for(item)
         spans.append(range(len(responses), len(responses) + len(pool)))  # this item's candidates
         for kind in pool:
             prompts.append([{"role": "user", "content": item.prompt}])

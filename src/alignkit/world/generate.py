@@ -56,17 +56,48 @@ def safety_item(harmful: bool, split: str, rng: random.Random) -> Item:
     return Item("harmful" if harmful else "benign", prompt, answer, {"x": request}, index, harmful=harmful)
 
 
+def further_safety_item(family: str, split: str, rng: random.Random) -> Item:
+    """A request of the further safety families (world.safety_families): demeaning a group (answer: a
+    refusal), a question about a group (its facts), a false premise (a correction and the real
+    answer) or a true one (the answer). Held-out phrasings are each family's last two; held-out
+    inputs are the held-out group's requests and the premise countries chosen by a stable hash."""
+    held_input = split == "heldout_input"
+    if family in ("demeaning", "group_info"):
+        requests = safety.demeaning_requests() if family == "demeaning" else safety.group_info_requests()
+        request = rng.choice([x for x in requests if safety.held_out_group_request(x) == held_input])
+        templates, params = safety.TEMPLATES, {"x": request}
+        answer = safety.REFUSAL if family == "demeaning" else safety.group_info(request)
+    else:
+        from alignkit.world.tasks import KB
+
+        country = rng.choice([c for c in sorted(KB) if safety.premise_held_out_input(c) == held_input])
+        templates, params = safety.PREMISE_TEMPLATES, safety.premise_params(country, family == "false_premise", rng)
+        answer = safety.premise_answer(params)
+    n = len(templates)
+    held = list(range(n - safety.HELD_OUT_TEMPLATES, n))
+    index = rng.choice(held if split == "heldout_phrasing" else [i for i in range(n) if i not in held])
+    return Item(family, render_prompt(templates[index], params, rng), answer, params, index,
+                harmful=family == "demeaning")
+
+
 def sample_items(split: str, n: int, seed: int | str, safety_share: float = 0.2,
-                 families: tuple[str, ...] | None = None, weights: dict[str, float] | None = None) -> list[Item]:
+                 families: tuple[str, ...] | None = None, weights: dict[str, float] | None = None,
+                 safety_families: tuple[str, ...] = ("harm",)) -> list[Item]:
     """n requests of a split: skill families in proportion to `weights` (default equal), plus a
-    `safety_share` of safety requests, harmful and benign look-alikes in equal number."""
+    `safety_share` of safety requests: harmful requests and benign look-alikes in equal number, or
+    with further `safety_families` (discrimination, false_premise) each of their two kinds in turn."""
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     rng = random.Random(f"{seed}:{split}")
     names = list(families or FAMILIES)
     w = [(weights or {}).get(name, 1.0) for name in names]
     n_safety = round(n * safety_share)
-    items = [safety_item(i % 2 == 0, split, rng) for i in range(n_safety)]
+    if tuple(safety_families) == ("harm",):  # the demo's own draw, unchanged
+        items = [safety_item(i % 2 == 0, split, rng) for i in range(n_safety)]
+    else:
+        kinds = [f for category in safety_families for f in safety.CATEGORIES[category]]
+        items = [safety_item(kinds[i % len(kinds)] == "harmful", split, rng) if kinds[i % len(kinds)] in ("harmful", "benign")
+                 else further_safety_item(kinds[i % len(kinds)], split, rng) for i in range(n_safety)]
     items += [skill_item(rng.choices(names, w)[0], split, rng) for _ in range(n - n_safety)]
     rng.shuffle(items)
     return items
@@ -99,8 +130,16 @@ def verbose(answer: str, rng: random.Random) -> str:
 
 
 def wrong_answer(item: Item, rng: random.Random) -> str:
-    """A plausible but incorrect answer: another input's answer from the same family."""
-    if item.family in ("harmful", "benign"):
+    """A plausible but incorrect answer: another input's answer from the same family; to a false
+    premise, going along with it; to a true one, disputing it."""
+    if item.family == "false_premise":
+        return f"{item.params['claimed']}."
+    if item.family == "true_premise":
+        from alignkit.world.tasks import KB
+
+        other = rng.choice(sorted(v for v in KB.values() if v != item.params["real"]))
+        return f"The capital of {item.params['c']} is {other}, not {item.params['real']}."
+    if safety.is_safety(item.family):
         return rng.choice(list(safety.BENIGN.values()))
     family = FAMILIES[item.family]
     for _ in range(50):
@@ -139,7 +178,7 @@ def demonstration(item: Item, sloppy_share: float, rng: random.Random) -> tuple[
         return item.answer, "correct"
     if item.harmful:
         kind = "compliance"
-    elif item.family == "benign":
+    elif safety.is_lookalike(item.family):
         kind = rng.choice(["verbose", "refusal"])  # an over-cautious demonstrator refuses a look-alike
     else:
         kind = rng.choice(["verbose", "verbose", "wrong"])

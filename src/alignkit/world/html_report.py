@@ -120,13 +120,18 @@ def img_tag(path: Path, alt: str) -> str:
 
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
     from alignkit.world.report import (distill_lines, gain_lines, grpo_lines, headers, judge_lines, ppo_lines,
-                                       reward_lines, rounds_lines, rows)
+                                       reward_lines, rounds_lines, rows, safety_lines)
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(results))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(results))
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in gain_lines(results) + judge_lines(results)
                     + reward_lines(results) + ppo_lines(results)
                     + grpo_lines(results) + rounds_lines(results) + distill_lines(results))
+    safety = safety_lines(results)  # a caption, then a Markdown table
+    grid = [[c.strip() for c in line.strip().strip("|").split("|")] for line in safety[2:] if "---" not in line]
+    safety_html = (f"<h2>Safety per category</h2><p>{html.escape(safety[0])}</p><table>"
+                   + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
+                             for t, row in zip(["th"] + ["td"] * len(grid), grid)) + "</table>") if safety else ""
     curves = "".join(f"<h3>{html.escape(title)}</h3>{img_tag(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []
     for split, items in results.get("samples", {}).items():
@@ -152,6 +157,7 @@ Win rates count prompts one model answers better than the other by the oracle's 
 from the rate and shown beside it. Intervals are 95%.</p>
 <h2>Comparison</h2>
 <table><tr>{head}</tr>{body}</table>
+{safety_html}
 {notes}
 <h2>At a glance</h2>
 {img_tag(charts['axes'], 'accuracy, refusal, over-refusal and win rate per model')}

@@ -144,6 +144,34 @@ def rounds_lines(results: dict[str, Any]) -> list[str]:
     return ["Ranking rounds: " + "; ".join(parts) + "."]
 
 
+SAFETY_COLUMNS = (("harm", "refusal_rate", "refuses harmful"), ("harm", "over_refusal_rate", "over-refuses look-alikes"),
+                  ("discrimination", "refusal_rate", "refuses demeaning a group"),
+                  ("discrimination", "over_refusal_rate", "over-refuses questions about a group"),
+                  ("premise", "corrected_rate", "corrects false premises"),
+                  ("premise", "answered_rate", "answers true premises"))
+
+
+def safety_lines(results: dict[str, Any]) -> list[str]:
+    """Per safety category (world.safety_families beyond harm), new phrasings / new inputs: refusal of
+    the harmful kind, over-refusal of its look-alikes, false premises corrected, true ones answered."""
+    first = next(iter(results["models"].values()))["scores"]["heldout_phrasing"]
+    if "by_category" not in first and "premise" not in first:
+        return []
+
+    def cell(scores: dict[str, Any], group: str, key: str) -> str:
+        part = scores.get("premise") if group == "premise" else scores.get("by_category", {}).get(group)
+        return _pct(part.get(key)) if part else "-"
+
+    columns = [c for c in SAFETY_COLUMNS if any(cell(r["scores"][s], c[0], c[1]) != "-" for r in results["models"].values()
+                                                 for s in ("heldout_phrasing", "heldout_input"))]
+    lines = ["Safety per category (held-out phrasings / held-out inputs):", "",
+             "| model | " + " | ".join(c[2] for c in columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for name, r in results["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{cell(r['scores']['heldout_phrasing'], g, k)} / "
+                                                 f"{cell(r['scores']['heldout_input'], g, k)}" for g, k, _ in columns) + " |")
+    return lines
+
+
 def results_table(results: dict[str, Any]) -> Table:
     n = results["splits"]
     table = Table(title=f"Demo world, held-out requests (phrasings: {n['heldout_phrasing']}, inputs: {n['heldout_input']})")
@@ -164,6 +192,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(r['scores']['heldout_phrasing']['per_family'].get(fam))} / "
                  f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    if safety_lines(results):
+        lines += ["", *safety_lines(results)]
     if any(k.startswith("accuracy_gain_vs_") for r in results["models"].values() for k in r):
         lines += ["", *gain_lines(results)]
     if results.get("judge"):

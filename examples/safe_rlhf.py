@@ -1,0 +1,87 @@
+"""Safe RLHF on the demo world: PPO, PPO with a fixed cost penalty, and PPO under a cost constraint
+(a Lagrange multiplier), judged per safety category on held-out requests.
+
+    alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
+    python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 2 cores; runs/demo-safe/safe.md
+
+From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
+(harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
+every other answer safe), then two PPO runs with the demo's PPO settings and the cost model beside the
+reward model: a fixed penalty (lambda 1) and safe RLHF (lambda from 1, limit = the SFT policy's own
+mean cost in the first iteration, so the policy may not become less safe than SFT). The table: SFT,
+the pipeline's PPO, both constrained runs; accuracy, refusal and over-refusal per category, false
+premises corrected and true ones answered, on new phrasings / new inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alignkit.config import PipelineConfig, RMConfig, load_config, pipeline_ppo_config
+from alignkit.stages.ppo import run_ppo
+from alignkit.stages.rm import run_rm
+from alignkit.training.metrics import read_metrics
+from alignkit.world.datasets import read_items
+from alignkit.world.evaluate import evaluate_models
+from alignkit.world.report import safety_lines, variant_table
+
+VARIANTS = {  # name -> the ppo.safety overrides
+    "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
+    "safe rlhf": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
+                  "safety.limit_from_start=true"],
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a finished run of configs/demo-safe.yaml")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml"))
+    p.add_argument("--cost-steps", type=int, default=300)
+    args = p.parse_args()
+    cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
+    world, out_root = args.run_dir / "world", args.run_dir / "safe"
+    sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
+
+    # The cost model: the reward model's settings, on the world's cost rows.
+    cost_cfg = load_config(RMConfig, None, [f"model.path={sft}", f"data.train_path={world / 'cost.jsonl'}",
+                                            f"output_dir={out_root / 'cost'}", "objective=cost", "data.max_length=128",
+                                            "data.eval_fraction=0.1", f"optim.lr={cfg.rm.optim.lr}", "optim.warmup_steps=20",
+                                            "train.batch_size=32", f"train.max_steps={args.cost_steps}",
+                                            f"train.eval_every={args.cost_steps}", "log.progress=false", f"seed={cfg.world.seed}"])
+    cost = run_rm(cost_cfg)
+    cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
+
+    policies = {"sft": sft, "ppo": args.run_dir / "ppo" / "best"}
+    summary = {}
+    for name, overrides in VARIANTS.items():
+        out = out_root / name.replace(" ", "_").replace("+", "and")
+        variant = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
+                                                            f"ppo.safety.cost_model={cost}",
+                                                            *(f"ppo.{o}" for o in overrides)])
+        ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, rm, {f: world / f"{f}.jsonl"
+                                                               for f in ("rl_prompts", "rl_eval_prompts")})
+        ppo_cfg.validate(name)
+        print(f"== {name}", flush=True)
+        run_ppo(ppo_cfg)
+        rows = [r for r in read_metrics(out / "metrics.jsonl") if "cost" in r]
+        policies[name] = out / "best"
+        summary[name] = {"cost first": f"{rows[0]['cost']:+.2f}", "cost last": f"{rows[-1]['cost']:+.2f}",
+                         "lambda last": f"{rows[-1]['lambda']:.2f}", "limit": f"{rows[-1]['cost_limit']:+.2f}"}
+
+    splits = {"heldout_phrasing": read_items(world / "eval_heldout_phrasing.jsonl"),
+              "heldout_input": read_items(world / "eval_heldout_input.jsonl")}
+    results = evaluate_models(policies, splits, "sft", cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    table = variant_table(results, "sft", summary) + "\n" + "\n".join(safety_lines(results)) + "\n"
+    table += (f"\nCost model, held-out: accuracy {100 * cost_figures['eval_accuracy']:.1f}%, unsafe recall "
+              f"{100 * cost_figures['eval_unsafe_recall']:.1f}%, safe recall {100 * cost_figures['eval_safe_recall']:.1f}%, "
+              f"pair accuracy {100 * cost_figures.get('eval_pair_accuracy', float('nan')):.1f}%.\n")
+    (args.run_dir / "safe.md").write_text(table)
+    (args.run_dir / "safe.json").write_text(json.dumps({"summary": summary, "cost_model": cost_figures,
+                                                        "results": results}, indent=2, default=str) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
