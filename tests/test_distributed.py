@@ -233,7 +233,13 @@ def test_one_ppo_update_on_two_processes_equals_one_process(engine, tiny_dir, tm
         assert torch.allclose(one[key], two[key], atol=2e-5), key
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+# GRPO under ZeRO-2/3 is slow (~30 s each) and its engine paths are the ones DPO, SFT and PPO test
+# under ZeRO below: kept for `make test-slow`, DDP in the suite.
+GRPO_ENGINES = [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e != "ddp" else [])])
+                for e in ("ddp", "zero2", "zero3")]
+
+
+@pytest.mark.parametrize("engine", GRPO_ENGINES)
 def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp_path):
     """The GRPO stage with fixed samples (each prompt's group drawn from its own text, see the
     script): 2 processes x 4 prompts (each group whole on the process that sampled it) and 1 process

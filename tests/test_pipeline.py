@@ -105,7 +105,7 @@ def test_world_data_command_writes_every_set(tmp_path, capsys):
                  "eval_prompts=20"]) == 0
     names = {p.name for p in (tmp_path / "w").iterdir()}
     assert names == {"sft.jsonl", "rankings.jsonl", "rl_prompts.jsonl", "rl_eval_prompts.jsonl", "eval_heldout_phrasing.jsonl",
-                     "eval_heldout_input.jsonl", "manifest.json"}
+                     "eval_heldout_input.jsonl", "cost.jsonl", "manifest.json"}
     ranking = json.loads((tmp_path / "w" / "rankings.jsonl").read_text().splitlines()[0])
     assert len(ranking["responses"]) == 4 and len(ranking["kinds"]) == 4
 

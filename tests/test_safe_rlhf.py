@@ -64,6 +64,22 @@ def safe_ppo(policy, prompts, out, *overrides, cost_fn=pear_share):
     return run_ppo(cfg, reward_fn=pear_share, cost_fn=cost_fn)
 
 
+def test_logged_multiplier_follows_the_rule_from_the_logged_cost(fruit_policy, prompts_file, tmp_path):
+    """Four iterations, limit 0.05 and lambda from 0.5: each logged lambda is the one the rule gives
+    from the lambda and cost logged the iteration before; fixed, lambda never moves."""
+    out = tmp_path / "rule"
+    safe_ppo(fruit_policy, prompts_file, out, "train.max_steps=4", "safety.cost_limit=0.05", "safety.lambda_init=0.5",
+             "safety.lambda_lr=1.0")
+    logged = rows(out)
+    assert len(logged) == 4 and logged[0]["lambda"] == 0.5
+    for before, after in zip(logged, logged[1:]):
+        assert after["lambda"] == pytest.approx(max(0.0, before["lambda"] + 1.0 * (before["cost"] - 0.05)), abs=1e-6)
+    fixed = tmp_path / "fixed"
+    safe_ppo(fruit_policy, prompts_file, fixed, "train.max_steps=2", "safety.multiplier=fixed", "safety.lambda_init=0.5")
+    assert [r["lambda"] for r in rows(fixed)] == [0.5, 0.5]
+
+
+@pytest.mark.slow
 def test_lagrangian_ppo_holds_the_cost_limit_the_reward_alone_breaks(fruit_policy, prompts_file, tmp_path):
     """Reward and cost are the same signal (the share of 'pear' in a response), so the constraint is
     all that holds the policy back. Unconstrained (lambda fixed at 0), PPO drives the share above 0.5
