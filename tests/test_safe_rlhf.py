@@ -117,3 +117,33 @@ def test_cost_model_and_held_out_cost(tiny_dir, prompts_file, reward_dir, tmp_pa
     assert "best_eval_reward" not in logged[-1]  # nothing within a limit of -100: no better policy saved
     with pytest.raises(ConfigError, match="safety.lambda_lr"):
         load_config(PPOConfig, None, [f"model.path={tiny_dir}", "rollout.prompts_path=p", "safety.lambda_lr=-1"])
+
+
+def test_grpo_under_a_cost_constraint_logs_the_rule_and_resumes_exactly(tiny_dir, prompts_file, reward_dir, tmp_path):
+    """GRPO with a cost model (the tiny random one stands in) and a limit it cannot meet: each logged
+    lambda follows the rule from the cost logged with it (reward/cost, the generation's first samples),
+    and a run resumed from its step-2 checkpoint (lambda restored from it) ends with the same weights and
+    the same lambdas as one never stopped."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from alignkit.config import GRPOConfig
+    from alignkit.stages.grpo import run_grpo
+
+    args = [f"model.path={tiny_dir}", f"rollout.prompts_path={prompts_file}", "log.progress=false",
+            "rollout.max_new_tokens=6", "train.batch_size=4", "group.n=4", "train.max_steps=4", "checkpoint.save_every=2",
+            "checkpoint.keep_last=5", "optim.lr=1e-3", "group.advantage=rloo", "rewards=[{fn: length, max_words: 4}]",
+            f"safety.cost_model={reward_dir}", "safety.cost_limit=-100", "safety.lambda_init=0.5", "safety.lambda_lr=0.01"]
+    out = tmp_path / "run"
+    straight = load_file(str(run_grpo(load_config(GRPOConfig, None, [*args, f"output_dir={out}"])) / "model.safetensors"))
+    logged = rows(out)
+    assert [r["lambda"] for r in logged][0] == 0.5
+    for before, after in zip(logged, logged[1:]):
+        assert after["lambda"] == pytest.approx(before["lambda"] + 0.01 * (before["reward/cost"] + 100), abs=1e-6)
+    for name in ("model", "checkpoints/step-000004"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    resumed = load_file(str(run_grpo(load_config(GRPOConfig, None, [*args, f"output_dir={out}", "resume=true"]))
+                            / "model.safetensors"))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert [r["lambda"] for r in rows(out)] == [r["lambda"] for r in logged]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from alignkit.config.parts import (CheckpointConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig, TrainConfig,
                                    check_non_negative, check_positive, check_training_parts)
-from alignkit.config.ppo import PlacementConfig, RolloutConfig, check_placement
+from alignkit.config.ppo import PlacementConfig, RolloutConfig, SafetyConstraintConfig, check_placement
 from alignkit.errors import ConfigError
 
 
@@ -90,6 +90,9 @@ class GRPOConfig:
     """Group size, estimator, loss, updates per generation, dynamic sampling, overlong penalty."""
     kl: GroupKLConfig = field(default_factory=GroupKLConfig)
     """The KL term and where it goes."""
+    safety: SafetyConstraintConfig = field(default_factory=SafetyConstraintConfig)
+    """Safe RLHF: a cost model and a constraint on the mean cost of each generation's first samples,
+    through a Lagrange multiplier (as in PPO; the cost is logged as the part reward/cost)."""
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     """Devices of the frozen reference and reward models."""
     keep_best: bool = False

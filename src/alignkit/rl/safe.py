@@ -60,6 +60,16 @@ class CostConstraint:
             return penalized_reward(rewards, costs, self.lam, self.normalize)
         return penalized
 
+    def part_scorer(self, score: Callable[..., Any]) -> Callable[..., Any]:
+        """A (total, parts) scorer (rl/scoring.py) turned into the penalised total, the cost added to
+        its parts as "cost"."""
+        def penalized(prompts: list[Conversation], responses: list[str], rows: list[dict[str, Any]]) -> Any:
+            total, parts = score(prompts, responses, rows)
+            costs = self.cost_fn(prompts, responses).float().cpu()
+            self.last_rewards, self.last_costs = total.float().cpu(), costs
+            return penalized_reward(total.float().cpu(), costs, self.lam, self.normalize), {**parts, "cost": costs}
+        return penalized
+
     def update(self, mean_cost: float) -> None:
         """After an iteration: the multiplier's step on that iteration's mean cost (fixed: no change)."""
         if self.learn:

@@ -41,6 +41,7 @@ from alignkit.rl.group import informative_groups
 from alignkit.rl.group_rollout import Generation, Sampled, choose_groups, prepare_generation, sample_groups, take
 from alignkit.rl.kl import kl_estimate
 from alignkit.rl.rollout import token_logprobs
+from alignkit.rl.safe import CostConstraint
 from alignkit.rl.scoring import Scorer, combined_scorer, reward_model_scorer
 from alignkit.rl.shared_prompt import can_share, response_logits
 from alignkit.training import engine
@@ -77,7 +78,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     policy = apply_peft(policy, cfg.peft)
     disable_dropout(policy)  # the ratio starts at exactly 1 only without dropout
     policy.to(device)
-    score = build_scorer(cfg, accelerator)
+    score, constraint = build_scorer(cfg, accelerator)
     trainable, total = count_parameters(policy)
     n, updates = cfg.group.n, cfg.updates_per_generation()
     gen_size = cfg.train.batch_size * world  # prompts per generation, all processes
@@ -94,6 +95,10 @@ def run_grpo(cfg: GRPOConfig) -> Path:
                          total_steps=generations * updates, global_size=gen_size, micro_size=micro)
     model = run.model
     module = accelerator.unwrap_model(model)
+    if constraint:  # lambda and the limit go into every checkpoint and come back on resume
+        run.state = lambda: {"lambda": constraint.lam, "cost_limit": constraint.limit}
+        if run.extra.get("lambda") is not None:
+            constraint.lam, constraint.limit = float(run.extra["lambda"]), float(run.extra["cost_limit"])
     autocast = accelerator.autocast
 
     reduce = lambda *values: reduce_sum(accelerator, *values)  # noqa: E731
@@ -134,6 +139,13 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     def new_generation(g: int) -> Generation:
         t0 = time.perf_counter()
         first = sample(shard(global_batch(len(prompts), g, gen_size, cfg.seed), rank, world))
+        if constraint:  # lambda's step on the mean cost of the policy's own samples, alike everywhere
+            c_sum, c_n = reduce(float(first.parts["cost"].sum()), float(first.parts["cost"].numel()))
+            if cfg.safety.limit_from_start and g == 0:
+                constraint.limit = c_sum / c_n
+            current["safety"] = {"lambda": constraint.lam, "cost_limit": constraint.limit,
+                                 "cost_slack": constraint.limit - c_sum / c_n}
+            constraint.update(c_sum / c_n)
         def extra(r: int) -> Sampled:
             # Further prompts for dynamic sampling come from a stream of their own, position by
             # position (max_sampling_rounds per generation), so no round draws the same batch again.
@@ -153,6 +165,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
     def summarize(sums: dict[str, float], seconds: float, done: int) -> dict[str, float]:
         row = step_figures(sums, seconds, accelerator, pending, timers)
+        row.update(current.pop("safety", {}))
         pending.clear()
         timers.update(gen_s=0.0, prep_s=0.0)
         return row
@@ -177,14 +190,22 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     return close_run(run, model_dir, "grpo")
 
 
-def build_scorer(cfg: GRPOConfig, accelerator: Any) -> Scorer:
-    """The reward functions and/or the reward model (frozen, beside the engine), added by weight."""
+def build_scorer(cfg: GRPOConfig, accelerator: Any) -> tuple[Scorer, CostConstraint | None]:
+    """The reward functions and/or the reward model (frozen, beside the engine), added by weight; with
+    safety.cost_model, penalised by the cost through the multiplier (rl/safe.py), which is returned too."""
     model_score = None
+    device = cfg.placement.reward_device or None
     if cfg.reward_model:
-        reward, offset, reward_tokenizer = engine.frozen_reward_model(accelerator, cfg.reward_model,
-                                                               cfg.placement.reward_device or None)
+        reward, offset, reward_tokenizer = engine.frozen_reward_model(accelerator, cfg.reward_model, device)
         model_score = reward_model_scorer(reward, reward_tokenizer, offset, cfg.train.eval_batch_size)
-    return combined_scorer(cfg.rewards, model_score, cfg.reward_model_weight)
+    score = combined_scorer(cfg.rewards, model_score, cfg.reward_model_weight)
+    if not cfg.safety.cost_model:
+        return score, None
+    s = cfg.safety
+    cost, _, cost_tokenizer = engine.frozen_reward_model(accelerator, s.cost_model, device)
+    constraint = CostConstraint(reward_model_scorer(cost, cost_tokenizer, 0.0, cfg.train.eval_batch_size), s.cost_limit,
+                                s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize)
+    return constraint.part_scorer(score), constraint
 
 
 # -------------------------------------------------------------------- the loss
@@ -287,7 +308,8 @@ def evaluate_reward(cfg: GRPOConfig, accelerator: Any, policy: Any, tokenizer: A
     """Mean reward (and each part's) of the policy's greedy responses to the held-out prompts."""
     from alignkit.models.generate import generate_responses
 
-    names = [str(spec.get("name", spec.get("fn"))) for spec in cfg.rewards] + (["reward_model"] if cfg.reward_model else [])
+    names = [str(spec.get("name", spec.get("fn"))) for spec in cfg.rewards] + (["reward_model"] if cfg.reward_model else []) \
+        + (["cost"] if cfg.safety.cost_model else [])
     keys = ["eval_reward", "eval_words", "n", *(f"eval_reward/{k}" for k in names)]  # alike on every process
     sums = dict.fromkeys(keys, 0.0)
     # In lockstep under ZeRO-3, where generating is a collective: every process the same batches.

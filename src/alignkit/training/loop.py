@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ class Run:
     total_steps: int
     start: int
     """The first step to run: a resumed checkpoint's step, else 0."""
+    extra: dict = field(default_factory=dict)
+    """The stage's own state as the resumed checkpoint saved it ({} when starting afresh)."""
+    state: Callable[[], dict] | None = None
+    """The stage's own state to save with every checkpoint (GRPO's Lagrange multiplier); None: nothing."""
 
 
 def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units: int, unit_name: str = "rows",
@@ -82,8 +86,8 @@ def start_training(cfg: Any, accelerator: Any, model: Any, run_dir: Path, units:
                                       grad_accum=cfg.train.grad_accum, max_grad_norm=cfg.optim.max_grad_norm)
     metrics = MetricsWriter(run_dir, accelerator.is_main_process, cfg.log.tensorboard, cfg.log.report_to, cfg,
                             cfg.log.project)
-    start, _ = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics, global_size)
-    return Run(accelerator, model, optimizer, scheduler, metrics, run_dir, units, global_size, total_steps, start)
+    start, extra = resume_step(cfg, run_dir, accelerator, model, optimizer, scheduler, metrics, global_size)
+    return Run(accelerator, model, optimizer, scheduler, metrics, run_dir, units, global_size, total_steps, start, extra)
 
 
 def train_steps(cfg: Any, run: Run, *, name: str, batches: Batches, loss: Loss,
@@ -215,7 +219,8 @@ def resume_step(cfg: Any, run_dir: Path, accelerator: Any, model: Any, optimizer
 def save_resumable(cfg: Any, run: Run, step: int) -> None:
     """A resumable checkpoint: weights, optimizer, schedule and random state at `step`."""
     engine.save_resumable(run.run_dir, step, run.accelerator, run.model, run.optimizer, run.scheduler,
-                          keep_last=cfg.checkpoint.keep_last, global_batch=run.global_size)
+                          keep_last=cfg.checkpoint.keep_last, global_batch=run.global_size,
+                          extra=run.state() if run.state else None)
 
 
 def save_model(accelerator: Any, model: Any, tokenizer: Any, out: Path, base_model_path: str | None) -> None:
