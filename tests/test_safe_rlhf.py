@@ -79,7 +79,6 @@ def test_logged_multiplier_follows_the_rule_from_the_logged_cost(fruit_policy, p
     assert [r["lambda"] for r in rows(fixed)] == [0.5, 0.5]
 
 
-@pytest.mark.slow
 def test_lagrangian_ppo_holds_the_cost_limit_the_reward_alone_breaks(fruit_policy, prompts_file, tmp_path):
     """Reward and cost are the same signal (the share of 'pear' in a response), so the constraint is
     all that holds the policy back. Unconstrained (lambda fixed at 0), PPO drives the share above 0.5
