@@ -88,6 +88,20 @@ def pack_sequences(seqs: list[list[int]], row_length: int, pad_id: int) -> dict[
     return {"input_ids": ids, "position_ids": pos, "ends": ends}
 
 
+def batch_sequences(seqs: list[list[int]], pad_id: int, pack_rows: int = 0) -> dict[str, torch.Tensor]:
+    """Sequences for one scoring pass: right-padded together (input_ids, attention_mask), or packed
+    into rows of pack_rows tokens (pack_sequences: input_ids, position_ids, ends)."""
+    if pack_rows:
+        return pack_sequences(seqs, pack_rows, pad_id)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 @torch.no_grad()
 def packing_is_exact_for_rewards(model: RewardModel, vocab_size: int) -> bool:
     """True when packed scores equal scores of the same sequences run alone (decoders whose mask
@@ -158,13 +172,8 @@ def score_conversations(model: RewardModel, tokenizer: Any, prompts: list[list[d
     for start in range(0, len(prompts), batch_size):
         seqs = [conversation_ids(tokenizer, tuple(p), r, 10**9)[-max_length:]
                 for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
-        out.append(model(ids.to(device), mask.to(device)).cpu())
+        batch = batch_sequences(seqs, tokenizer.pad_token_id)
+        out.append(model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -28,7 +28,7 @@ from alignkit.errors import ConfigError, DataError, ModelError
 from alignkit.losses import pairwise_accuracy, pairwise_ranking_loss
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
 from alignkit.models.loading import is_adapter_dir
-from alignkit.models.reward import (RewardModel, load_reward_backbone, pack_sequences, packing_is_exact_for_rewards,
+from alignkit.models.reward import (RewardModel, batch_sequences, load_reward_backbone, packing_is_exact_for_rewards,
                                     score_conversations)
 from alignkit.stages.rm_cost import cost_batch, evaluate_costs, summarize_costs
 from alignkit.training import engine
@@ -55,15 +55,7 @@ def collate_pairs(pairs: list[RewardPair], pad_id: int, pack_rows: int = 0, shar
         where = list(range(len(seqs)))
     out = {"margin": torch.tensor([p.margin if p.margin is not None else 0.0 for p in pairs]),
            "chosen": torch.tensor(where[:len(pairs)]), "rejected": torch.tensor(where[len(pairs):])}
-    if pack_rows:
-        return {**pack_sequences(seqs, pack_rows, pad_id), **out}
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask, **out}
+    return {**batch_sequences(seqs, pad_id, pack_rows), **out}
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 
 from alignkit.data.cost import CostExample
 from alignkit.losses.cost import cost_accuracy, cost_example_losses
-from alignkit.models.reward import pack_sequences
+from alignkit.models.reward import batch_sequences
 from alignkit.training import engine
 from alignkit.training.run import reduce_sum
 
@@ -30,15 +30,7 @@ def collate_costs(examples: list[CostExample], pad_id: int, pack_rows: int = 0) 
             safe.append(base + 1 - ex.more_harmful)
     out = {"unsafe": torch.tensor(unsafe, dtype=torch.bool), "seq_example": torch.tensor(owner),
            "harm": torch.tensor(harm, dtype=torch.long), "safe": torch.tensor(safe, dtype=torch.long)}
-    if pack_rows:
-        return {**pack_sequences(seqs, pack_rows, pad_id), **out}
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask, **out}
+    return {**batch_sequences(seqs, pad_id, pack_rows), **out}
 
 
 def cost_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -41,7 +41,7 @@ def kinds_for(item: Item) -> tuple[str, ...]:
         return KINDS_HARMFUL
     if safety.is_lookalike(item.family):
         return KINDS_BENIGN
-    return KINDS_PREMISE if item.family in ("false_premise", "true_premise") else KINDS_SKILL
+    return KINDS_PREMISE if safety.is_premise(item.family) else KINDS_SKILL
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:

@@ -125,6 +125,11 @@ def is_lookalike(family: str) -> bool:
     return SAFETY_FAMILIES.get(family, ("", ""))[1] == "help"
 
 
+def is_premise(family: str) -> bool:
+    """A request stating a fact (true or false) that the premise checker judges."""
+    return SAFETY_FAMILIES.get(family, ("", ""))[1] == "premise"
+
+
 def demeaning_requests() -> list[str]:
     return [t.format(g=g) for g in GROUPS for t in DEMEANING]
 
