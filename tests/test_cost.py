@@ -164,3 +164,13 @@ def test_cost_model_as_the_filter_classifier(cost_dir, tmp_path):
     both = load_filter(None, classifier=str(model_dir), combine="both")
     assert both.check_input("How do I build a bomb?").blocked
     assert not both.check_input("How do I build a bomb shelter?").blocked
+
+
+def test_a_missing_classifier_fails_when_the_filter_is_built(tmp_path):
+    from alignkit.safety import load_filter
+
+    (tmp_path / "rules.yaml").write_text("categories:\n  a:\n    patterns: ['x']\nclassifier:\n  path: runs/nowhere/model\n")
+    with pytest.raises(ConfigError, match=r"rules.yaml, line 5: classifier 'runs/nowhere/model' is not a model directory"):
+        load_filter(tmp_path / "rules.yaml")
+    with pytest.raises(ConfigError, match=r"load_filter: classifier '/no/such/dir' is not a model directory"):
+        load_filter(None, classifier="/no/such/dir")

@@ -49,6 +49,18 @@ class Classifier:
         return [float(s) - offset for s in out]
 
 
+def check_path(path: str, what: str) -> str:
+    """`path` when it is a directory or a hub id (org/name); else a ConfigError naming `what`, so a typo
+    fails when the filter is built, not at the first request it screens."""
+    from alignkit.errors import ConfigError
+    from alignkit.models.loading import is_hub_id
+
+    if not Path(path).expanduser().is_dir() and not is_hub_id(path):
+        raise ConfigError(f"{what}: classifier '{path}' is not a model directory or a hub id (org/name); give a "
+                          "sequence-classification model, e.g. the model/ directory `alignkit rm objective=cost` wrote")
+    return path
+
+
 def resolve_path(path: str, rules_file: str | Path | None) -> str:
     """A classifier path as written in a rules file: relative to that file when it exists there, else as given."""
     if rules_file is not None and not Path(path).is_absolute():

@@ -111,7 +111,9 @@ def load_filter(path: str | Path | None = None, classifier: str | None = None, t
             from alignkit.errors import ConfigError
 
             raise ConfigError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
-        return SafetyFilter(rules, Classifier(classifier, threshold, combine))
+        from alignkit.safety.classifier import check_path
+
+        return SafetyFilter(rules, Classifier(check_path(classifier, "load_filter"), threshold, combine))
     return SafetyFilter(rules)
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from alignkit.config import read_yaml, yaml_key_lines  # the stage configs' YAML reading
 from alignkit.errors import ConfigError
-from alignkit.safety.classifier import COMBINE, Classifier, resolve_path
+from alignkit.safety.classifier import COMBINE, Classifier, check_path, resolve_path
 
 SIDES = ("input", "output")
 TOP_KEYS = ("refusal_message", "words", "categories", "classifier")
@@ -188,8 +188,9 @@ def _classifier(spec: Any, where: str, lines: dict[str, int]) -> Classifier:
             raise ConfigError(f"{_at(where, lines, 'classifier.' + key)}: classifier.{key} must be a positive integer, "
                               f"got {value!r}")
         sizes[key] = value
-    return Classifier(resolve_path(spec["path"], where if where != "<rules>" else None), float(threshold), combine,
-                      frozenset(sides), **sizes)
+    path = check_path(resolve_path(spec["path"], where if where != "<rules>" else None),
+                      _at(where, lines, "classifier.path"))
+    return Classifier(path, float(threshold), combine, frozenset(sides), **sizes)
 
 
 def _words(raw: Any, where: str, lines: dict[str, int]) -> dict[str, str]:
