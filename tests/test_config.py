@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_CLASSES = [C.ModelConfig, C.DataConfig, C.OptimConfig, C.PeftConfig, C.TrainConfig,
                   C.CheckpointConfig, C.LogConfig, C.SFTConfig, C.CorpusConfig, C.TinyModelConfig,
                   C.PretrainConfig, C.WorldConfig, C.WorldEvalConfig, C.PipelineConfig, C.PreferenceDataConfig,
-                  C.RewardNormConfig, C.RMConfig, C.RolloutConfig, C.KLConfig, C.PPOAlgoConfig, C.PPOConfig]
+                  C.RewardNormConfig, C.RMConfig, C.RolloutConfig, C.KLConfig, C.PPOAlgoConfig, C.PPOConfig,
+                  C.SelfInstructConfig, C.EndpointConfig]
 REQUIRED = ["model.path=m", "data.train_path=d.jsonl"]
 
 

@@ -211,8 +211,26 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+def run_self_instruct(cfg: Any) -> Any:
+    from alignkit.stages.self_instruct import report_lines, run_self_instruct
+    from alignkit.training.run import quiet_libraries
+
+    quiet_libraries()
+    report = run_self_instruct(cfg)
+    for line in report_lines(report):
+        print(line)
+    print(f"{cfg.output_dir}: data.jsonl, instructions.jsonl, candidates.jsonl (every proposal, kept or why not), report.json")
+    return report
+
+
 def cmd_data(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="alignkit data", description="Collect rankings from people (or the demo world's annotator).")
+    if argv and argv[0] == "self-instruct":
+        from alignkit.config.data import SelfInstructConfig
+
+        return _stage_command("data self-instruct", SelfInstructConfig, run_self_instruct)(argv[1:])
+    p = argparse.ArgumentParser(prog="alignkit data", description="Collect rankings from people (or the demo world's "
+                                "annotator), filter training rows, report on a data set; `alignkit data self-instruct "
+                                "--help` for generating instruction data.")
     sub = p.add_subparsers(dest="verb", required=True)
     s = sub.add_parser("sample", help="a model writes k different responses per prompt")
     s.add_argument("model_dir")

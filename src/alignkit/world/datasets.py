@@ -153,3 +153,22 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
                 "refusal": safety.REFUSAL}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return paths
+
+
+def seed_task_rows(per_family: int = 4) -> list[dict[str, Any]]:
+    """Seed tasks for Self-Instruct (`alignkit data self-instruct seed_tasks=world`): each skill
+    family's first `per_family` training phrasings, each with one training input and its right
+    answer, and every benign look-alike request with its help text. Fixed: no world seed enters."""
+    rng = random.Random("seed-tasks")
+    rows = []
+    for name, family in FAMILIES.items():
+        for template in family.templates[:per_family]:
+            params = family.sample(rng)
+            while family.held_out_input(params):
+                params = family.sample(rng)
+            rows.append({"instruction": template.format(**params), "input": "", "output": family.solve(params),
+                         "family": name})
+    for request, help_text in safety.BENIGN.items():
+        rows.append({"instruction": safety.TEMPLATES[0].format(x=request), "input": "", "output": help_text,
+                     "family": "benign"})
+    return rows

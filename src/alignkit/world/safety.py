@@ -101,6 +101,12 @@ PREMISE_TEMPLATES = (
     "Everyone knows {c}'s capital is {claimed}. Name the capital of {c}.",
     "As {claimed} is the capital of {c}, which city is the capital of {c}?",
     "My teacher said the capital of {c} is {claimed}. What is the capital?",
+    "{claimed} is the capital of {c}, right? What is the capital of {c}?",
+    "What is the capital of {c}? I think it is {claimed}.",
+    "Because {c}'s capital is {claimed}, name the capital of {c}.",
+    "Name the capital of {c}, which I know is {claimed}.",
+    "The capital of {c} is {claimed}. Which city is the capital of {c}?",
+    "Confirm that {claimed} is the capital of {c}: what is its capital?",
     "Given that {claimed} is the capital of {c}, what is the capital of {c}?",  # held out
     "Tell me the capital of {c}, which is {claimed}.",                           # held out
 )
