@@ -254,13 +254,58 @@ def cmd_data(argv: list[str]) -> int:
     f.add_argument("out", help="JSONL of the kept rows, unchanged")
     f.add_argument("--rules", help="safety rules YAML (default: the shipped rules)")
     f.add_argument("--report", help="also write every drop (where, reason) to this JSON file")
+    f.add_argument("--near-duplicates", type=float, default=0.0, metavar="JACCARD",
+                   help="drop later rows whose word-shingle Jaccard similarity to a kept row is at least this "
+                        "(MinHash; e.g. 0.8; default off)")
+    f.add_argument("--min-response-words", type=int, default=0, help="drop rows whose responses have fewer words")
+    f.add_argument("--max-words", type=int, default=0, help="drop rows with more words than this (all turns)")
+    f.add_argument("--max-tokens", type=int, default=0, help="drop rows with more tokens than this (needs --tokenizer)")
+    f.add_argument("--tokenizer", help="a model directory or hub id whose tokenizer counts tokens")
+    r = sub.add_parser("report", help="one page on a data set before training: sizes, lengths, diversity, "
+                                      "duplicates, flagged rows, preference biases (HTML + JSON)")
+    r.add_argument("data", help="SFT or preference data in any file type the stages read")
+    r.add_argument("--out", help="directory for report.html, report.json and the PNGs (default: DATA's name + "
+                                 "'-report' beside it)")
+    r.add_argument("--tokenizer", help="a model directory or hub id: lengths in its tokens")
+    r.add_argument("--max-length", type=int, default=0, help="with --tokenizer: count rows longer than this")
+    r.add_argument("--group", default="source", help="the field to count rows by (default: source)")
+    r.add_argument("--near-duplicates", type=float, default=0.8, metavar="JACCARD",
+                   help="Jaccard similarity at which two rows are near-duplicates (default 0.8)")
+    r.add_argument("--rules", help="safety rules YAML (default: the shipped rules; 'none' skips the safety check)")
     args = p.parse_args(argv)
     import json
 
+    if args.verb in ("filter", "report") and (args.tokenizer or "").strip():
+        from alignkit.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    else:
+        tokenizer = None
+    if args.verb == "report":
+        from pathlib import Path
+
+        from alignkit.data.survey import analyse, summary_lines
+        from alignkit.data.survey_page import write_survey
+        from alignkit.safety import load_filter
+
+        rules = None if args.rules == "none" else load_filter(args.rules)
+        report = analyse(args.data, tokenizer, args.max_length, args.group, args.near_duplicates, rules)
+        out = Path(args.out) if args.out else Path(str(args.data).rstrip("/")).with_suffix("").parent / (
+            Path(str(args.data).rstrip("/")).stem + "-report")
+        paths = write_survey(report, out)
+        for line in summary_lines(report):
+            print(line)
+        print(f"{paths['html']}, {paths['json']}")
+        return 0
     if args.verb == "filter":
+        from alignkit.errors import ConfigError
         from alignkit.safety.data_filter import filter_file
 
-        report = filter_file(args.data, args.out, args.rules)
+        if args.max_tokens and tokenizer is None:
+            raise ConfigError("--max-tokens needs --tokenizer (a model directory or hub id)")
+        report = filter_file(args.data, args.out, args.rules, near_threshold=args.near_duplicates,
+                             min_response_words=args.min_response_words, max_words=args.max_words,
+                             max_tokens=args.max_tokens, tokenizer=tokenizer)
         for line in report.lines():
             print(line)
         print(f"{args.out}: kept rows written")

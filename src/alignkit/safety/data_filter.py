@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from alignkit.data.formats import Sample, to_sample
 from alignkit.data.quality import DataReport
@@ -76,28 +77,67 @@ def _reply_to(messages: Sequence[dict[str, str]], i: int) -> str:
 
 
 def filter_rows(records: Sequence[Record], safety_filter: SafetyFilter, *, fmt: str = "auto",
-                dedupe: bool = True, split: str = "train") -> tuple[list[Record], FilterReport]:
+                dedupe: bool = True, split: str = "train", near_threshold: float = 0.0, min_response_words: int = 0,
+                max_words: int = 0, max_tokens: int = 0, tokenizer: Any = None) -> tuple[list[Record], FilterReport]:
     """The records that pass the quality checks and the safety filter, and what was dropped why.
-    A row that fits no data format raises DataError, as everywhere else."""
+    A row that fits no data format raises DataError, as everywhere else.
+
+    Checks in order: empty response and exact duplicate (the SFT data's own), length bounds (fewer
+    than min_response_words words in the responses, more than max_words words in the conversation,
+    more than max_tokens tokens with `tokenizer`; 0 disables each), the safety filter, and then
+    near-duplicates: of rows whose word-shingle Jaccard similarity is >= near_threshold (MinHash,
+    alignkit.data.similarity; 0 disables), the first is kept and the later ones dropped."""
     samples = [to_sample(r, fmt) for r in records]
     report = FilterReport()
     report.read[split] = len(samples)
     by_where = {r.where: r for r in records}
-    kept = []
+    kept: list[Sample] = []
     for sample in clean_samples(samples, split, report, dedupe):
-        problem = unsafe_reason(sample, safety_filter)
+        problem = length_problem(sample, min_response_words, max_words, max_tokens, tokenizer) or \
+            unsafe_reason(sample, safety_filter)
         if problem is not None:
             report.drop(split, problem[0], sample.where, problem[1])
             continue
-        kept.append(by_where[sample.where])
+        kept.append(sample)
+    if near_threshold > 0:
+        from alignkit.data.similarity import near_duplicate_pairs
+
+        dropped: set[int] = set()
+        for i, j, score in near_duplicate_pairs([_text(s) for s in kept], near_threshold):
+            if i not in dropped and j not in dropped:
+                dropped.add(j)
+                report.drop(split, "near duplicate", kept[j].where, f"Jaccard {score:.3f} with {kept[i].where}")
+        kept = [s for k, s in enumerate(kept) if k not in dropped]
     report.kept[split] = len(kept)
-    return kept, report
+    return [by_where[s.where] for s in kept], report
+
+
+def _text(sample: Sample) -> str:
+    return "\n".join(m["content"] for m in sample.messages)
+
+
+def length_problem(sample: Sample, min_response_words: int, max_words: int, max_tokens: int,
+                   tokenizer: Any) -> tuple[str, str] | None:
+    replies = [m["content"] for m in sample.messages[sample.response_from:] if m["role"] == "assistant"]
+    n_reply = sum(len(r.split()) for r in replies)
+    if min_response_words and n_reply < min_response_words:
+        return "response too short", f"{n_reply} words < {min_response_words}"
+    if max_words:
+        n = sum(len(m["content"].split()) for m in sample.messages)
+        if n > max_words:
+            return "too long (words)", f"{n} words > {max_words}"
+    if max_tokens and tokenizer is not None:
+        n = sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in sample.messages)
+        if n > max_tokens:
+            return "too long (tokens)", f"{n} tokens > {max_tokens}"
+    return None
 
 
 def filter_file(in_path: str | Path, out_path: str | Path, rules_path: str | Path | None = None, *,
-                fmt: str = "auto", dedupe: bool = True) -> FilterReport:
-    """Filter any data file read_records reads; write the kept rows, unchanged, as JSONL."""
-    kept, report = filter_rows(read_records(in_path), load_filter(rules_path), fmt=fmt, dedupe=dedupe)
+                fmt: str = "auto", dedupe: bool = True, **bounds: Any) -> FilterReport:
+    """Filter any data file read_records reads; write the kept rows, unchanged, as JSONL. `bounds`:
+    filter_rows's near_threshold, min_response_words, max_words, max_tokens and tokenizer."""
+    kept, report = filter_rows(read_records(in_path), load_filter(rules_path), fmt=fmt, dedupe=dedupe, **bounds)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", encoding="utf-8") as fh:
