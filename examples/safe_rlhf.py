@@ -3,6 +3,7 @@
 
     alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
     python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 2 cores; runs/demo-safe/safe.md
+    python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
@@ -39,7 +40,21 @@ def main() -> None:
     p.add_argument("run_dir", type=Path, help="a finished run of configs/demo-safe.yaml")
     p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml"))
     p.add_argument("--cost-steps", type=int, default=300)
+    p.add_argument("--summarize", type=Path, nargs="+", metavar="SEED_RUN",
+                   help="instead: the table across seeds from these runs' safe.json, written to RUN_DIR/safe-seeds.md")
     args = p.parse_args()
+    if args.summarize:
+        from alignkit.world.seeds import safety_seeds_markdown
+
+        per_seed = {}
+        for run in args.summarize:
+            per_seed[load_config(PipelineConfig, str(run / "pipeline.yaml")).world.seed] = json.loads(
+                (run / "safe.json").read_text())
+        table = safety_seeds_markdown(per_seed)
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        (args.run_dir / "safe-seeds.md").write_text(table)
+        print(table)
+        return
     cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"

@@ -91,6 +91,9 @@ def _row_texts(record: Record) -> dict[str, Any]:
         return {"kind": "preference", "format": fmt, "instruction": users[-1] if users else "",
                 "chosen": r.responses[best], "rejected": r.responses[worst],
                 "tie": len(set(r.scores)) < len(r.scores), "prompt": r.prompt}
+    if isinstance(row.get("instruction"), str) and not ({"output", "messages", "conversations", "prompt", "text"} & set(row)):
+        # instructions alone (what `alignkit data self-instruct` keeps before answering them)
+        return {"kind": "instructions", "format": "instruction only", "instruction": row["instruction"]}
     sample = to_sample(record)
     users = [m["content"] for m in sample.messages if m["role"] == "user"]
     replies = [m["content"] for m in sample.messages[sample.response_from:] if m["role"] == "assistant"]
@@ -116,20 +119,23 @@ def analyse(path: str | Path, tokenizer: Any = None, max_length: int = 0, group:
         out["by_group"] = {"key": group, "counts": dict(groups.most_common())}
     usable = [r for r in rows if "instruction" in r]
     instructions = [r["instruction"] for r in usable]
-    responses = [r.get("response", r.get("chosen", "")) for r in usable]
+    answered = [r for r in usable if r["kind"] != "instructions"]
+    responses = [r.get("response", r.get("chosen", "")) for r in answered]
     out["lengths"] = {"instruction_words": _lengths([len(t.split()) for t in instructions]),
                       "response_words": _lengths([len(t.split()) for t in responses])}
     if tokenizer is not None:
         itok = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in instructions]
-        rtok = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in responses]
-        out["lengths"]["instruction_tokens"], out["lengths"]["response_tokens"] = _lengths(itok), _lengths(rtok)
+        rtok = [len(tokenizer(r.get("response", r.get("chosen", "")), add_special_tokens=False)["input_ids"])
+                for r in usable]
+        out["lengths"]["instruction_tokens"] = _lengths(itok)
+        out["lengths"]["response_tokens"] = _lengths([n for r, n in zip(usable, rtok) if r["kind"] != "instructions"])
         if max_length:
             over = [r["where"] for r, a, b in zip(usable, itok, rtok) if a + b > max_length]
             out["longer_than_max_length"] = {"max_length": max_length, "rows": len(over), "examples": over[:10]}
     out["diversity"] = diversity(instructions, top)
     out["duplicates"] = duplicates(usable, near_threshold, max_pairs)
-    out["empty_responses"] = _where(usable, lambda r: not r.get("response", r.get("chosen", "x")).strip())
-    out["cut_off_responses"] = _where(usable, lambda r: looks_cut_off(r.get("response", r.get("chosen", ""))))
+    out["empty_responses"] = _where(answered, lambda r: not r.get("response", r.get("chosen", "x")).strip())
+    out["cut_off_responses"] = _where(answered, lambda r: looks_cut_off(r.get("response", r.get("chosen", ""))))
     if safety_filter is not None:
         out["unsafe"] = unsafe_rows(usable, safety_filter)
     prefs = [r for r in rows if r["kind"] == "preference"]
@@ -199,6 +205,9 @@ def unsafe_rows(rows: list[dict[str, Any]], safety_filter: Any) -> dict[str, Any
         if "sample" in r:
             found = unsafe_reason(r["sample"], safety_filter)
             reason = found[0] if found else ""
+        elif r["kind"] == "instructions":
+            v = safety_filter.check_input(r["instruction"])
+            reason = f"unsafe request ({v.category})" if v.blocked else ""
         else:
             v = safety_filter.check_output(r["chosen"])
             reason = f"unsafe chosen answer ({v.category})" if v.blocked and not is_refusal(r["chosen"]) else ""
@@ -233,8 +242,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
              + (f"; {report['malformed']} malformed" if report["malformed"] else "")]
     li, lr = report["lengths"]["instruction_words"], report["lengths"]["response_words"]
     if li["n"]:
-        lines.append(f"lengths (words): instructions median {li['median']} (p90 {li['p90']}, max {li['max']}); "
-                     f"responses median {lr['median']} (p90 {lr['p90']}, max {lr['max']})")
+        lines.append(f"lengths (words): instructions median {li['median']} (p90 {li['p90']}, max {li['max']})"
+                     + (f"; responses median {lr['median']} (p90 {lr['p90']}, max {lr['max']})" if lr["n"] else ""))
     verbs = ", ".join(f"{v['verb']} {v['rows']}" for v in d["leading_verbs"][:8])
     lines.append(f"diversity: {d['unique_instructions']} unique instructions of {d['instructions']}; distinct-1 "
                  f"{d['distinct_1']:.3f}, distinct-2 {d['distinct_2']:.3f}; {d['distinct_leading_verbs']} leading "
