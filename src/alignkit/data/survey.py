@@ -53,7 +53,7 @@ def leading_verb(instruction: str) -> tuple[str, str]:
     words = [w for w in re.findall(r"[a-z][a-z'-]*|\d+", text.lower())]
     if not words:
         return "", ""
-    verb = words[0]
+    verb = words[0].removesuffix("'s")  # "what's" is "what"
     if verb in QUESTION_WORDS:
         return verb, ""
     obj = next((w for w in words[1:5] if w not in NOT_OBJECTS and not w.isdigit()), "")
@@ -244,6 +244,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if li["n"]:
         lines.append(f"lengths (words): instructions median {li['median']} (p90 {li['p90']}, max {li['max']})"
                      + (f"; responses median {lr['median']} (p90 {lr['p90']}, max {lr['max']})" if lr["n"] else ""))
+    ti, tr = report["lengths"].get("instruction_tokens"), report["lengths"].get("response_tokens")
+    if ti and ti["n"]:
+        lines.append(f"  in the model's tokens: instructions median {ti['median']} (p90 {ti['p90']}, max {ti['max']})"
+                     + (f", responses median {tr['median']} (p90 {tr['p90']}, max {tr['max']})" if tr and tr["n"] else "")
+                     + (f"; {report['longer_than_max_length']['rows']} rows over {report['longer_than_max_length']['max_length']}"
+                        if "longer_than_max_length" in report else ""))
     verbs = ", ".join(f"{v['verb']} {v['rows']}" for v in d["leading_verbs"][:8])
     lines.append(f"diversity: {d['unique_instructions']} unique instructions of {d['instructions']}; distinct-1 "
                  f"{d['distinct_1']:.3f}, distinct-2 {d['distinct_2']:.3f}; {d['distinct_leading_verbs']} leading "
@@ -251,9 +257,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"duplicates: {dup['exact']} exact, {dup['same_instruction']} repeated instructions, "
                  f"{dup['near_pairs']} near-duplicate pairs (Jaccard >= {dup['near_threshold']}) over "
                  f"{dup['rows_in_near_pairs']} rows")
-    lines.append(f"responses: {report['empty_responses']['rows']} empty, {report['cut_off_responses']['rows']} look cut off"
-                 + (f"; {report['longer_than_max_length']['rows']} longer than max_length "
-                    f"{report['longer_than_max_length']['max_length']} tokens" if "longer_than_max_length" in report else ""))
+    lines.append(f"responses: {report['empty_responses']['rows']} empty, {report['cut_off_responses']['rows']} look cut off")
     if "unsafe" in report:
         lines.append(f"safety rules flag {report['unsafe']['rows']} rows"
                      + "".join(f"; {n} {k}" for k, n in report["unsafe"]["by_reason"].items()))
