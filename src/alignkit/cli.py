@@ -512,7 +512,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
                        "export-human / import-human for people's side-by-side ratings"),
     "best-of-n": (_stage_command("best-of-n", C.BestOfNConfig, run_best_of_n),
                   "sample n responses per prompt, keep the reward model's favourite: SFT data and the reward gain per n"),
-    "data": (cmd_data, "collect rankings (sample, export a sheet, import the orders); filter unsafe training rows"),
+    "data": (cmd_data, "self-instruct generation, a data report before training, filters; collect rankings from people"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "convert": (cmd_convert, "write any loadable model (HF, .gguf, adapter) as a plain safetensors HF directory"),
     "chat": (cmd_chat, "talk to a model in the terminal"),

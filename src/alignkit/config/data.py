@@ -43,7 +43,8 @@ class SelfInstructConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     """Or a model behind an OpenAI-compatible server."""
     num_instructions: int = 100
-    """Stop when this many new instructions are kept."""
+    """Stop after the round in which this many new instructions are kept (rounds are whole, so a few
+    more may be kept; a resumed run with a larger number goes on from there)."""
     max_rounds: int = 200
     """Stop after this many rounds even if fewer are kept (each round sends batch_size prompts)."""
     batch_size: int = 8
