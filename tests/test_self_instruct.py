@@ -192,3 +192,19 @@ def test_a_model_behind_alignkit_serve_proposes_and_answers(lister, seeds_file, 
     answers = rows(tmp_path / "run" / "answers.jsonl")
     assert [a["instruction"] for a in answers] == kept
     assert all(a["reason"] in ("", "answer cut off", "empty answer", "unsafe answer") for a in answers)
+
+
+def test_the_world_seed_tasks_are_right_and_outside_the_held_out_inputs():
+    from alignkit.world import safety
+    from alignkit.world.datasets import seed_task_rows
+    from alignkit.world.tasks import FAMILIES
+
+    rows = seed_task_rows()
+    assert len(rows) == 4 * len(FAMILIES) + len(safety.BENIGN) == len({r["instruction"] for r in rows})
+    for r in rows:
+        if r["family"] == "benign":
+            assert r["output"] in safety.BENIGN.values()
+            continue
+        family, params = FAMILIES[r["family"]], r["params"]
+        assert r["instruction"] in [t.format(**params) for t in family.templates[:4]]
+        assert family.check(r["output"], params) and not family.held_out_input(params)

@@ -167,7 +167,7 @@ def seed_task_rows(per_family: int = 4) -> list[dict[str, Any]]:
             while family.held_out_input(params):
                 params = family.sample(rng)
             rows.append({"instruction": template.format(**params), "input": "", "output": family.solve(params),
-                         "family": name})
+                         "family": name, "params": params})
     for request, help_text in safety.BENIGN.items():
         rows.append({"instruction": safety.TEMPLATES[0].format(x=request), "input": "", "output": help_text,
                      "family": "benign"})
