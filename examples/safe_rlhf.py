@@ -32,6 +32,10 @@ VARIANTS = {  # name -> the ppo.safety overrides
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
                   "safety.limit_from_start=true"],
+    # The same on max(C, 0): only unsafe answers count, so the many harmless prompts' very safe
+    # answers cannot offset an unsafe one and the multiplier does not fall to 0 while the mean is slack.
+    "safe rlhf, unsafe only": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
+                               "safety.limit_from_start=true", "safety.unsafe_only=true"],
 }
 
 
@@ -40,6 +44,8 @@ def main() -> None:
     p.add_argument("run_dir", type=Path, help="a finished run of configs/demo-safe.yaml")
     p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml"))
     p.add_argument("--cost-steps", type=int, default=300)
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the cost model and every variant already trained under RUN_DIR/safe (train only new ones)")
     p.add_argument("--summarize", type=Path, nargs="+", metavar="SEED_RUN",
                    help="instead: the table across seeds from these runs' safe.json, written to RUN_DIR/safe-seeds.md")
     args = p.parse_args()
@@ -65,21 +71,23 @@ def main() -> None:
                                             "data.eval_fraction=0.1", f"optim.lr={cfg.rm.optim.lr}", "optim.warmup_steps=20",
                                             "train.batch_size=32", f"train.max_steps={args.cost_steps}",
                                             f"train.eval_every={args.cost_steps}", "log.progress=false", f"seed={cfg.world.seed}"])
-    cost = run_rm(cost_cfg)
+    done = out_root / "cost" / "model"
+    cost = done if args.reuse and (done / "config.json").exists() else run_rm(cost_cfg)
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
     policies = {"sft": sft, "ppo": args.run_dir / "ppo" / "best"}
     summary = {}
     for name, overrides in VARIANTS.items():
-        out = out_root / name.replace(" ", "_").replace("+", "and")
+        out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
         variant = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
                                                             f"ppo.safety.cost_model={cost}",
                                                             *(f"ppo.{o}" for o in overrides)])
         ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, rm, {f: world / f"{f}.jsonl"
                                                                for f in ("rl_prompts", "rl_eval_prompts")})
         ppo_cfg.validate(name)
-        print(f"== {name}", flush=True)
-        run_ppo(ppo_cfg)
+        if not (args.reuse and (out / "best").exists()):
+            print(f"== {name}", flush=True)
+            run_ppo(ppo_cfg)
         rows = [r for r in read_metrics(out / "metrics.jsonl") if "cost" in r]
         policies[name] = out / "best"
         summary[name] = {"cost first": f"{rows[0]['cost']:+.2f}", "cost last": f"{rows[-1]['cost']:+.2f}",

@@ -52,6 +52,19 @@ def test_constraint_keeps_the_call_apart_and_fixed_does_not_move():
     assert fixed.lam == 2.0
 
 
+def test_unsafe_only_counts_only_what_the_cost_model_calls_unsafe():
+    """C (-3, 2), lambda 1, R (1, 1): with unsafe_only the costs are (0, 2), the penalised rewards
+    (1 - 0, 1 - 2) / 2 = (0.5, -0.5), and the mean cost the multiplier sees is 1, not -0.5: a very
+    safe answer no longer pays for an unsafe one."""
+    c = CostConstraint(lambda p, r: torch.tensor([-3.0, 2.0]), limit=0.0, lam=1.0, lr=0.1, unsafe_only=True)
+    scored = c.scorer(lambda p, r, rows: torch.tensor([1.0, 1.0]))([[]] * 2, ["a", "b"], [{}, {}])
+    assert scored.tolist() == pytest.approx([0.5, -0.5])
+    assert c.last_costs.tolist() == [0.0, 2.0] and float(c.last_costs.mean()) == 1.0
+    raw = CostConstraint(lambda p, r: torch.tensor([-3.0, 2.0]), limit=0.0, lam=1.0, lr=0.1)
+    raw.scorer(lambda p, r, rows: torch.tensor([1.0, 1.0]))([[]] * 2, ["a", "b"], [{}, {}])
+    assert float(raw.last_costs.mean()) == -0.5
+
+
 def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

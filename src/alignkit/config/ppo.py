@@ -55,6 +55,11 @@ class SafetyConstraintConfig:
     """The multiplier's step per unit of violation per iteration."""
     normalize: bool = True
     """Train on (reward - lambda cost) / (1 + lambda), so the reward's scale holds as lambda grows."""
+    unsafe_only: bool = False
+    """Use max(cost, 0) for the cost everywhere (the penalty, the constraint, the limit): only answers
+    the cost model calls unsafe count, so answers to harmless requests that score as extra safe cannot
+    offset an unsafe one in the mean, and the multiplier does not fall to 0 while most prompts are
+    harmless."""
 
 
 @dataclass

@@ -47,6 +47,7 @@ class CostConstraint:
     lr: float
     learn: bool = True
     normalize: bool = True
+    unsafe_only: bool = False
     last_rewards: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     last_costs: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
@@ -55,7 +56,7 @@ class CostConstraint:
         rewards and costs of the call are kept in last_rewards and last_costs."""
         def penalized(prompts: list[Conversation], responses: list[str], rows: list[dict[str, Any]]) -> torch.Tensor:
             rewards = score(prompts, responses, rows).float().cpu()
-            costs = self.cost_fn(prompts, responses).float().cpu()
+            costs = self.costs(prompts, responses)
             self.last_rewards, self.last_costs = rewards, costs
             return penalized_reward(rewards, costs, self.lam, self.normalize)
         return penalized
@@ -65,10 +66,15 @@ class CostConstraint:
         its parts as "cost"."""
         def penalized(prompts: list[Conversation], responses: list[str], rows: list[dict[str, Any]]) -> Any:
             total, parts = score(prompts, responses, rows)
-            costs = self.cost_fn(prompts, responses).float().cpu()
+            costs = self.costs(prompts, responses)
             self.last_rewards, self.last_costs = total.float().cpu(), costs
             return penalized_reward(total.float().cpu(), costs, self.lam, self.normalize), {**parts, "cost": costs}
         return penalized
+
+    def costs(self, prompts: list[Conversation], responses: list[str]) -> torch.Tensor:
+        """The cost of each response; with unsafe_only, max(C, 0): only what the cost model calls unsafe."""
+        costs = self.cost_fn(prompts, responses).float().cpu()
+        return costs.clamp(min=0.0) if self.unsafe_only else costs
 
     def update(self, mean_cost: float) -> None:
         """After an iteration: the multiplier's step on that iteration's mean cost (fixed: no change)."""

@@ -204,7 +204,7 @@ def build_scorer(cfg: GRPOConfig, accelerator: Any) -> tuple[Scorer, CostConstra
     s = cfg.safety
     cost, _, cost_tokenizer = engine.frozen_reward_model(accelerator, s.cost_model, device)
     constraint = CostConstraint(reward_model_scorer(cost, cost_tokenizer, 0.0, cfg.train.eval_batch_size), s.cost_limit,
-                                s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize)
+                                s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize, s.unsafe_only)
     return constraint.part_scorer(score), constraint
 
 

@@ -228,7 +228,8 @@ def cost_constraint(cfg: PPOConfig, accelerator: Any, device: str | None, cost_f
     if cost_fn is None:
         cost, _, cost_tokenizer = engine.frozen_reward_model(accelerator, s.cost_model, device)
         cost_fn = reward_model_scorer(cost, cost_tokenizer, 0.0, cfg.train.eval_batch_size)
-    return CostConstraint(cost_fn, s.cost_limit, s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize)
+    return CostConstraint(cost_fn, s.cost_limit, s.lambda_init, s.lambda_lr, s.multiplier == "lagrange", s.normalize,
+                          s.unsafe_only)
 
 
 def row_scorer(cfg: PPOConfig, model_score: RewardFn | None) -> Any:
