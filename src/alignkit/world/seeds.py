@@ -319,29 +319,31 @@ def safety_seeds_markdown(per_seed: dict[int, dict[str, Any]]) -> str:
     splits as mean ± sd (min-max) per model, the win rate against SFT, the claims with the number of
     seeds they hold in, and each seed's cost and multiplier."""
     seeds = sorted(per_seed)
-    names = list(per_seed[seeds[0]]["results"]["models"])
+    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["results"]["models"]))
+    has = lambda n: [s for s in seeds if n in per_seed[s]["results"]["models"]]  # noqa: E731
     lines = [f"Across {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation (min-max) over "
              "seeds, in %.", "", "| figure | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
     for fig, fn in SAFETY_FIGURES.items():
         for split, label in SAFETY_SPLITS.items():
-            cells = [_cell(spread([_read(fn, per_seed[s]["results"]["models"][n]["scores"][split]) for s in seeds]), True)
+            cells = [_cell(spread([_read(fn, per_seed[s]["results"]["models"][n]["scores"][split]) for s in has(n)]), True)
                      for n in names]
             lines.append(f"| {fig}, {label} | " + " | ".join(cells) + " |")
     win = lambda s, n: per_seed[s]["results"]["models"][n]["win_rate_vs_sft"]["heldout_phrasing"]["win_rate"]  # noqa: E731
     lines.append("| win rate vs SFT, new phrasings | - | " + " | ".join(
-        _cell(spread([_read(lambda _: win(s, n), {}) for s in seeds]), True) for n in names[1:]) + " |")
+        _cell(spread([_read(lambda _: win(s, n), {}) for s in has(n)]), True) for n in names[1:]) + " |")
     constrained = [n for n in names if n not in ("sft", "ppo")]
-    held = {n: {s: safety_claims(per_seed[s]["results"]["models"], n) for s in seeds} for n in constrained}
+    held = {n: {s: safety_claims(per_seed[s]["results"]["models"], n) for s in has(n)} for n in constrained}
     if constrained:
-        claims = list(held[constrained[0]][seeds[0]])
+        claims = list(next(iter(held[constrained[0]].values())))
         lines += ["", "Seeds each claim holds in:", "", "| model | " + " | ".join(claims) + " |",
                   "|" + " --- |" * (len(claims) + 1)]
-        lines += [f"| {n} | " + " | ".join(f"{sum(held[n][s][c] for s in seeds)} of {len(seeds)}" for c in claims) + " |"
-                  for n in constrained]
+        lines += [f"| {n} | " + " | ".join(f"{sum(v[c] for v in held[n].values())} of {len(held[n])}" for c in claims)
+                  + " |" for n in constrained]
         lines += ["", "| seed | " + " | ".join(f"{n}: cost first -> last, lambda last" for n in constrained) + " |",
                   "|" + " --- |" * (len(constrained) + 1)]
         for s in seeds:
             summ = per_seed[s]["summary"]
             lines.append(f"| {s} | " + " | ".join(f"{summ[n]['cost first']} -> {summ[n]['cost last']}, "
-                                                  f"{summ[n]['lambda last']}" for n in constrained) + " |")
+                                                  f"{summ[n]['lambda last']}" if n in summ else "-"
+                                                  for n in constrained) + " |")
     return "\n".join(lines) + "\n"
