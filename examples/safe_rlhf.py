@@ -3,14 +3,16 @@
 
     alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
     python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 2 cores; runs/demo-safe/safe.md
+    python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
-every other answer safe), then two PPO runs with the demo's PPO settings and the cost model beside the
-reward model: a fixed penalty (lambda 1) and safe RLHF (lambda from 1, limit = the SFT policy's own
-mean cost in the first iteration, so the policy may not become less safe than SFT). The table: SFT,
-the pipeline's PPO, both constrained runs; accuracy, refusal and over-refusal per category, false
+every other answer safe), then PPO runs with the demo's PPO settings and the cost model beside the
+reward model: a fixed penalty (lambda 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean
+cost in the first iteration, so the policy may not become less safe than SFT); and safe RLHF on
+max(C, 0) (safety.unsafe_only: only answers the cost model calls unsafe count). The table: SFT, the
+pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per category, false
 premises corrected and true ones answered, on new phrasings / new inputs.
 """
 
