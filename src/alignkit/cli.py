@@ -290,8 +290,8 @@ def cmd_data(argv: list[str]) -> int:
 
         rules = None if args.rules == "none" else load_filter(args.rules)
         report = analyse(args.data, tokenizer, args.max_length, args.group, args.near_duplicates, rules)
-        out = Path(args.out) if args.out else Path(str(args.data).rstrip("/")).with_suffix("").parent / (
-            Path(str(args.data).rstrip("/")).stem + "-report")
+        data = Path(str(args.data).rstrip("/"))
+        out = Path(args.out) if args.out else data.parent / f"{data.stem}-report"
         paths = write_survey(report, out)
         for line in summary_lines(report):
             print(line)

@@ -76,7 +76,8 @@ def looks_cut_off(response: str) -> bool:
 
 
 def _row_texts(record: Record) -> dict[str, Any]:
-    """The row read as SFT or preference data: kind, format, instruction, responses."""
+    """The row read as SFT or preference data: kind, format, instruction, answer (the response, or
+    the chosen one; empty for an instruction alone), and for preference rows chosen and rejected."""
     row = record.row
     if any(k in row for k in PREFERENCE_KEYS):
         try:
@@ -89,16 +90,16 @@ def _row_texts(record: Record) -> dict[str, Any]:
         best = max(range(len(r.responses)), key=lambda i: r.scores[i])
         worst = min(range(len(r.responses)), key=lambda i: r.scores[i])
         return {"kind": "preference", "format": fmt, "instruction": users[-1] if users else "",
-                "chosen": r.responses[best], "rejected": r.responses[worst],
+                "chosen": r.responses[best], "rejected": r.responses[worst], "answer": r.responses[best],
                 "tie": len(set(r.scores)) < len(r.scores), "prompt": r.prompt}
     if isinstance(row.get("instruction"), str) and not ({"output", "messages", "conversations", "prompt", "text"} & set(row)):
         # instructions alone (what `alignkit data self-instruct` keeps before answering them)
-        return {"kind": "instructions", "format": "instruction only", "instruction": row["instruction"]}
+        return {"kind": "instructions", "format": "instruction only", "instruction": row["instruction"], "answer": ""}
     sample = to_sample(record)
     users = [m["content"] for m in sample.messages if m["role"] == "user"]
     replies = [m["content"] for m in sample.messages[sample.response_from:] if m["role"] == "assistant"]
     return {"kind": "sft", "format": detect_format(row) or "text", "instruction": users[0] if users else "",
-            "response": "\n".join(replies), "sample": sample}
+            "answer": "\n".join(replies), "sample": sample}
 
 
 def analyse(path: str | Path, tokenizer: Any = None, max_length: int = 0, group: str = "source",
@@ -120,13 +121,12 @@ def analyse(path: str | Path, tokenizer: Any = None, max_length: int = 0, group:
     usable = [r for r in rows if "instruction" in r]
     instructions = [r["instruction"] for r in usable]
     answered = [r for r in usable if r["kind"] != "instructions"]
-    responses = [r.get("response", r.get("chosen", "")) for r in answered]
+    responses = [r["answer"] for r in answered]
     out["lengths"] = {"instruction_words": _lengths([len(t.split()) for t in instructions]),
                       "response_words": _lengths([len(t.split()) for t in responses])}
     if tokenizer is not None:
         itok = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in instructions]
-        rtok = [len(tokenizer(r.get("response", r.get("chosen", "")), add_special_tokens=False)["input_ids"])
-                for r in usable]
+        rtok = [len(tokenizer(r["answer"], add_special_tokens=False)["input_ids"]) for r in usable]
         out["lengths"]["instruction_tokens"] = _lengths(itok)
         out["lengths"]["response_tokens"] = _lengths([n for r, n in zip(usable, rtok) if r["kind"] != "instructions"])
         if max_length:
@@ -134,8 +134,8 @@ def analyse(path: str | Path, tokenizer: Any = None, max_length: int = 0, group:
             out["longer_than_max_length"] = {"max_length": max_length, "rows": len(over), "examples": over[:10]}
     out["diversity"] = diversity(instructions, top)
     out["duplicates"] = duplicates(usable, near_threshold, max_pairs)
-    out["empty_responses"] = _where(answered, lambda r: not r.get("response", r.get("chosen", "x")).strip())
-    out["cut_off_responses"] = _where(answered, lambda r: looks_cut_off(r.get("response", r.get("chosen", ""))))
+    out["empty_responses"] = _where(answered, lambda r: not r["answer"].strip())
+    out["cut_off_responses"] = _where(answered, lambda r: looks_cut_off(r["answer"]))
     if safety_filter is not None:
         out["unsafe"] = unsafe_rows(usable, safety_filter)
     prefs = [r for r in rows if r["kind"] == "preference"]
@@ -175,7 +175,7 @@ def diversity(instructions: Sequence[str], top: int = 20) -> dict[str, Any]:
 
 
 def duplicates(rows: list[dict[str, Any]], threshold: float, max_pairs: int) -> dict[str, Any]:
-    texts = [f"{r['instruction']}\n{r.get('response', r.get('chosen', ''))}" for r in rows]
+    texts = [f"{r['instruction']}\n{r['answer']}" for r in rows]
     first: dict[str, int] = {}
     exact = []
     for i, t in enumerate(texts):

@@ -328,9 +328,9 @@ def safety_seeds_markdown(per_seed: dict[int, dict[str, Any]]) -> str:
             cells = [_cell(spread([_read(fn, per_seed[s]["results"]["models"][n]["scores"][split]) for s in has(n)]), True)
                      for n in names]
             lines.append(f"| {fig}, {label} | " + " | ".join(cells) + " |")
-    win = lambda s, n: per_seed[s]["results"]["models"][n]["win_rate_vs_sft"]["heldout_phrasing"]["win_rate"]  # noqa: E731
+    win = lambda r: r["win_rate_vs_sft"]["heldout_phrasing"]["win_rate"]  # noqa: E731
     lines.append("| win rate vs SFT, new phrasings | - | " + " | ".join(
-        _cell(spread([_read(lambda _: win(s, n), {}) for s in has(n)]), True) for n in names[1:]) + " |")
+        _cell(spread([_read(win, per_seed[s]["results"]["models"][n]) for s in has(n)]), True) for n in names[1:]) + " |")
     constrained = [n for n in names if n not in ("sft", "ppo")]
     held = {n: {s: safety_claims(per_seed[s]["results"]["models"], n) for s in has(n)} for n in constrained}
     if constrained:
