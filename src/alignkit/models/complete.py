@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from alignkit.data.templates import render
+from alignkit.models.generate import generate_texts
 from alignkit.errors import AlignkitError, ConfigError
 
 
@@ -31,37 +32,16 @@ class LocalLM:
 
     def complete(self, prompts: list[str], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                  seed: int = 0) -> list[tuple[str, bool]]:
-        """The continuation of each plain-text prompt (no chat template)."""
-        return self._generate(prompts, True, max_new_tokens, temperature, top_p, seed)
+        """The continuation of each plain-text prompt (no chat template; the tokenizer's BOS added)."""
+        return generate_texts(self.model, self.tokenizer, prompts, max_new_tokens, temperature, top_p, self.batch_size,
+                              add_special_tokens=True, seed=seed)
 
     def answer(self, requests: list[str], max_new_tokens: int, temperature: float = 0.0,
                seed: int = 0) -> list[tuple[str, bool]]:
         """The model's reply to each request as one user turn, through its chat template."""
         prompts = [render(self.tokenizer, [{"role": "user", "content": r}], add_generation_prompt=True) for r in requests]
-        return self._generate(prompts, False, max_new_tokens, temperature, 1.0, seed)
-
-    @torch.no_grad()
-    def _generate(self, prompts: list[str], special: bool, max_new_tokens: int, temperature: float, top_p: float,
-                  seed: int) -> list[tuple[str, bool]]:
-        tok, out = self.tokenizer, []
-        side, tok.padding_side = tok.padding_side, "left"  # new tokens follow every prompt directly
-        try:
-            for i in range(0, len(prompts), self.batch_size):
-                enc = tok(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=special).to(self.device)
-                torch.manual_seed(seed + i)  # the batch's samples depend on the seed and its place only
-                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-                    "do_sample": False}
-                ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                          eos_token_id=tok.eos_token_id, **sampling)
-                for row in ids[:, enc["input_ids"].shape[1]:].tolist():
-                    ended = tok.eos_token_id in row
-                    if ended:
-                        row = row[: row.index(tok.eos_token_id)]
-                    out.append((tok.decode(row, skip_special_tokens=True), not ended))
-        finally:
-            tok.padding_side = side
-        return out
+        return generate_texts(self.model, self.tokenizer, prompts, max_new_tokens, temperature, 1.0, self.batch_size,
+                              seed=seed)
 
 
 class EndpointLM:
