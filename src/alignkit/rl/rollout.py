@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from alignkit.models.generate import encode_prompts
-from alignkit.rl.shared_prompt import response_logits, shared_prefill
+from alignkit.rl.sampling import can_sample, sample_tokens
+from alignkit.rl.shared_prompt import cache_arg, response_logits, shared_prefill
 
 
 
@@ -82,17 +83,22 @@ def sample_rollout(model: Any, tokenizer: Any, conversations: list[list[dict[str
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    from transformers import GenerationConfig
-
-    # A config of our own, not the model's generation_config: a shipped repetition penalty or n-gram
-    # ban would change the sampling distribution away from softmax(logits / T), which the PPO
-    # ratio and the KL assume.
-    config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
-                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, repetition_penalty=1.0, no_repeat_ngram_size=0)
     ids, attention = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     cache = shared_prefill(model, ids, attention) if share else {}
-    out = model.generate(input_ids=ids, attention_mask=attention, generation_config=config, **cache)
+    if can_sample(model):  # generate's draws, without its per-step overhead (rl/sampling.py)
+        new = sample_tokens(model, ids, attention, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                            temperature, top_p, top_k, cache=cache.get(cache_arg()))
+        out = torch.cat([ids, new], dim=1)
+    else:
+        from transformers import GenerationConfig
+
+        # A config of our own, not the model's generation_config: a shipped repetition penalty or
+        # n-gram ban would change the sampling distribution away from softmax(logits / T), which the
+        # PPO ratio and the KL assume.
+        config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
+                                  max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, repetition_penalty=1.0, no_repeat_ngram_size=0)
+        out = model.generate(input_ids=ids, attention_mask=attention, generation_config=config, **cache)
     model.train(was_training)
     width = enc["input_ids"].shape[1]
     responses = out[:, width:]
