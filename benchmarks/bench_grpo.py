@@ -50,6 +50,9 @@ Not the same, on purpose or by design (named, as each moves the time a little):
 - TRL computes log-probs with its fused LM head (the head applied in tiles to the response positions
   only, also yielding the entropy); alignkit keeps the logits of the response positions
   (logits_to_keep), then one log-softmax (its entropy figure from the same tensor).
+- Sampling: TRL calls HF `generate`; alignkit prefills each prompt once for its group and samples
+  with its own loop (rl/sampling.py), which draws exactly the tokens `generate` draws under the same
+  seed (tests/test_sampling.py) with less per-token overhead and a KV cache grown in place.
 - TRL's no-grad and training forwards take no position ids (positions count padding too); alignkit
   passes ids that count real tokens only, as generate's do. Same work.
 - TRL pads a generation's completions to its longest and its prompts to theirs; alignkit trims the
