@@ -24,7 +24,7 @@ def generate_tokens(model, ids, attention, max_new_tokens, eos_id, pad_id, tempe
     return model.generate(input_ids=ids, attention_mask=attention, generation_config=config)[:, ids.shape[1]:]
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "gpt2"])
 @pytest.mark.parametrize("settings", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 20)])
 def test_same_tokens_as_generate(tiny_dirs, family, settings):
     from alignkit.models import load_causal_lm, load_tokenizer
