@@ -168,6 +168,7 @@ SFT = ["train.max_steps=3", "optim.lr=1e-3", "data.packing=off", "optim.max_grad
 
 # ZeRO-1 is the slowest of the three here and the least different from DDP; ZeRO-1 and ZeRO-2 run
 # in make test-slow (see slow_zero2)
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 @pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e in ("zero1", "zero2") else [])])
                                     for e in ("zero1", "zero2", "zero3")])
 def test_sft_under_deepspeed_equals_one_process_and_saves_a_plain_model(engine, tiny_dir, sft_data, tmp_path):
@@ -197,6 +198,7 @@ def test_sft_under_deepspeed_equals_one_process_and_saves_a_plain_model(engine, 
     assert torch.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 @pytest.mark.parametrize("engine", slow_zero2(("zero2", "zero3")))
 def test_dpo_under_deepspeed_equals_one_process(engine, tiny_dir, tmp_path):
     """DPO under ZeRO-2/3, 2 processes x 2 pairs x accumulation 2 against 1 process x 8 pairs: the
@@ -222,7 +224,8 @@ def test_dpo_under_deepspeed_equals_one_process(engine, tiny_dir, tmp_path):
         assert torch.allclose(ours[key], ref[key], atol=3e-5), key
 
 
-@pytest.mark.parametrize("engine", slow_zero2(("ddp", "zero2", "zero3")))
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e != "ddp" else [])])
+                                    for e in ("ddp", "zero2", "zero3")])
 def test_one_ppo_update_on_two_processes_equals_one_process(engine, tiny_dir, tmp_path):
     """A fixed rollout of 8 episodes: 2 processes x 4 episodes take the same PPO step (clipped
     policy loss, value loss, one optimizer step with clipping) as 1 process x 8."""
@@ -246,6 +249,7 @@ GRPO_ENGINES = [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] 
                 for e in ("ddp", "zero2", "zero3")]
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 @pytest.mark.parametrize("engine", GRPO_ENGINES)
 def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp_path):
     """The GRPO stage with fixed samples (each prompt's group drawn from its own text, see the
@@ -269,7 +273,8 @@ def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp
         assert torch.allclose(w_one[key], w_two[key], atol=2e-5), key
 
 
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=needs_deepspeed(e)) for e in ("ddp", "zero3")])
+@pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e == "ddp" else [])])
+                                    for e in ("ddp", "zero3")])
 def test_grpo_samples_for_real_on_two_processes_with_dynamic_sampling(engine, tiny_dir, tmp_path, monkeypatch):
     """Real generation (a collective under ZeRO-3), dynamic-sampling rounds that one process may need
     and the other not (half the prompts give every response the same reward), REINFORCE++'s
@@ -320,6 +325,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process(tiny_dir, sft_data, tmp
         assert torch.allclose(ours[key], ref[key], atol=2e-5), key
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 def test_the_fsdp_config_is_accepted_on_cpu_and_runs_as_ddp_saying_so(tiny_dir, sft_data, tmp_path):
     """accelerate 1.15 does not shard on CPU (it switches to FSDP only for GPU-like devices): the
     shipped FSDP config launches, alignkit says it runs as DDP, and the training equals 1 process."""
@@ -383,6 +389,7 @@ def test_reward_model_and_ppo_under_zero3(tiny_dir, tmp_path):
         assert torch.equal(ours[key], ref[key]), key
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 @pytest.mark.skipif(not _has_deepspeed(), reason="the deepspeed extra is not installed")
 def test_a_zero2_checkpoint_resumes_on_another_process_count(tiny_dir, sft_data, tmp_path):
     """ZeRO-2 on 2 processes saves at step 2 of 4; resumed by DeepSpeed on 1 process (the checkpoint
@@ -405,6 +412,7 @@ def test_a_zero2_checkpoint_resumes_on_another_process_count(tiny_dir, sft_data,
         assert torch.allclose(ours[key], ref[key], atol=1e-6), key
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 @pytest.mark.parametrize("engine", slow_zero2(("ddp", "zero2")))
 def test_reward_model_and_token_distillation_on_two_processes_equal_one(engine, tiny_dir, tmp_path):
     """The other two trained stages: a reward model, and token-level distillation (forward KL to a

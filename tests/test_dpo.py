@@ -186,6 +186,7 @@ def test_cli_runs_dpo(tiny_dir, world_dir, tmp_path):
     assert code == 0 and (out / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_dir, world_dir, tmp_path):
     """DDP on CPU (gloo) through `accelerate launch`: 2 processes x 4 pairs follow the same loss
     trajectory, the same held-out accuracy, and reach the same weights as 1 process x 8 pairs (the

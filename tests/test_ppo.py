@@ -165,6 +165,7 @@ def test_cli_and_bad_input(tiny_dir, prompts_file, reward_dir, tmp_path, capsys)
     assert code == 0 and (tmp_path / "cli" / "model" / "config.json").exists()
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 def test_two_processes_share_one_kl_controller_and_resume_exactly(tiny_dir, prompts_file, reward_dir, tmp_path):
     """DDP on CPU (gloo) through `accelerate launch`: 2 processes x 8 prompts make 16 episodes an
     iteration; the adaptive KL coefficient (every process updates it from the KL summed over both)

@@ -141,6 +141,7 @@ REDUCED = ["stages=[pretrain,sft,dpo,eval]", "world.sft_examples=400", "world.ev
            "dpo.train.batch_size=8", "dpo.train.eval_every=0", "dpo.log.progress=false"]
 
 
+@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
 def test_two_seeds_run_apart_and_a_rerun_reuses_them(tmp_path, capsys):
     """Each seed's run has its own world (other prompts) and results; the table holds both; a rerun
     runs nothing again."""
