@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from alignkit.models.generate import position_ids_from_mask
-from alignkit.rl.shared_prompt import cache_arg
+from alignkit.rl.shared_prompt import cache_arg, prompt_learning
 
 
 def base_model(model: Any) -> Any:
@@ -39,8 +39,7 @@ def _forward_takes(cls: type, name: str) -> bool:
 def can_sample(model: Any) -> bool:
     """Whether `sample_tokens` can drive `model`: not PEFT prompt learning (prefix tuning builds the
     cache itself) and a forward that takes position ids and a cache."""
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+    if prompt_learning(model):
         return False
     cls = type(base_model(model))
     return _forward_takes(cls, "position_ids") and _forward_takes(cls, cache_arg())
@@ -152,7 +151,7 @@ def sample_tokens(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
                     **given, **keep)
         if step == 0:  # the cache the model made or filled, given room for what is to come
             cache = out[cache_arg()]
-            reserve(cache, mask.shape[1] + max_new_tokens - step)
+            reserve(cache, mask.shape[1] + max_new_tokens)
         if alive:
             scores = out.logits[:, -1].to(dtype=torch.float32)
             for warp in processors:

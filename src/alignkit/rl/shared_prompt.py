@@ -28,10 +28,13 @@ def can_share(model: Any) -> bool:
     """Whether `model` (unwrapped) can take a cache built by another forward pass: not with PEFT
     prompt learning (prefix tuning owns the cache) nor with gradient checkpointing (which turns the
     cache off in training)."""
+    return not prompt_learning(model) and not getattr(model, "is_gradient_checkpointing", False)
+
+
+def prompt_learning(model: Any) -> bool:
+    """Whether `model` is PEFT prompt learning (prefix tuning and kin), which builds the cache itself."""
     peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        return False
-    return not getattr(model, "is_gradient_checkpointing", False)
+    return peft_config is not None and bool(getattr(peft_config, "is_prompt_learning", False))
 
 
 def prompt_groups(ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
