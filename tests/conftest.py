@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread per process, inherited by the multi-process tests' children: two processes of two
+# threads each on CI's two cores spent the suite's time in oversubscription (measured: 670 s with one
+# thread against 852-1126 s with two). Set before anything imports torch; OMP_NUM_THREADS=N overrides.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS = ("apple pear plum grape melon lemon mango peach cherry berry kiwi lime fig date olive "
          "bean corn rice wheat oat").split()
