@@ -196,3 +196,22 @@ def test_safe_rlhf_claims_and_table_across_seeds():
     assert "| refuses harmful, new inputs | 100.0 ± 0.0 (100-100) | 90.0 ± 0.0 (90-90) | 95.0 ± 7.1 (90-100) |" in md
     assert "| safe rlhf | 2 of 2 | 1 of 2 | 2 of 2 | 2 of 2 | 1 of 2 | 2 of 2 |" in md
     assert "| 2 | -1.00 -> -2.00, 0.50 |" in md
+
+
+def test_a_freed_worker_takes_the_seed_that_ended_first():
+    """next_finished returns whichever running seed has ended, not the first one launched: with two
+    workers, a quick seed 1 frees its worker while a slow seed 0 still runs."""
+    from alignkit.stages.seeds import next_finished
+
+    class Proc:
+        def __init__(self, codes):
+            self.codes = list(codes)  # what poll() answers, call after call
+
+        def poll(self):
+            return self.codes.pop(0) if len(self.codes) > 1 else self.codes[0]
+
+    running = [(0, Proc([None, None, 0]), None), (1, Proc([3]), None)]
+    seed, _, _, code = next_finished(running)
+    assert (seed, code) == (1, 3) and [r[0] for r in running] == [0]
+    seed, _, _, code = next_finished(running)
+    assert (seed, code) == (0, 0) and running == []

@@ -65,8 +65,7 @@ def run_seeds(cfg: PipelineConfig) -> Path:
             proc = subprocess.Popen([sys.executable, "-m", "alignkit", "pipeline", str(path)], stdout=log,
                                     stderr=subprocess.STDOUT if log else None)
             running.append((seed, proc, log))
-        seed, proc, log = running.pop(0)
-        code = proc.wait()
+        seed, proc, log, code = next_finished(running)
         if log:
             log.close()
         if code:
@@ -79,6 +78,18 @@ def run_seeds(cfg: PipelineConfig) -> Path:
         raise AlignkitError(f"the pipeline failed for seed(s) {', '.join(map(str, failed))}; the other seeds are kept, "
                             "and a rerun of the same command reuses them")
     return write_across_seeds(cfg, started)
+
+
+def next_finished(running: list[tuple[int, subprocess.Popen, Any]]) -> tuple[int, subprocess.Popen, Any, int]:
+    """Remove and return whichever running seed ends first, with its exit code: a freed worker takes
+    the next seed at once, not when the longest of the running seeds is done."""
+    while True:
+        for i, (seed, proc, log) in enumerate(running):
+            code = proc.poll()
+            if code is not None:
+                del running[i]
+                return seed, proc, log, code
+        time.sleep(0.5)
 
 
 def write_across_seeds(cfg: PipelineConfig, started: float) -> Path:
