@@ -87,6 +87,7 @@ reading is printed and saved; with another process busy, prefer --threads 1.
     python benchmarks/bench_grpo.py --quick         # a smoke run: 3 steps x 4 prompts x 4 completions, 16 new tokens
     python benchmarks/bench_grpo.py --only trl      # one system (e.g. while the other does not run)
     python benchmarks/bench_grpo.py --rows grpo     # one row
+    python benchmarks/bench_grpo.py --device cuda   # both sides on the GPU (fp32, the same settings otherwise)
 """
 
 from __future__ import annotations
@@ -147,15 +148,16 @@ def build_policy(work: Path, prompts: list[str], seed: int) -> dict[str, int]:
     return {"policy_params": sum(p.numel() for p in policy.parameters()), "vocab": len(tokenizer)}
 
 
-def run_child(system: str, row: str, work: Path, verbose: bool) -> dict:
+def run_child(system: str, row: str, work: Path, verbose: bool, device: str) -> dict:
     name = f"{system}-{row}"
     log = work / f"{name}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", system, "--row", row, "--work", str(work)]
+    env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {})}
     meter = ChildMeter()
     t0 = time.perf_counter()
     with log.open("w") as fh:
         rc = subprocess.run(cmd, stdout=None if verbose else fh, stderr=None if verbose else subprocess.STDOUT,
-                            cwd=str(Path(__file__).parent)).returncode
+                            cwd=str(Path(__file__).parent), env=env).returncode
     wall = time.perf_counter() - t0
     result_path = work / f"result-{name}.json"
     if result_path.is_file():
@@ -178,6 +180,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where both sides run (cpu hides any GPU from the children)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("trl", "alignkit"), help="run one system")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 steps x 4 prompts x 4 completions, 16 new tokens")
@@ -193,6 +197,8 @@ def main() -> None:
         (side_trl if args.side == "trl" else side_alignkit)(settings, args.work, args.row)
         return
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_grpo: --device cuda, but this torch sees no CUDA device")
     if args.quick:
         args.steps, args.batch_size, args.group, args.prompts, args.max_new_tokens = 3, 4, 4, 64, 16
     assert args.steps >= 2, "step 1 is a warm-up; use --steps >= 2"
@@ -221,7 +227,7 @@ def main() -> None:
         for row in rows:
             for system in systems:
                 print(f"running {system} on row {row} ...", flush=True)
-                results.append(run_child(system, row, work, args.verbose))
+                results.append(run_child(system, row, work, args.verbose, args.device))
 
     others = meter.others()
     ok = [r for r in results if "error" not in r]
@@ -237,7 +243,8 @@ def main() -> None:
 
     print(f"\nGRPO/RLOO, {settings['policy_params'] / 1e6:.1f}M-param Llama policy, {args.batch_size} prompts x "
           f"{args.group} completions per step, {args.max_new_tokens} new tokens, one optimizer step per generation, "
-          f"{args.steps} steps (1 = warm-up, not counted), {args.threads} threads")
+          f"{args.steps} steps (1 = warm-up, not counted), "
+          f"{args.threads} threads" + (f", on {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
     print(f"{'row':<9}{'system':<28}{'compl':>7}{'seconds':>9}{'compl/s':>9}{'vs TRL':>8}"
           f"{'gen':>7}{'prep':>7}{'update':>8}{'other':>7}{'len':>6}")
     fmt = lambda s, k: f"{s[k]:>7.1f}" if s.get(k) is not None else f"{'-':>7}"  # noqa: E731
@@ -275,6 +282,11 @@ def main() -> None:
 # The children: one system on one row each, in a process of its own
 # --------------------------------------------------------------------------------------------
 
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def write_result(work: Path, side: str, row: str, result: dict) -> None:
     (work / f"result-{side}-{row}.json").write_text(json.dumps({"side": side, "row": row, **result}, indent=2))
 
@@ -292,6 +304,7 @@ def side_trl(settings: dict, work: Path, row: str) -> None:
     if trl.__version__ != TRL_VERSION:
         print(f"warning: expected trl {TRL_VERSION}, imported {trl.__version__} from {trl.__file__}")
     steps, n = settings["steps"], settings["group"]
+    device = settings.get("device", "cpu")
     completions_per_step = settings["batch_size"] * n
     tokenizer = AutoTokenizer.from_pretrained(str(work / "policy"))
     prompts = read_prompts(work)
@@ -308,7 +321,7 @@ def side_trl(settings: dict, work: Path, row: str) -> None:
         repetition_penalty=1.0, beta=beta, epsilon=CLIP, epsilon_high=CLIP, mask_truncated_completions=False,
         disable_dropout=True, log_completions=False, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=MAX_GRAD_NORM,
-        max_steps=steps, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, report_to="none",
+        max_steps=steps, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=device == "cpu", report_to="none",
         save_strategy="no", eval_strategy="no", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
         seed=settings["seed"])
     if trainer_name == "GRPOTrainer":
@@ -329,6 +342,7 @@ def side_trl(settings: dict, work: Path, row: str) -> None:
             self.ends: list[float] = []
 
         def on_step_end(self, args_, state, control, **kw):
+            sync(device)  # the GPU's queue done: the step's work, not only its launch
             t = time.perf_counter()
             self.ends.append(t)
             split.marks["update_end"] = t  # after the clip, the optimizer and schedule steps, zero_grad
@@ -420,6 +434,7 @@ def side_alignkit(settings: dict, work: Path, row: str) -> None:
 
         def closing_step(*a, **kw):
             result = step_fn(*a, **kw)
+            sync(settings.get("device", "cpu"))
             split.close()
             return result
 
