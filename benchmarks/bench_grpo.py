@@ -410,6 +410,7 @@ def side_alignkit(settings: dict, work: Path, row: str) -> None:
                                              "error": f"alignkit.stages.grpo is not available: {exc}"})
         return
     steps, n, batch = settings["steps"], settings["group"], settings["batch_size"]
+    device = settings.get("device", "cpu")
     out = work / f"alignkit-{row}-out"
     cfg = load_config(GRPOConfig, None, [
         f"model.path={work / 'policy'}", f"rollout.prompts_path={work / 'prompts.jsonl'}", f"output_dir={out}",
@@ -434,7 +435,7 @@ def side_alignkit(settings: dict, work: Path, row: str) -> None:
 
         def closing_step(*a, **kw):
             result = step_fn(*a, **kw)
-            sync(settings.get("device", "cpu"))
+            sync(device)
             split.close()
             return result
 

@@ -52,13 +52,12 @@ def _has_deepspeed() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-def slow_zero2(engines: tuple[str, ...]) -> list:
-    """The engines, ZeRO-2 marked slow: where ZeRO-3 (the stricter of the two: every forward a
-    collective, weights gathered to save) or DDP runs the same test, ZeRO-2 waits for `make
-    test-slow`, keeping the suite inside CI's 15 minutes; ZeRO-2 itself stays in the suite through
-    test_a_zero2_checkpoint_resumes_on_another_process_count."""
-    return [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e == "zero2" else [])])
-            for e in engines]
+def engines(names: tuple[str, ...], in_suite: tuple[str, ...] = ()) -> list:
+    """The engines as parameters, each skipped without DeepSpeed where it needs it; all but those
+    `in_suite` wait for `make test-slow`, keeping the suite inside CI's 15 minutes (README,
+    Development). The suite keeps one PPO update under DDP and GRPO's real sampling under ZeRO-3."""
+    return [pytest.param(e, marks=[needs_deepspeed(e), *([] if e in in_suite else [pytest.mark.slow])])
+            for e in names]
 
 
 def metrics(run_dir: Path, key: str) -> list[float]:
@@ -166,11 +165,7 @@ SFT = ["train.max_steps=3", "optim.lr=1e-3", "data.packing=off", "optim.max_grad
        "log.every=1", "data.max_length=64", "train.eval_every=3"]
 
 
-# ZeRO-1 is the slowest of the three here and the least different from DDP; ZeRO-1 and ZeRO-2 run
-# in make test-slow (see slow_zero2)
-@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e in ("zero1", "zero2") else [])])
-                                    for e in ("zero1", "zero2", "zero3")])
+@pytest.mark.parametrize("engine", engines(("zero1", "zero2", "zero3")))
 def test_sft_under_deepspeed_equals_one_process_and_saves_a_plain_model(engine, tiny_dir, sft_data, tmp_path):
     """ZeRO-1, ZeRO-2 and ZeRO-3 on 2 processes x micro-batch 2 x accumulation 2 (DeepSpeed takes the stage's
     accumulation and clipping) follow 1 process x batch 8: the same losses, gradient norms before
@@ -198,8 +193,7 @@ def test_sft_under_deepspeed_equals_one_process_and_saves_a_plain_model(engine, 
     assert torch.allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
-@pytest.mark.parametrize("engine", slow_zero2(("zero2", "zero3")))
+@pytest.mark.parametrize("engine", engines(("zero2", "zero3")))
 def test_dpo_under_deepspeed_equals_one_process(engine, tiny_dir, tmp_path):
     """DPO under ZeRO-2/3, 2 processes x 2 pairs x accumulation 2 against 1 process x 8 pairs: the
     first loss is ln 2 on both (the reference pass under ZeRO-3 runs on gathered weights), the loss
@@ -224,8 +218,7 @@ def test_dpo_under_deepspeed_equals_one_process(engine, tiny_dir, tmp_path):
         assert torch.allclose(ours[key], ref[key], atol=3e-5), key
 
 
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e != "ddp" else [])])
-                                    for e in ("ddp", "zero2", "zero3")])
+@pytest.mark.parametrize("engine", engines(("ddp", "zero2", "zero3"), in_suite=("ddp",)))
 def test_one_ppo_update_on_two_processes_equals_one_process(engine, tiny_dir, tmp_path):
     """A fixed rollout of 8 episodes: 2 processes x 4 episodes take the same PPO step (clipped
     policy loss, value loss, one optimizer step with clipping) as 1 process x 8."""
@@ -243,14 +236,7 @@ def test_one_ppo_update_on_two_processes_equals_one_process(engine, tiny_dir, tm
         assert torch.allclose(one[key], two[key], atol=2e-5), key
 
 
-# GRPO under ZeRO-2/3 is slow (~30 s each) and its engine paths are the ones DPO, SFT and PPO test
-# under ZeRO below: kept for `make test-slow`, DDP in the suite.
-GRPO_ENGINES = [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e != "ddp" else [])])
-                for e in ("ddp", "zero2", "zero3")]
-
-
-@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
-@pytest.mark.parametrize("engine", GRPO_ENGINES)
+@pytest.mark.parametrize("engine", engines(("ddp", "zero2", "zero3")))
 def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp_path):
     """The GRPO stage with fixed samples (each prompt's group drawn from its own text, see the
     script): 2 processes x 4 prompts (each group whole on the process that sampled it) and 1 process
@@ -273,8 +259,7 @@ def test_grpo_on_two_processes_trains_as_one(engine, tiny_dir, prompts_file, tmp
         assert torch.allclose(w_one[key], w_two[key], atol=2e-5), key
 
 
-@pytest.mark.parametrize("engine", [pytest.param(e, marks=[needs_deepspeed(e), *([pytest.mark.slow] if e == "ddp" else [])])
-                                    for e in ("ddp", "zero3")])
+@pytest.mark.parametrize("engine", engines(("ddp", "zero3"), in_suite=("zero3",)))
 def test_grpo_samples_for_real_on_two_processes_with_dynamic_sampling(engine, tiny_dir, tmp_path, monkeypatch):
     """Real generation (a collective under ZeRO-3), dynamic-sampling rounds that one process may need
     and the other not (half the prompts give every response the same reward), REINFORCE++'s
@@ -412,8 +397,7 @@ def test_a_zero2_checkpoint_resumes_on_another_process_count(tiny_dir, sft_data,
         assert torch.allclose(ours[key], ref[key], atol=1e-6), key
 
 
-@pytest.mark.slow  # make test-slow: CI's 15 minutes (see README, Development)
-@pytest.mark.parametrize("engine", slow_zero2(("ddp", "zero2")))
+@pytest.mark.parametrize("engine", engines(("ddp", "zero2")))
 def test_reward_model_and_token_distillation_on_two_processes_equal_one(engine, tiny_dir, tmp_path):
     """The other two trained stages: a reward model, and token-level distillation (forward KL to a
     teacher a few SFT steps away from the student), on 2 processes x 2 x accumulation 2 against 1
