@@ -44,7 +44,8 @@ VARIANTS = {  # name -> the ppo.safety overrides
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a finished run of configs/demo-safe.yaml")
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml"))
+    p.add_argument("--config", help="the pipeline config whose ppo section the variants take (default: RUN_DIR/pipeline.yaml, "
+                   "the run's own settings with any overrides it ran with; else configs/demo-safe.yaml)")
     p.add_argument("--cost-steps", type=int, default=300)
     p.add_argument("--reuse", action="store_true",
                    help="keep the cost model and every variant already trained under RUN_DIR/safe (train only new ones)")
@@ -63,6 +64,8 @@ def main() -> None:
         (args.run_dir / "safe-seeds.md").write_text(table)
         print(table)
         return
+    own = args.run_dir / "pipeline.yaml"
+    args.config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
     cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
