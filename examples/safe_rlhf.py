@@ -41,6 +41,13 @@ VARIANTS = {  # name -> the ppo.safety overrides
 }
 
 
+def kept_policy(ppo_dir: Path, keep_best: bool) -> Path:
+    """The policy a PPO run hands on, as the pipeline takes it: its best held-out iteration with
+    keep_best, else the final model."""
+    best = ppo_dir / "best"
+    return best if keep_best and (best / "config.json").exists() else ppo_dir / "model"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a finished run of configs/demo-safe.yaml")
@@ -80,7 +87,7 @@ def main() -> None:
     cost = done if args.reuse and (done / "config.json").exists() else run_rm(cost_cfg)
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
-    policies = {"sft": sft, "ppo": args.run_dir / "ppo" / "best"}
+    policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo", cfg.ppo.keep_best)}
     summary = {}
     for name, overrides in VARIANTS.items():
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
@@ -90,11 +97,11 @@ def main() -> None:
         ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, rm, {f: world / f"{f}.jsonl"
                                                                for f in ("rl_prompts", "rl_eval_prompts")})
         ppo_cfg.validate(name)
-        if not (args.reuse and (out / "best").exists()):
+        if not (args.reuse and (out / "model" / "config.json").exists()):
             print(f"== {name}", flush=True)
             run_ppo(ppo_cfg)
         rows = [r for r in read_metrics(out / "metrics.jsonl") if "cost" in r]
-        policies[name] = out / "best"
+        policies[name] = kept_policy(out, ppo_cfg.keep_best)
         summary[name] = {"cost first": f"{rows[0]['cost']:+.2f}", "cost last": f"{rows[-1]['cost']:+.2f}",
                          "lambda last": f"{rows[-1]['lambda']:.2f}", "limit": f"{rows[-1]['cost_limit']:+.2f}"}
 
