@@ -25,6 +25,7 @@ from pathlib import Path
 from alignkit.config import PipelineConfig, RMConfig, load_config, pipeline_ppo_config
 from alignkit.stages.ppo import run_ppo
 from alignkit.stages.rm import run_rm
+from alignkit.training.loop import kept_policy
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import read_items
 from alignkit.world.evaluate import evaluate_models
@@ -39,13 +40,6 @@ VARIANTS = {  # name -> the ppo.safety overrides
     "safe rlhf, unsafe only": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
                                "safety.limit_from_start=true", "safety.unsafe_only=true"],
 }
-
-
-def kept_policy(ppo_dir: Path, keep_best: bool) -> Path:
-    """The policy a PPO run hands on, as the pipeline takes it: its best held-out iteration with
-    keep_best, else the final model."""
-    best = ppo_dir / "best"
-    return best if keep_best and (best / "config.json").exists() else ppo_dir / "model"
 
 
 def main() -> None:
@@ -72,8 +66,8 @@ def main() -> None:
         print(table)
         return
     own = args.run_dir / "pipeline.yaml"
-    args.config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
-    cfg = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}"])
+    config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
+    cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
 
@@ -87,11 +81,11 @@ def main() -> None:
     cost = done if args.reuse and (done / "config.json").exists() else run_rm(cost_cfg)
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
-    policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo", cfg.ppo.keep_best)}
+    policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name, overrides in VARIANTS.items():
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
-        variant = load_config(PipelineConfig, args.config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
+        variant = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
                                                             f"ppo.safety.cost_model={cost}",
                                                             *(f"ppo.{o}" for o in overrides)])
         ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, rm, {f: world / f"{f}.jsonl"
@@ -101,7 +95,7 @@ def main() -> None:
             print(f"== {name}", flush=True)
             run_ppo(ppo_cfg)
         rows = [r for r in read_metrics(out / "metrics.jsonl") if "cost" in r]
-        policies[name] = kept_policy(out, ppo_cfg.keep_best)
+        policies[name] = kept_policy(out / "model", ppo_cfg.keep_best)
         summary[name] = {"cost first": f"{rows[0]['cost']:+.2f}", "cost last": f"{rows[-1]['cost']:+.2f}",
                          "lambda last": f"{rows[-1]['lambda']:.2f}", "limit": f"{rows[-1]['cost_limit']:+.2f}"}
 

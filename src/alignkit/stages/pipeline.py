@@ -35,6 +35,7 @@ from typing import Any
 
 from alignkit import config as C
 from alignkit.config import PipelineConfig, pipeline_ppo_config, to_yaml
+from alignkit.training.loop import kept_policy
 from alignkit.training.run import console, quiet_libraries
 
 
@@ -196,9 +197,8 @@ def step_ppo(s: State) -> None:
     if s.ensemble:
         ppo_cfg = dataclasses.replace(ppo_cfg, reward_ensemble=[str(m) for m in s.ensemble])
     final = s.launch("ppo", "ppo", ppo_cfg, "[bold]ppo[/] RLHF against the reward model", run_ppo)
-    best = s.run_dir / "ppo" / "best"
-    s.models["ppo"] = best if cfg.ppo.keep_best and (best / "config.json").exists() else final
-    s.ppo_summary = summarize_ppo(s.run_dir / "ppo" / "metrics.jsonl", s.models["ppo"] == best)
+    s.models["ppo"] = kept_policy(final, cfg.ppo.keep_best)
+    s.ppo_summary = summarize_ppo(s.run_dir / "ppo" / "metrics.jsonl", s.models["ppo"] != Path(final))
 
 
 def step_grpo(s: State) -> None:
@@ -213,9 +213,9 @@ def step_grpo(s: State) -> None:
         scorer = grpo_cfg.reward_model or " + ".join(str(r.get("fn")) for r in grpo_cfg.rewards)
         final = s.launch("grpo", "grpo", grpo_cfg, f"[bold]grpo[/] {name}: {grpo_cfg.group.advantage} from the SFT "
                          f"model, rewarded by {scorer}", run_grpo)
-        best = s.run_dir / "grpo" / name / "best"
-        s.models[name] = best if cfg.grpo.keep_best and (best / "config.json").exists() else final
-        s.grpo_summaries[name] = summarize_grpo(best.parent / "metrics.jsonl", s.models[name] == best)
+        s.models[name] = kept_policy(final, cfg.grpo.keep_best)
+        s.grpo_summaries[name] = summarize_grpo(s.run_dir / "grpo" / name / "metrics.jsonl",
+                                                s.models[name] != Path(final))
 
 
 def step_rounds(s: State) -> None:

@@ -273,3 +273,10 @@ def close_run(run: Run, model_dir: Path, title: str) -> Path:
     run.accelerator.wait_for_everyone()
     run.metrics.close()
     return model_dir
+
+
+def kept_policy(final: Path, keep_best: bool) -> Path:
+    """The policy an RL run hands on: its best held-out iteration (`best/` beside the final model)
+    with keep_best, else the final model."""
+    best = Path(final).parent / "best"
+    return best if keep_best and (best / "config.json").exists() else Path(final)
