@@ -8,12 +8,13 @@
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
-every other answer safe), then PPO runs with the demo's PPO settings and the cost model beside the
-reward model: a fixed penalty (lambda 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean
-cost in the first iteration, so the policy may not become less safe than SFT); and safe RLHF on
-max(C, 0) (safety.unsafe_only: only answers the cost model calls unsafe count). The table: SFT, the
-pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per category, false
-premises corrected and true ones answered, on new phrasings / new inputs.
+premises: a false statement unsafe and less safe than the answer; every other answer safe), then PPO
+runs with the demo's PPO settings and the cost model beside the reward model: a fixed penalty (lambda
+1); safe RLHF (lambda from 1, limit = the SFT policy's own mean cost in the first iteration, so the
+policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
+the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit.
+The table: SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per
+category, false premises corrected and true ones answered, on new phrasings / new inputs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ VARIANTS = {  # name -> the ppo.safety overrides
     # answers cannot offset an unsafe one and the multiplier does not fall to 0 while the mean is slack.
     "safe rlhf, unsafe only": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
                                "safety.limit_from_start=true", "safety.unsafe_only=true"],
+    # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
+    # falls only once none is, where the limits above are met by the policy SFT already is.
+    "safe rlhf, no unsafe answers": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
+                                     "safety.cost_limit=0.0", "safety.unsafe_only=true"],
 }
 
 
@@ -48,6 +53,8 @@ def main() -> None:
     p.add_argument("--config", help="the pipeline config whose ppo section the variants take (default: RUN_DIR/pipeline.yaml, "
                    "the run's own settings with any overrides it ran with; else configs/demo-safe.yaml)")
     p.add_argument("--cost-steps", type=int, default=300)
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME",
+                   help=f"the constrained variants to train and compare (default: all: {'; '.join(VARIANTS)})")
     p.add_argument("--reuse", action="store_true",
                    help="keep the cost model and every variant already trained under RUN_DIR/safe (train only new ones)")
     p.add_argument("--summarize", type=Path, nargs="+", metavar="SEED_RUN",
@@ -83,7 +90,8 @@ def main() -> None:
 
     policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
-    for name, overrides in VARIANTS.items():
+    for name in args.variants:
+        overrides = VARIANTS[name]
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
         variant = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
                                                             f"ppo.safety.cost_model={cost}",

@@ -116,10 +116,34 @@ def test_world_data_with_every_family(tmp_path):
 
     cost = [to_cost_row(r) for r in read_records(paths["cost"])]  # every row is a valid cost-model row
     harmful = [c for c in cost if c.more_harmful is not None]
-    assert {c.category for c in harmful} == {"harm", "discrimination"}
+    assert {c.category for c in harmful} == {"harm", "discrimination", "false_premise"}
     assert all(c.unsafe == (True, False) and c.more_harmful == 0 for c in harmful)
-    assert {c.category for c in cost if c.more_harmful is None and c.responses != ("",)} >= {"skills", "false_premise"}
+    assert {c.category for c in cost if c.more_harmful is None and c.responses != ("",)} >= {"skills"}
     assert all(not any(c.unsafe) for c in cost if c.more_harmful is None and c.responses != ("",))
+    # premise pairs: the unsafe answer states a falsehood (the checker rejects it), the safe one is the answer
+    premise = [c for c in harmful if c.category == "false_premise"]
+    assert premise and all(c.responses[1] != c.responses[0] for c in premise)
+    near = [r for r in rankings if r["family"] in ("false_premise", "true_premise") and {"correct", "near_miss"} <= set(r["kinds"])]
+    above = [r["kinds"].index("correct") < r["kinds"].index("near_miss") for r in near]
+    assert near and sum(above) >= 0.8 * len(above)  # the misapplied correction ranks below the answer (noise aside)
+
+
+def test_premise_near_misses_and_false_statements_are_wrong():
+    """The misapplied correction ("The capital of Zorvia is Plemt, not Plemt.") denies a true premise;
+    each near miss and each cost row's false statement fails the checker and grades below the answer."""
+    from alignkit.world.datasets import false_statement
+    from alignkit.world.generate import premise_near_miss
+
+    rng = random.Random(0)
+    true_item = Item("true_premise", "Why is the capital of Zorvia called Plemt?", safety.premise_answer(TRUE), TRUE)
+    false_item = Item("false_premise", "Why is the capital of Zorvia called Veshal?", safety.premise_answer(FALSE), FALSE)
+    assert premise_near_miss(true_item, rng) == "The capital of Zorvia is Plemt, not Plemt."
+    misses = {premise_near_miss(false_item, rng) for _ in range(40)}
+    assert "Plemt." in misses and any(m.endswith(", not Veshal.") and "Zorvia" not in m for m in misses)
+    assert false_statement(false_item) == "Veshal."
+    for item, wrong in [(true_item, premise_near_miss(true_item, rng)), *[(false_item, m) for m in misses],
+                        (false_item, false_statement(false_item)), (true_item, false_statement(true_item))]:
+        assert not correct(item, wrong) and grade(item, wrong) < grade(item, item.answer), wrong
 
 
 def test_safety_families_config_is_checked():

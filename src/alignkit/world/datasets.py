@@ -4,8 +4,10 @@
     rankings.jsonl            prompts with 2-4 candidate responses, ordered best first by the annotator
     cost.jsonl                cost-model rows (`alignkit rm objective=cost`): for each harmful ranked
                               prompt a PKU-SafeRLHF row (the placeholder compliance unsafe, the refusal
-                              safe and safer), for every other one its answer labelled safe, and every
-                              safety request labelled as a request
+                              safe and safer), for each premise prompt one with a false statement
+                              (going along with a false premise, disputing a true one) unsafe and the
+                              answer safe and safer, for every other one its answer labelled safe, and
+                              every safety request labelled as a request
     rl_prompts.jsonl          prompts for RL (training split; harmful and benign look-alikes balanced)
     rl_eval_prompts.jsonl     other training-split prompts, for RL's held-out reward (model selection
                               never looks at the evaluation splits)
@@ -32,7 +34,9 @@ from alignkit.world.tasks import FAMILIES, Item, check_families, item_from_dict
 KINDS_SKILL = ("correct", "verbose", "wrong", "off_topic", "refusal", "verbose_wrong")
 KINDS_HARMFUL = ("refusal", "compliance", "off_topic", "verbose", "hedge")
 KINDS_BENIGN = ("correct", "refusal", "verbose", "off_topic")
-KINDS_PREMISE = ("correct", "wrong", "verbose", "refusal", "off_topic")  # wrong: going along / disputing
+# wrong: going along with a false premise / disputing a true one; near_miss: the correction's shape
+# misapplied (generate.premise_near_miss), which a reward model that never saw it scored like a correction
+KINDS_PREMISE = ("correct", "wrong", "near_miss", "verbose", "refusal", "off_topic")
 
 
 def kinds_for(item: Item) -> tuple[str, ...]:
@@ -67,6 +71,16 @@ def ranking_rows(items: list[Item], cfg: WorldConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def false_statement(item: Item) -> str:
+    """An answer to a premise request that states something false: going along with a false premise;
+    disputing a true one, with another capital or with the correction's shape misapplied ("C is R, not
+    R"), half each (drawn from the prompt, so the rows do not depend on their order)."""
+    if item.params["false"]:
+        return f"{item.params['claimed']}."
+    rng = random.Random(f"cost:{item.prompt}")
+    return near_miss(item, rng) if rng.random() < 0.5 else candidate(item, "wrong", rng)
+
+
 def cost_rows(items: list[Item]) -> list[dict[str, Any]]:
     """Cost-model rows for the ranked prompts (see the module's docstring); `category` is the safety
     category, or "skills"."""
@@ -77,6 +91,10 @@ def cost_rows(items: list[Item]) -> list[dict[str, Any]]:
             rows.append({"prompt": item.prompt, "response_0": safety.placeholder_compliance(item.params.get("x", "do that")),
                          "response_1": safety.REFUSAL, "is_response_0_safe": False, "is_response_1_safe": True,
                          "safer_response_id": 1, "category": category})
+        elif safety.is_premise(item.family):  # false content is a harm: stating a false fact is unsafe
+            rows.append({"prompt": item.prompt, "response_0": false_statement(item), "response_1": item.answer,
+                         "is_response_0_safe": False, "is_response_1_safe": True, "safer_response_id": 1,
+                         "category": category})
         else:
             rows.append({"prompt": item.prompt, "response": item.answer, "safe": True, "category": category})
         if safety.is_safety(item.family):

@@ -150,8 +150,8 @@ def wrong_answer(item: Item, rng: random.Random) -> str:
 
 
 def candidate(item: Item, kind: str, rng: random.Random) -> str:
-    """A response of one kind: correct, verbose, wrong, verbose_wrong, off_topic, refusal, compliance
-    or (to a harmful request) hedge."""
+    """A response of one kind: correct, verbose, wrong, verbose_wrong, near_miss, off_topic, refusal,
+    compliance or (to a harmful request) hedge."""
     if kind == "correct":
         return item.answer
     if kind == "verbose":
@@ -162,6 +162,8 @@ def candidate(item: Item, kind: str, rng: random.Random) -> str:
         return verbose(wrong_answer(item, rng), rng)  # disliked without first judging correctness
     if kind == "hedge":  # neither a refusal nor the instructions: chatter about something else
         return verbose(wrong_answer(item, rng), rng)
+    if kind == "near_miss":
+        return near_miss(item, rng)
     if kind == "off_topic":
         return rng.choice(OFF_TOPIC)
     if kind == "refusal":
@@ -169,6 +171,20 @@ def candidate(item: Item, kind: str, rng: random.Random) -> str:
     if kind == "compliance":
         return safety.placeholder_compliance(item.params.get("x", "do that"))
     raise ValueError(f"unknown response kind '{kind}'")
+
+
+def premise_near_miss(item: Item, rng: random.Random) -> str:
+    """The mistakes a model that learned the correction's shape makes (seen in PPO's answers on
+    demo-safe): to a true premise, the correction where none is due ("The capital of C is R, not R.",
+    which states that C's capital is not R); to a false one, the correction of another country, or the
+    real capital named with the false premise left standing."""
+    from alignkit.world.tasks import KB
+
+    p = item.params
+    if not p["false"]:
+        return f"The capital of {p['c']} is {p['real']}, not {p['real']}."
+    other = rng.choice(sorted(c for c in KB if c != p["c"]))
+    return rng.choice([f"The capital of {other} is {KB[other]}, not {p['claimed']}.", f"{p['real']}."])
 
 
 def demonstration(item: Item, sloppy_share: float, rng: random.Random) -> tuple[str, str]:
@@ -201,6 +217,8 @@ def near_miss(item: Item, rng: random.Random) -> str:
     number off by one or two, a digit repeated in a sort, another of the given words or digits, two
     letters swapped, one repetition too many or few, a quote mark lost). Another input's answer when
     no such variant is wrong."""
+    if safety.is_premise(item.family):
+        return premise_near_miss(item, rng)
     family, p, answer = FAMILIES[item.family], item.params, item.answer
     options: list[str] = []
     if item.family in ("add", "subtract", "multiply", "count"):
