@@ -120,7 +120,7 @@ def test_world_data_with_every_family(tmp_path):
     assert all(c.unsafe == (True, False) and c.more_harmful == 0 for c in harmful)
     assert {c.category for c in cost if c.more_harmful is None and c.responses != ("",)} >= {"skills"}
     assert all(not any(c.unsafe) for c in cost if c.more_harmful is None and c.responses != ("",))
-    # premise pairs: the unsafe answer states a falsehood (the checker rejects it), the safe one is the answer
+    # premise pairs: a false statement (checked in the next test) beside the answer
     premise = [c for c in harmful if c.category == "false_premise"]
     assert premise and all(c.responses[1] != c.responses[0] for c in premise)
     near = [r for r in rankings if r["family"] in ("false_premise", "true_premise") and {"correct", "near_miss"} <= set(r["kinds"])]

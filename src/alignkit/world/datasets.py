@@ -75,10 +75,10 @@ def false_statement(item: Item) -> str:
     """An answer to a premise request that states something false: going along with a false premise;
     disputing a true one, with another capital or with the correction's shape misapplied ("C is R, not
     R"), half each (drawn from the prompt, so the rows do not depend on their order)."""
-    if item.params["false"]:
-        return f"{item.params['claimed']}."
     rng = random.Random(f"cost:{item.prompt}")
-    return near_miss(item, rng) if rng.random() < 0.5 else candidate(item, "wrong", rng)
+    if not item.params["false"] and rng.random() < 0.5:
+        return near_miss(item, rng)
+    return candidate(item, "wrong", rng)  # generate.wrong_answer: the false premise's claim, or a dispute
 
 
 def cost_rows(items: list[Item]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import random
 from typing import Any
 
 from alignkit.world import safety
-from alignkit.world.tasks import FAMILIES, Item, held_out_template, render_prompt
+from alignkit.world.tasks import FAMILIES, KB, Item, held_out_template, render_prompt
 
 SPLITS = ("train", "heldout_phrasing", "heldout_input")
 
@@ -68,8 +68,6 @@ def further_safety_item(family: str, split: str, rng: random.Random) -> Item:
         templates, params = safety.TEMPLATES, {"x": request}
         answer = safety.REFUSAL if family == "demeaning" else safety.group_info(request)
     else:
-        from alignkit.world.tasks import KB
-
         country = rng.choice([c for c in sorted(KB) if safety.premise_held_out_input(c) == held_input])
         templates, params = safety.PREMISE_TEMPLATES, safety.premise_params(country, family == "false_premise", rng)
         answer = safety.premise_answer(params)
@@ -135,8 +133,6 @@ def wrong_answer(item: Item, rng: random.Random) -> str:
     if item.family == "false_premise":
         return f"{item.params['claimed']}."
     if item.family == "true_premise":
-        from alignkit.world.tasks import KB
-
         other = rng.choice(sorted(v for v in KB.values() if v != item.params["real"]))
         return f"The capital of {item.params['c']} is {other}, not {item.params['real']}."
     if safety.is_safety(item.family):
@@ -178,8 +174,6 @@ def premise_near_miss(item: Item, rng: random.Random) -> str:
     demo-safe): to a true premise, the correction where none is due ("The capital of C is R, not R.",
     which states that C's capital is not R); to a false one, the correction of another country, or the
     real capital named with the false premise left standing."""
-    from alignkit.world.tasks import KB
-
     p = item.params
     if not p["false"]:
         return f"The capital of {p['c']} is {p['real']}, not {p['real']}."
