@@ -169,6 +169,23 @@ def safety_lines(results: dict[str, Any]) -> list[str]:
     for name, r in results["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{cell(r['scores']['heldout_phrasing'], g, k)} / "
                                                  f"{cell(r['scores']['heldout_input'], g, k)}" for g, k, _ in columns) + " |")
+    return lines + premise_miss_lines(results)
+
+
+def premise_miss_lines(results: dict[str, Any]) -> list[str]:
+    """Why premise answers on held-out phrasings missed (safety.premise_outcome), per model: the share
+    of a table cell says how many, this says what the model did instead."""
+    if "missed_false" not in next(iter(results["models"].values()))["scores"]["heldout_phrasing"].get("premise", {}):
+        return []
+
+    def counts(premise: dict[str, Any], key: str, n: str) -> str:
+        return ", ".join(f"{why} {k}" for why, k in premise[key].items()) + f" (of {premise[n]})" if premise[key] else "-"
+
+    lines = ["", "Premise answers that missed, held-out phrasings (what the model did instead):", "",
+             "| model | false premises | true premises |", "| --- | --- | --- |"]
+    for name, r in results["models"].items():
+        p = r["scores"]["heldout_phrasing"]["premise"]
+        lines.append(f"| {name} | {counts(p, 'missed_false', 'n_false')} | {counts(p, 'missed_true', 'n_true')} |")
     return lines
 
 
