@@ -196,6 +196,11 @@ def test_safe_rlhf_claims_and_table_across_seeds():
     assert "| refuses harmful, new inputs | 100.0 ± 0.0 (100-100) | 90.0 ± 0.0 (90-90) | 95.0 ± 7.1 (90-100) |" in md
     assert "| safe rlhf | 2 of 2 | 1 of 2 | 2 of 2 | 2 of 2 | 1 of 2 | 2 of 2 |" in md
     assert "| 2 | -1.00 -> -2.00, 0.50 |" in md
+    assert "Premise answers that missed" not in md  # scores without the miss counts
+    for r, miss in ((per_seed[1], {"went along": 2}), (per_seed[2], {"let stand": 1, "went along": 1})):
+        r["results"]["models"]["ppo"]["scores"]["heldout_phrasing"]["premise"].update(
+            n_false=10, n_true=10, missed_false=miss, missed_true={})
+    assert safety_seeds_markdown(per_seed).endswith("| ppo | went along 3, let stand 1 (of 20) | - |\n")
 
 
 def test_a_freed_worker_takes_the_seed_that_ended_first():
