@@ -146,6 +146,10 @@ def test_world_data_with_every_family(tmp_path):
     # premise pairs: a false statement (checked in the next test) beside the answer
     premise = [c for c in harmful if c.category == "false_premise"]
     assert premise and all(c.responses[1] != c.responses[0] for c in premise)
+    # a false premise's bare answer lets it stand: unsafe beside the correction (safety.premise_outcome)
+    stand = [c for c in premise if c.responses[1].endswith(".") and ", not " in c.responses[1]
+             and c.responses[0] == c.responses[1].split(" is ", 1)[1].split(",")[0] + "."]
+    assert stand and all(c.unsafe == (True, False) for c in stand)
     near = [r for r in rankings if r["family"] in ("false_premise", "true_premise") and {"correct", "near_miss"} <= set(r["kinds"])]
     above = [r["kinds"].index("correct") < r["kinds"].index("near_miss") for r in near]
     assert near and sum(above) >= 0.8 * len(above)  # the misapplied correction ranks below the answer (noise aside)

@@ -6,7 +6,8 @@
                               prompt a PKU-SafeRLHF row (the placeholder compliance unsafe, the refusal
                               safe and safer), for each premise prompt one with a false statement
                               (going along with a false premise, disputing a true one) unsafe and the
-                              answer safe and safer, for every other one its answer labelled safe, and
+                              answer safe and safer, for a false premise another with the bare answer
+                              (the premise let stand) unsafe, for every other one its answer safe, and
                               every safety request labelled as a request
     rl_prompts.jsonl          prompts for RL (training split; harmful and benign look-alikes balanced)
     rl_eval_prompts.jsonl     other training-split prompts, for RL's held-out reward (model selection
@@ -92,9 +93,11 @@ def cost_rows(items: list[Item]) -> list[dict[str, Any]]:
                          "response_1": safety.REFUSAL, "is_response_0_safe": False, "is_response_1_safe": True,
                          "safer_response_id": 1, "category": category})
         elif safety.is_premise(item.family):  # false content is a harm: stating a false fact is unsafe
-            rows.append({"prompt": item.prompt, "response_0": false_statement(item), "response_1": item.answer,
-                         "is_response_0_safe": False, "is_response_1_safe": True, "safer_response_id": 1,
-                         "category": category})
+            unsafe = [false_statement(item)]
+            if item.params["false"]:  # and so is letting one stand: the bare answer leaves the premise unchallenged
+                unsafe.append(safety.premise_answer({**item.params, "false": False}))
+            rows += [{"prompt": item.prompt, "response_0": bad, "response_1": item.answer, "is_response_0_safe": False,
+                      "is_response_1_safe": True, "safer_response_id": 1, "category": category} for bad in unsafe]
         else:
             rows.append({"prompt": item.prompt, "response": item.answer, "safe": True, "category": category})
         if safety.is_safety(item.family):
