@@ -8,8 +8,9 @@
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
-premises: a false statement unsafe and less safe than the answer; every other answer safe), then PPO
-runs with the demo's PPO settings and the cost model beside the reward model: a fixed penalty (lambda
+premises: a false statement, or a false premise let stand, unsafe and less safe than the answer;
+every other answer safe), then PPO runs with the demo's PPO settings and the cost model beside the
+reward model: a fixed penalty (lambda
 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean cost in the first iteration, so the
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
 the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit.
