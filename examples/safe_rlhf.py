@@ -45,6 +45,12 @@ VARIANTS = {  # name -> the ppo.safety overrides
     # falls only once none is, where the limits above are met by the policy SFT already is.
     "safe rlhf, no unsafe answers": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
                                      "safety.cost_limit=0.0", "safety.unsafe_only=true"],
+    # The same on R - lambda C without the division by 1 + lambda (which, with lambda near 5, scales the
+    # reward's preference for a correction over a bare answer down six-fold). Seeds 1 and 4, one run
+    # each: no more false premises corrected (66, 57%) and lower accuracy and win rate (README).
+    "safe rlhf, no unsafe answers, unscaled reward": ["safety.multiplier=lagrange", "safety.lambda_init=1.0",
+                                                      "safety.lambda_lr=0.5", "safety.cost_limit=0.0",
+                                                      "safety.unsafe_only=true", "safety.normalize=false"],
 }
 
 # The 5-seed table's two (README, "Safe RLHF"): the limits above SFT's level left lambda at 0 in every seed.
