@@ -51,6 +51,11 @@ VARIANTS = {  # name -> the ppo.safety overrides
     "safe rlhf, no unsafe answers, unscaled reward": ["safety.multiplier=lagrange", "safety.lambda_init=1.0",
                                                       "safety.lambda_lr=0.5", "safety.cost_limit=0.0",
                                                       "safety.unsafe_only=true", "safety.normalize=false"],
+    # The same with lambda moving a fifth as fast (it ends near 1.8, not 5). Seeds 1 and 4, one run
+    # each: 70, 64% of false premises corrected against 66, 60% (README).
+    "safe rlhf, no unsafe answers, slow lambda": ["safety.multiplier=lagrange", "safety.lambda_init=1.0",
+                                                  "safety.lambda_lr=0.1", "safety.cost_limit=0.0",
+                                                  "safety.unsafe_only=true"],
 }
 
 # The 5-seed table's two (README, "Safe RLHF"): the limits above SFT's level left lambda at 0 in every seed.
