@@ -33,29 +33,24 @@ from alignkit.world.datasets import read_items
 from alignkit.world.evaluate import evaluate_models
 from alignkit.world.report import safety_lines, variant_table
 
-VARIANTS = {  # name -> the ppo.safety overrides
+LAGRANGE = ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5"]
+# No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
+# falls only once none is, where the limits at SFT's level are met by the policy SFT already is.
+NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
+VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
-    "safe rlhf": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
-                  "safety.limit_from_start=true"],
+    "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
     # The same on max(C, 0): only unsafe answers count, so the many harmless prompts' very safe
     # answers cannot offset an unsafe one and the multiplier does not fall to 0 while the mean is slack.
-    "safe rlhf, unsafe only": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
-                               "safety.limit_from_start=true", "safety.unsafe_only=true"],
-    # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
-    # falls only once none is, where the limits above are met by the policy SFT already is.
-    "safe rlhf, no unsafe answers": ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5",
-                                     "safety.cost_limit=0.0", "safety.unsafe_only=true"],
+    "safe rlhf, unsafe only": [*LAGRANGE, "safety.limit_from_start=true", "safety.unsafe_only=true"],
+    "safe rlhf, no unsafe answers": NO_UNSAFE,
     # The same on R - lambda C without the division by 1 + lambda (which, with lambda near 5, scales the
     # reward's preference for a correction over a bare answer down six-fold). Seeds 1 and 4, one run
     # each: no more false premises corrected (66, 57%) and lower accuracy and win rate (README).
-    "safe rlhf, no unsafe answers, unscaled reward": ["safety.multiplier=lagrange", "safety.lambda_init=1.0",
-                                                      "safety.lambda_lr=0.5", "safety.cost_limit=0.0",
-                                                      "safety.unsafe_only=true", "safety.normalize=false"],
+    "safe rlhf, no unsafe answers, unscaled reward": [*NO_UNSAFE, "safety.normalize=false"],
     # The same with lambda moving a fifth as fast (it ends near 1.8, not 5). Seeds 1 and 4, one run
     # each: 70, 64% of false premises corrected against 66, 60% (README).
-    "safe rlhf, no unsafe answers, slow lambda": ["safety.multiplier=lagrange", "safety.lambda_init=1.0",
-                                                  "safety.lambda_lr=0.1", "safety.cost_limit=0.0",
-                                                  "safety.unsafe_only=true"],
+    "safe rlhf, no unsafe answers, slow lambda": [*NO_UNSAFE, "safety.lambda_lr=0.1"],
 }
 
 # The 5-seed table's two (README, "Safe RLHF"): the limits above SFT's level left lambda at 0 in every seed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -175,18 +176,26 @@ def safety_lines(results: dict[str, Any]) -> list[str]:
 def premise_miss_lines(results: dict[str, Any]) -> list[str]:
     """Why premise answers on held-out phrasings missed (safety.premise_outcome), per model: the share
     of a table cell says how many, this says what the model did instead."""
-    if "missed_false" not in next(iter(results["models"].values()))["scores"]["heldout_phrasing"].get("premise", {}):
+    return premise_miss_table({name: [r["scores"]["heldout_phrasing"].get("premise", {})]
+                               for name, r in results["models"].items()}, "held-out phrasings")
+
+
+def premise_miss_table(premises: dict[str, list[dict[str, Any]]], what: str) -> list[str]:
+    """The premise misses per model, summed over its premise scores (one per run or seed); scores
+    without the counts (older results) are left out, and no table is made when none has them."""
+    def cell(scored: list[dict[str, Any]], key: str, n: str) -> str:
+        k = sum((Counter(p[key]) for p in scored), Counter())
+        return ", ".join(f"{why} {c}" for why, c in k.most_common()) + f" (of {sum(p[n] for p in scored)})" if k else "-"
+
+    lines = []
+    for name, scores in premises.items():
+        scored = [p for p in scores if "missed_false" in p]
+        if scored:
+            lines.append(f"| {name} | {cell(scored, 'missed_false', 'n_false')} | {cell(scored, 'missed_true', 'n_true')} |")
+    if not lines:
         return []
-
-    def counts(premise: dict[str, Any], key: str, n: str) -> str:
-        return ", ".join(f"{why} {k}" for why, k in premise[key].items()) + f" (of {premise[n]})" if premise[key] else "-"
-
-    lines = ["", "Premise answers that missed, held-out phrasings (what the model did instead):", "",
-             "| model | false premises | true premises |", "| --- | --- | --- |"]
-    for name, r in results["models"].items():
-        p = r["scores"]["heldout_phrasing"]["premise"]
-        lines.append(f"| {name} | {counts(p, 'missed_false', 'n_false')} | {counts(p, 'missed_true', 'n_true')} |")
-    return lines
+    return ["", f"Premise answers that missed, {what} (what the model did instead):", "",
+            "| model | false premises | true premises |", "| --- | --- | --- |", *lines]
 
 
 def results_table(results: dict[str, Any]) -> Table:

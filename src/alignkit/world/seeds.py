@@ -20,6 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from alignkit.world.report import premise_miss_table
+
 # Figure name -> how to read it from one model's entry of a seed's results.json.
 FIGURES = {
     "accuracy, new phrasings": lambda r: r["scores"]["heldout_phrasing"]["accuracy"],
@@ -346,28 +348,6 @@ def safety_seeds_markdown(per_seed: dict[int, dict[str, Any]]) -> str:
             lines.append(f"| {s} | " + " | ".join(f"{summ[n]['cost first']} -> {summ[n]['cost last']}, "
                                                   f"{summ[n]['lambda last']}" if n in summ else "-"
                                                   for n in constrained) + " |")
-    return "\n".join(lines + _premise_misses(per_seed, names)) + "\n"
-
-
-def _premise_misses(per_seed: dict[int, dict[str, Any]], names: list[str]) -> list[str]:
-    """Why premise answers on new phrasings missed (safety.premise_outcome), summed over the seeds
-    whose scores count them."""
-    from collections import Counter
-
-    lines = []
-    for n in names:
-        premise = [r["results"]["models"][n]["scores"]["heldout_phrasing"].get("premise", {}) for r in per_seed.values()
-                   if n in r["results"]["models"]]
-        premise = [p for p in premise if "missed_false" in p]
-        if not premise:
-            continue
-        cells = []
-        for key, total in (("missed_false", "n_false"), ("missed_true", "n_true")):
-            k = sum((Counter(p[key]) for p in premise), Counter())
-            cells.append(", ".join(f"{why} {c}" for why, c in k.most_common()) + f" (of {sum(p[total] for p in premise)})"
-                         if k else "-")
-        lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
-    if not lines:
-        return []
-    return ["", "Premise answers that missed, new phrasings, summed over seeds (what the model did instead):", "",
-            "| model | false premises | true premises |", "| --- | --- | --- |", *lines]
+    premises = {n: [per_seed[s]["results"]["models"][n]["scores"]["heldout_phrasing"].get("premise", {}) for s in has(n)]
+                for n in names}
+    return "\n".join(lines + premise_miss_table(premises, "new phrasings, summed over seeds")) + "\n"
