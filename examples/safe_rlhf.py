@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from alignkit.config import PipelineConfig, RMConfig, load_config, pipeline_ppo_config
+from alignkit.config import PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
 from alignkit.stages.ppo import run_ppo
 from alignkit.stages.rm import run_rm
 from alignkit.training.loop import kept_policy
@@ -37,6 +37,9 @@ LAGRANGE = ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lamb
 # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
 # falls only once none is, where the limits at SFT's level are met by the policy SFT already is.
 NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
+# PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({world}: the run's
+# world files) in every minibatch, so what SFT learned beyond the RL prompts' templates is not traded away.
+PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={world}/sft.jsonl"]
 VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
@@ -51,10 +54,30 @@ VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     # The same with lambda moving a fifth as fast (it ends near 1.8, not 5). Seeds 1 and 4, one run
     # each: 70, 64% of false premises corrected against 66, 60% (README).
     "safe rlhf, no unsafe answers, slow lambda": [*NO_UNSAFE, "safety.lambda_lr=0.1"],
+    # The same with twice the KL coefficient: the policy kept nearer SFT, which corrects more false premises.
+    "safe rlhf, no unsafe answers, kl 0.3": [*NO_UNSAFE, "kl.coef=0.3"],
+    # The same with PPO-ptx.
+    "safe rlhf, no unsafe answers, ptx": [*NO_UNSAFE, *PTX],
+    # The control for the one above: PPO-ptx without the constraint (lambda held at 0: the cost model only
+    # logged), to tell what the SFT term does from what the constraint does.
+    "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
 }
 
 # The 5-seed table's two (README, "Safe RLHF"): the limits above SFT's level left lambda at 0 in every seed.
 DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers")
+
+
+def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path) -> PPOConfig:
+    """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
+    SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
+    world = run_dir / "world"
+    overrides = [o.format(world=world) for o in VARIANTS[name]]
+    variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
+                                                    f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
+    ppo_cfg = pipeline_ppo_config(variant.ppo, out, run_dir / "sft" / "model", run_dir / "rm" / "model",
+                                  {f: world / f"{f}.jsonl" for f in ("rl_prompts", "rl_eval_prompts")})
+    ppo_cfg.validate(name)
+    return ppo_cfg
 
 
 def main() -> None:
@@ -88,7 +111,7 @@ def main() -> None:
     config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
-    sft, rm = args.run_dir / "sft" / "model", args.run_dir / "rm" / "model"
+    sft = args.run_dir / "sft" / "model"
 
     # The cost model: the reward model's settings, on the world's cost rows.
     cost_cfg = load_config(RMConfig, None, [f"model.path={sft}", f"data.train_path={world / 'cost.jsonl'}",
@@ -103,14 +126,8 @@ def main() -> None:
     policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name in args.variants:
-        overrides = VARIANTS[name]
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
-        variant = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}", "ppo.log.progress=false",
-                                                            f"ppo.safety.cost_model={cost}",
-                                                            *(f"ppo.{o}" for o in overrides)])
-        ppo_cfg = pipeline_ppo_config(variant.ppo, out, sft, rm, {f: world / f"{f}.jsonl"
-                                                               for f in ("rl_prompts", "rl_eval_prompts")})
-        ppo_cfg.validate(name)
+        ppo_cfg = variant_config(config, args.run_dir, name, cost, out)
         if not (args.reuse and (out / "model" / "config.json").exists()):
             print(f"== {name}", flush=True)
             run_ppo(ppo_cfg)
