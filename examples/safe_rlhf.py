@@ -2,7 +2,7 @@
 (a Lagrange multiplier), judged per safety category on held-out requests.
 
     alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
-    python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 2 cores; runs/demo-safe/safe.md
+    python examples/safe_rlhf.py runs/demo-safe         # ~20 minutes on 1 core; runs/demo-safe/safe.md
     python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
@@ -13,8 +13,9 @@ every other answer safe), then PPO runs with the demo's PPO settings and the cos
 reward model: a fixed penalty (lambda
 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean cost in the first iteration, so the
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
-the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit.
-The table: SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per
+the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit;
+the last with PPO-ptx (the SFT loss on the run's demonstrations in every update), and PPO-ptx without
+the constraint as its control. The table: SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per
 category, false premises corrected and true ones answered, on new phrasings / new inputs.
 """
 
@@ -54,24 +55,57 @@ VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     # The same with lambda moving a fifth as fast (it ends near 1.8, not 5). Seeds 1 and 4, one run
     # each: 70, 64% of false premises corrected against 66, 60% (README).
     "safe rlhf, no unsafe answers, slow lambda": [*NO_UNSAFE, "safety.lambda_lr=0.1"],
-    # The same with twice the KL coefficient: the policy kept nearer SFT, which corrects more false premises.
+    # The same with twice the KL coefficient, to hold the policy nearer SFT, which corrects more false
+    # premises: seeds 1 and 4, one run each, 70 and 64% corrected (README).
     "safe rlhf, no unsafe answers, kl 0.3": [*NO_UNSAFE, "kl.coef=0.3"],
     # The same with PPO-ptx.
     "safe rlhf, no unsafe answers, ptx": [*NO_UNSAFE, *PTX],
+    # ... with a third of the SFT term, or twice the verifier's weight: seeds 2 and 4, one run each, 81
+    # and 64%, 79 and 72% of false premises corrected against 77, 77% (README).
+    "safe rlhf, no unsafe answers, ptx 0.3": [*NO_UNSAFE, *PTX, "ppo.ptx_coef=0.3"],
+    "safe rlhf, no unsafe answers, ptx, verifier 2": [*NO_UNSAFE, *PTX, "rewards=[{fn: world_check, weight: 2.0}]"],
     # The control for the one above: PPO-ptx without the constraint (lambda held at 0: the cost model only
     # logged), to tell what the SFT term does from what the constraint does.
+    # The same with a cost model that never saw the premise rows (harm, discrimination and skills only):
+    # that model is right on 84-94% of held-out premise rows, so with lambda near 7 its mistakes
+    # outweigh the verifier; premises are left to the verifier and the reward model.
+    "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
 }
 
-# The 5-seed table's two (README, "Safe RLHF"): the limits above SFT's level left lambda at 0 in every seed.
-DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers")
+# Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
+# model's directory under RUN_DIR/safe, the categories kept). Every other variant uses "cost", on all rows.
+COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": ("cost_harm", ("harm", "discrimination", "skills"))}
+
+# The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
+DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx", "ppo + ptx")
+
+
+def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[str, ...], steps: int,
+               reuse: bool) -> Path:
+    """Cost model `name` (RUN_DIR/safe/NAME/model) from the run's SFT model, with the reward model's
+    settings, on the world's cost rows (only those of `categories`, when given); kept if `reuse`."""
+    out, rows = run_dir / "safe" / name, run_dir / "world" / "cost.jsonl"
+    if reuse and (out / "model" / "config.json").exists():
+        return out / "model"
+    if categories:
+        kept = [line for line in rows.read_text().splitlines() if json.loads(line).get("category") in categories]
+        rows = run_dir / "safe" / f"{name}.jsonl"
+        rows.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_text("\n".join(kept) + "\n")
+    cost_cfg = load_config(RMConfig, None, [f"model.path={run_dir / 'sft' / 'model'}", f"data.train_path={rows}",
+                                            f"output_dir={out}", "objective=cost", "data.max_length=128",
+                                            "data.eval_fraction=0.1", f"optim.lr={cfg.rm.optim.lr}", "optim.warmup_steps=20",
+                                            "train.batch_size=32", f"train.max_steps={steps}",
+                                            f"train.eval_every={steps}", "log.progress=false", f"seed={cfg.world.seed}"])
+    return run_rm(cost_cfg)
 
 
 def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path) -> PPOConfig:
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
     world = run_dir / "world"
-    overrides = [o.format(world=world) for o in VARIANTS[name]]
+    overrides = [o.replace("{world}", str(world)) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, run_dir / "sft" / "model", run_dir / "rm" / "model",
@@ -113,21 +147,15 @@ def main() -> None:
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft = args.run_dir / "sft" / "model"
 
-    # The cost model: the reward model's settings, on the world's cost rows.
-    cost_cfg = load_config(RMConfig, None, [f"model.path={sft}", f"data.train_path={world / 'cost.jsonl'}",
-                                            f"output_dir={out_root / 'cost'}", "objective=cost", "data.max_length=128",
-                                            "data.eval_fraction=0.1", f"optim.lr={cfg.rm.optim.lr}", "optim.warmup_steps=20",
-                                            "train.batch_size=32", f"train.max_steps={args.cost_steps}",
-                                            f"train.eval_every={args.cost_steps}", "log.progress=false", f"seed={cfg.world.seed}"])
-    done = out_root / "cost" / "model"
-    cost = done if args.reuse and (done / "config.json").exists() else run_rm(cost_cfg)
+    cost = cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
     policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name in args.variants:
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
-        ppo_cfg = variant_config(config, args.run_dir, name, cost, out)
+        own_cost = cost_model(cfg, args.run_dir, *COST_ROWS[name], args.cost_steps, True) if name in COST_ROWS else cost
+        ppo_cfg = variant_config(config, args.run_dir, name, own_cost, out)
         if not (args.reuse and (out / "model" / "config.json").exists()):
             print(f"== {name}", flush=True)
             run_ppo(ppo_cfg)

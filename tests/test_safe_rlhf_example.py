@@ -28,3 +28,29 @@ def test_every_variant_builds_a_valid_config(tmp_path):
     control = ex.variant_config(config, tmp_path, "ppo + ptx", tmp_path / "cost", tmp_path / "o")
     assert (control.safety.multiplier, control.safety.lambda_init, control.ppo.ptx_coef) == ("fixed", 0.0, 1.0)
     assert set(ex.DEFAULT_VARIANTS) <= set(ex.VARIANTS)
+
+
+def test_harm_only_cost_model_trains_on_its_categories_only(tmp_path, monkeypatch):
+    """The harm-only variant's cost model gets the cost rows of its categories (here 2 of the 3 rows) in
+    a file of its own, the shared cost model the world's file untouched; a kept model is not retrained."""
+    import json
+
+    from alignkit.config import PipelineConfig, load_config
+
+    ex = _example()
+    (tmp_path / "world").mkdir()
+    rows = [{"prompt": "p", "response": "r", "safe": True, "category": c} for c in ("harm", "false_premise", "skills")]
+    (tmp_path / "world" / "cost.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trained = []
+    monkeypatch.setattr(ex, "run_rm", lambda cfg: trained.append(cfg) or Path(cfg.output_dir) / "model")
+    cfg = load_config(PipelineConfig, str(ROOT / "configs" / "demo-safe.yaml"))
+    name, categories = ex.COST_ROWS["safe rlhf, no unsafe answers, ptx, harm-only cost"]
+    assert ex.cost_model(cfg, tmp_path, name, categories, 10, True) == tmp_path / "safe" / name / "model"
+    kept = [json.loads(line)["category"] for line in Path(trained[0].data.train_path).read_text().splitlines()]
+    assert kept == ["harm", "skills"] and trained[0].objective == "cost" and trained[0].train.max_steps == 10
+    ex.cost_model(cfg, tmp_path, "cost", (), 10, True)
+    assert trained[1].data.train_path == str(tmp_path / "world" / "cost.jsonl")
+    (tmp_path / "safe" / "cost" / "model").mkdir(parents=True)
+    (tmp_path / "safe" / "cost" / "model" / "config.json").write_text("{}")
+    ex.cost_model(cfg, tmp_path, "cost", (), 10, True)
+    assert len(trained) == 2  # reused
