@@ -70,12 +70,15 @@ VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     # that model is right on 84-94% of held-out premise rows, so with lambda near 7 its mistakes
     # outweigh the verifier; premises are left to the verifier and the reward model.
     "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
+    "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
 # model's directory under RUN_DIR/safe, the categories kept). Every other variant uses "cost", on all rows.
-COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": ("cost_harm", ("harm", "discrimination", "skills"))}
+HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
+COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
 DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx", "ppo + ptx")
