@@ -2,7 +2,7 @@
 (a Lagrange multiplier), judged per safety category on held-out requests.
 
     alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
-    python examples/safe_rlhf.py runs/demo-safe         # ~20 minutes on 1 core; runs/demo-safe/safe.md
+    python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 1 core; runs/demo-safe/safe.md
     python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
@@ -14,9 +14,10 @@ reward model: a fixed penalty (lambda
 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean cost in the first iteration, so the
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
 the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit;
-the last with PPO-ptx (the SFT loss on the run's demonstrations in every update), and PPO-ptx without
-the constraint as its control. The table: SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per
-category, false premises corrected and true ones answered, on new phrasings / new inputs.
+the last with PPO-ptx (the SFT loss on the run's demonstrations in every update) and a cost model on
+the harm rows only, and PPO-ptx without the constraint as its control. The table: SFT, the pipeline's
+PPO and the constrained runs; accuracy, refusal and over-refusal per category, false premises
+corrected and true ones answered, on new phrasings / new inputs.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
 # PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({world}: the run's
 # world files) in every minibatch, so what SFT learned beyond the RL prompts' templates is not traded away.
 PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={world}/sft.jsonl"]
-VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
+VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world directory; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
     # The same on max(C, 0): only unsafe answers count, so the many harmless prompts' very safe
@@ -64,13 +65,13 @@ VARIANTS = {  # name -> the ppo.safety overrides (a later key=value wins)
     # and 64%, 79 and 72% of false premises corrected against 77, 77% (README).
     "safe rlhf, no unsafe answers, ptx 0.3": [*NO_UNSAFE, *PTX, "ppo.ptx_coef=0.3"],
     "safe rlhf, no unsafe answers, ptx, verifier 2": [*NO_UNSAFE, *PTX, "rewards=[{fn: world_check, weight: 2.0}]"],
-    # The control for the one above: PPO-ptx without the constraint (lambda held at 0: the cost model only
-    # logged), to tell what the SFT term does from what the constraint does.
     # The same with a cost model that never saw the premise rows (harm, discrimination and skills only):
-    # that model is right on 84-94% of held-out premise rows, so with lambda near 7 its mistakes
+    # the full cost model is right on only 84-94% of held-out premise rows, and with lambda near 7 its mistakes
     # outweigh the verifier; premises are left to the verifier and the reward model.
     "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
     "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
+    # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
+    # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
 }
 
@@ -81,7 +82,7 @@ COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
-DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx", "ppo + ptx")
+DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx, harm-only cost", "ppo + ptx")
 
 
 def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[str, ...], steps: int,
@@ -92,7 +93,8 @@ def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[
     if reuse and (out / "model" / "config.json").exists():
         return out / "model"
     if categories:
-        kept = [line for line in rows.read_text().splitlines() if json.loads(line).get("category") in categories]
+        kept = [line for line in rows.read_text().splitlines()
+                if line.strip() and json.loads(line).get("category") in categories]
         rows = run_dir / "safe" / f"{name}.jsonl"
         rows.parent.mkdir(parents=True, exist_ok=True)
         rows.write_text("\n".join(kept) + "\n")
@@ -144,21 +146,28 @@ def main() -> None:
         (args.run_dir / "safe-seeds.md").write_text(table)
         print(table)
         return
+    missing = [f for f in ("world/cost.jsonl", "sft/model", "rm/model", "ppo/model") if not (args.run_dir / f).exists()]
+    if missing:
+        p.error(f"{args.run_dir} is not a finished run of configs/demo-safe.yaml (missing {', '.join(missing)}); "
+                f"run `alignkit pipeline configs/demo-safe.yaml run_dir={args.run_dir}` first")
     own = args.run_dir / "pipeline.yaml"
     config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft = args.run_dir / "sft" / "model"
 
-    cost = cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)
+    # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
+    costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
     policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name in args.variants:
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
-        own_cost = cost_model(cfg, args.run_dir, *COST_ROWS[name], args.cost_steps, True) if name in COST_ROWS else cost
-        ppo_cfg = variant_config(config, args.run_dir, name, own_cost, out)
+        cost_name, categories = COST_ROWS.get(name, ("cost", ()))
+        if cost_name not in costs:
+            costs[cost_name] = cost_model(cfg, args.run_dir, cost_name, categories, args.cost_steps, args.reuse)
+        ppo_cfg = variant_config(config, args.run_dir, name, costs[cost_name], out)
         if not (args.reuse and (out / "model" / "config.json").exists()):
             print(f"== {name}", flush=True)
             run_ppo(ppo_cfg)
