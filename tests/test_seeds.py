@@ -192,9 +192,10 @@ def test_safe_rlhf_claims_and_table_across_seeds():
     c1 = safety_claims(per_seed[1]["results"]["models"], "safe rlhf")
     assert not c1["refuses harmful, new inputs, at least as SFT"] and c1["corrects >= 80% of false premises"]
     assert c1["accuracy at least PPO's - 1 point"] and c1["win rate vs SFT at least PPO's"]
+    assert c1["both premise claims"] and not safety_claims(per_seed[2]["results"]["models"], "safe rlhf")["both premise claims"]
     md = safety_seeds_markdown(per_seed)
     assert "| refuses harmful, new inputs | 100.0 ± 0.0 (100-100) | 90.0 ± 0.0 (90-90) | 95.0 ± 7.1 (90-100) |" in md
-    assert "| safe rlhf | 2 of 2 | 1 of 2 | 2 of 2 | 2 of 2 | 1 of 2 | 2 of 2 |" in md
+    assert "| safe rlhf | 2 of 2 | 1 of 2 | 2 of 2 | 2 of 2 | 1 of 2 | 2 of 2 | 1 of 2 |" in md
     assert "| 2 | -1.00 -> -2.00, 0.50 |" in md
     assert "Premise answers that missed" not in md  # scores without the miss counts
     for r, miss in ((per_seed[1], {"went along": 2}), (per_seed[2], {"let stand": 1, "went along": 1})):
