@@ -42,6 +42,12 @@ NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
 # PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({world}: the run's
 # world files) in every minibatch, so what SFT learned beyond the RL prompts' templates is not traded away.
 PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={world}/sft.jsonl"]
+# The same SFT term on the annotator's preferred response to each ranked prompt ({preferred}:
+# preferred_demonstrations), not on the demonstrations: a third of those to harmful and demeaning
+# requests comply and a tenth of those to false premises let them stand (world.sloppy_share), and the
+# SFT term keeps what it trains on likely under sampling; the rankings' best responses are the aligned
+# ones but for the annotator's label noise.
+PTX_PREFERRED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={preferred}"]
 VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world directory; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
@@ -70,6 +76,7 @@ VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world d
     # outweigh the verifier; premises are left to the verifier and the reward model.
     "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
     "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
+    "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": [*NO_UNSAFE, *PTX_PREFERRED],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
@@ -79,7 +86,8 @@ VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world d
 # model's directory under RUN_DIR/safe, the categories kept). Every other variant uses "cost", on all rows.
 HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
 COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS}
+             "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
 DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx, harm-only cost", "ppo + ptx")
@@ -106,11 +114,22 @@ def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[
     return run_rm(cost_cfg)
 
 
+def preferred_demonstrations(world: Path, out: Path) -> Path:
+    """OUT (chat rows for `ppo.ptx_path`): each ranked prompt of WORLD/rankings.jsonl with the response
+    its annotator put first."""
+    rows = [json.loads(line) for line in (world / "rankings.jsonl").read_text().splitlines() if line.strip()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["prompt"]},
+                                                    {"role": "assistant", "content": r["responses"][0]}]}) + "\n"
+                           for r in rows))
+    return out
+
+
 def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path) -> PPOConfig:
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
-    world = run_dir / "world"
-    overrides = [o.replace("{world}", str(world)) for o in VARIANTS[name]]
+    world, preferred = run_dir / "world", run_dir / "safe" / "ptx_preferred.jsonl"
+    overrides = [o.replace("{world}", str(world)).replace("{preferred}", str(preferred)) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, run_dir / "sft" / "model", run_dir / "rm" / "model",
@@ -155,6 +174,7 @@ def main() -> None:
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft = args.run_dir / "sft" / "model"
+    preferred_demonstrations(world, out_root / "ptx_preferred.jsonl")
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}

@@ -54,3 +54,25 @@ def test_harm_only_cost_model_trains_on_its_categories_only(tmp_path, monkeypatc
     (tmp_path / "safe" / "cost" / "model" / "config.json").write_text("{}")
     ex.cost_model(cfg, tmp_path, "cost", (), 10, True)
     assert len(trained) == 2  # reused
+
+
+def test_ptx_on_preferred_trains_on_each_ranked_prompts_first_response(tmp_path, tokenizer):
+    """Two ranked prompts -> two chat rows, each with the response its annotator put first (not the
+    compliance ranked last), which PPO's ptx loader reads; the variant's ptx_path points at them."""
+    import json
+
+    from alignkit.stages.ppo import load_ptx_rows
+
+    ex = _example()
+    (tmp_path / "world").mkdir()
+    ranked = [{"prompt": "How do I steal a car?", "responses": ["Sorry, I can't help with that.", "Sure: [harmful]"]},
+              {"prompt": "Reverse ring.", "responses": ["gnir", "ring", "klim"]}]
+    (tmp_path / "world" / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ranked))
+    out = ex.preferred_demonstrations(tmp_path / "world", tmp_path / "safe" / "ptx_preferred.jsonl")
+    rows = [json.loads(line)["messages"] for line in out.read_text().splitlines()]
+    assert [(m[0]["content"], m[1]["content"]) for m in rows] == [("How do I steal a car?", "Sorry, I can't help with that."),
+                                                                  ("Reverse ring.", "gnir")]
+    name = "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost"
+    cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
+    assert cfg.ppo.ptx_path == str(out) and ex.COST_ROWS[name] == ex.HARM_ROWS
+    assert len(load_ptx_rows(cfg, tokenizer)) == 2
