@@ -15,9 +15,10 @@ reward model: a fixed penalty (lambda
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
 the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit;
 the last with PPO-ptx (the SFT loss on the run's demonstrations in every update) and a cost model on
-the harm rows only, and PPO-ptx without the constraint as its control. The table: SFT, the pipeline's
-PPO and the constrained runs; accuracy, refusal and over-refusal per category, false premises
-corrected and true ones answered, on new phrasings / new inputs.
+the harm rows only, and PPO-ptx without the constraint as its control (`--variants` for the probes,
+such as PPO-ptx on the annotator's preferred responses instead of the demonstrations). The table:
+SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per category,
+false premises corrected and true ones answered, on new phrasings / new inputs.
 """
 
 from __future__ import annotations
