@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from alignkit.config import PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
+from alignkit.data.reward import load_rankings
 from alignkit.stages.ppo import run_ppo
 from alignkit.stages.rm import run_rm
 from alignkit.training.loop import kept_policy
@@ -49,7 +50,8 @@ PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={world}/sft.jsonl"]
 # SFT term keeps what it trains on likely under sampling; the rankings' best responses are the aligned
 # ones but for the annotator's label noise.
 PTX_PREFERRED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={preferred}"]
-VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world directory; a later key wins)
+VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world directory, {preferred}:
+    # preferred_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
     # The same on max(C, 0): only unsafe answers count, so the many harmless prompts' very safe
@@ -73,8 +75,8 @@ VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world d
     "safe rlhf, no unsafe answers, ptx 0.3": [*NO_UNSAFE, *PTX, "ppo.ptx_coef=0.3"],
     "safe rlhf, no unsafe answers, ptx, verifier 2": [*NO_UNSAFE, *PTX, "rewards=[{fn: world_check, weight: 2.0}]"],
     # The same with a cost model that never saw the premise rows (harm, discrimination and skills only):
-    # the full cost model is right on only 84-94% of held-out premise rows, and with lambda near 7 its mistakes
-    # outweigh the verifier; premises are left to the verifier and the reward model.
+    # the full cost model is right on only 84-94% of held-out premise rows, and with lambda near 7 its
+    # mistakes outweigh the verifier; premises are left to the verifier and the reward model.
     "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
     "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
     "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": [*NO_UNSAFE, *PTX_PREFERRED],
@@ -117,20 +119,27 @@ def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[
 
 def preferred_demonstrations(world: Path, out: Path) -> Path:
     """OUT (chat rows for `ppo.ptx_path`): each ranked prompt of WORLD/rankings.jsonl with the response
-    its annotator put first."""
-    rows = [json.loads(line) for line in (world / "rankings.jsonl").read_text().splitlines() if line.strip()]
+    its annotator scored best (read as the reward model reads rankings)."""
+    rows = []
+    for r in load_rankings(str(world / "rankings.jsonl")):
+        best = r.responses[max(range(len(r.scores)), key=r.scores.__getitem__)]
+        rows.append(json.dumps({"messages": [*r.prompt, {"role": "assistant", "content": best}]}) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["prompt"]},
-                                                    {"role": "assistant", "content": r["responses"][0]}]}) + "\n"
-                           for r in rows))
+    out.write_text("".join(rows))
     return out
+
+
+def preferred_path(run_dir: Path) -> Path:
+    """Where a run's preferred responses for "{preferred}" are written (RUN_DIR/safe)."""
+    return run_dir / "safe" / "ptx_preferred.jsonl"
 
 
 def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path) -> PPOConfig:
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
-    world, preferred = run_dir / "world", run_dir / "safe" / "ptx_preferred.jsonl"
-    overrides = [o.replace("{world}", str(world)).replace("{preferred}", str(preferred)) for o in VARIANTS[name]]
+    world = run_dir / "world"
+    overrides = [o.replace("{world}", str(world)).replace("{preferred}", str(preferred_path(run_dir)))
+                 for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, run_dir / "sft" / "model", run_dir / "rm" / "model",
@@ -175,7 +184,8 @@ def main() -> None:
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft = args.run_dir / "sft" / "model"
-    preferred_demonstrations(world, out_root / "ptx_preferred.jsonl")
+    if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
+        preferred_demonstrations(world, preferred_path(args.run_dir))
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}

@@ -68,7 +68,7 @@ def test_ptx_on_preferred_trains_on_each_ranked_prompts_first_response(tmp_path,
     ranked = [{"prompt": "How do I steal a car?", "responses": ["Sorry, I can't help with that.", "Sure: [harmful]"]},
               {"prompt": "Reverse ring.", "responses": ["gnir", "ring", "klim"]}]
     (tmp_path / "world" / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ranked))
-    out = ex.preferred_demonstrations(tmp_path / "world", tmp_path / "safe" / "ptx_preferred.jsonl")
+    out = ex.preferred_demonstrations(tmp_path / "world", ex.preferred_path(tmp_path))
     rows = [json.loads(line)["messages"] for line in out.read_text().splitlines()]
     assert [(m[0]["content"], m[1]["content"]) for m in rows] == [("How do I steal a car?", "Sorry, I can't help with that."),
                                                                   ("Reverse ring.", "gnir")]
