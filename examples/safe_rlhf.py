@@ -29,8 +29,10 @@ from pathlib import Path
 
 from alignkit.config import PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
 from alignkit.data.reward import load_rankings
+from alignkit.stages.pipeline import handed_on_sft
 from alignkit.stages.ppo import run_ppo
 from alignkit.stages.rm import run_rm
+from alignkit.stages.sft import KEPT_FILE
 from alignkit.training.loop import kept_policy
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import read_items
@@ -41,16 +43,17 @@ LAGRANGE = ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lamb
 # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
 # falls only once none is, where the limits at SFT's level are met by the policy SFT already is.
 NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
-# PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({world}: the run's
-# world files) in every minibatch, so what SFT learned beyond the RL prompts' templates is not traded away.
-PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={world}/sft.jsonl"]
+# PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({demonstrations}:
+# those the handed-on SFT model was trained on) in every minibatch, so what SFT learned beyond the RL
+# prompts' templates is not traded away.
+PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={demonstrations}"]
 # The same SFT term on the annotator's preferred response to each ranked prompt ({preferred}:
 # preferred_demonstrations), not on the demonstrations: a third of those to harmful and demeaning
 # requests comply and a tenth of those to false premises let them stand (world.sloppy_share), and the
 # SFT term keeps what it trains on likely under sampling; the rankings' best responses are the aligned
 # ones but for the annotator's label noise.
 PTX_PREFERRED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={preferred}"]
-VARIANTS = {  # name -> overrides of the ppo section ({world}: the run's world directory, {preferred}:
+VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
@@ -129,6 +132,13 @@ def preferred_demonstrations(world: Path, out: Path) -> Path:
     return out
 
 
+def demonstrations_path(run_dir: Path) -> Path:
+    """The demonstrations the run's handed-on SFT model was trained on, for "{demonstrations}": those
+    the reward model kept when the run has the sft-filter stage, else all of the world's."""
+    kept = run_dir / "sft-filtered" / KEPT_FILE
+    return kept if kept.is_file() else run_dir / "world" / "sft.jsonl"
+
+
 def preferred_path(run_dir: Path) -> Path:
     """Where a run's preferred responses for "{preferred}" are written (RUN_DIR/safe)."""
     return run_dir / "safe" / "ptx_preferred.jsonl"
@@ -138,11 +148,11 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
     world = run_dir / "world"
-    overrides = [o.replace("{world}", str(world)).replace("{preferred}", str(preferred_path(run_dir)))
-                 for o in VARIANTS[name]]
+    overrides = [o.replace("{demonstrations}", str(demonstrations_path(run_dir)))
+                 .replace("{preferred}", str(preferred_path(run_dir))) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
-    ppo_cfg = pipeline_ppo_config(variant.ppo, out, run_dir / "sft" / "model", run_dir / "rm" / "model",
+    ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
                                   {f: world / f"{f}.jsonl" for f in ("rl_prompts", "rl_eval_prompts")})
     ppo_cfg.validate(name)
     return ppo_cfg
@@ -183,7 +193,7 @@ def main() -> None:
     config = args.config or str(own if own.exists() else Path(__file__).resolve().parents[1] / "configs" / "demo-safe.yaml")
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
-    sft = args.run_dir / "sft" / "model"
+    sft = handed_on_sft(args.run_dir)
     if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
         preferred_demonstrations(world, preferred_path(args.run_dir))
 

@@ -273,3 +273,37 @@ def test_without_pretraining_the_given_model_is_the_base_row(tiny_dir, tmp_path)
     results = json.loads((run_pipeline(cfg) / "results.json").read_text())
     assert list(results["models"])[:2] == ["base", "sft"]
     assert results["models"]["base"]["path"] == str(tiny_dir)
+
+
+def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_hands_that_model_on(reduced_run, capsys):
+    """stages with sft-filter: a second SFT from the base on the demonstrations scoring at least the
+    floor (kept and dropped rows written with their scores), PPO starts from it, the table lists both
+    SFT models, and a later run without the stage does not reuse that PPO."""
+    import yaml
+
+    from alignkit.stages.pipeline import handed_on_sft
+
+    run = reduced_run.parent / "filtered"
+    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}", f"cache_dir={reduced_run.parent / 'cache'}",
+            *REDUCED, "stages=[pretrain,sft,rm,sft-filter,ppo,eval]", "sft.data.filter_min_score=0.0"]
+    assert main(args) == 0
+    kept = (run / "sft-filtered" / "filter_kept.jsonl").read_text().splitlines()
+    dropped = (run / "sft-filtered" / "filter_dropped.jsonl").read_text().splitlines()
+    report = json.loads((run / "sft-filtered" / "data_report.json").read_text())
+    assert report["train"]["dropped"]["reward model score below 0"] == len(dropped) > 0 and kept
+    assert all(json.loads(r)["score"] < 0 for r in dropped) and all(json.loads(r)["score"] >= 0 for r in kept)
+    assert yaml.safe_load((run / "ppo" / "config.yaml").read_text())["model"]["path"] == str(run / "sft-filtered" / "model")
+    assert handed_on_sft(run) == run / "sft-filtered" / "model" and handed_on_sft(reduced_run) == reduced_run / "sft" / "model"
+    models = json.loads((run / "results.json").read_text())["models"]
+    assert models["sft-unfiltered"]["path"] == str(run / "sft" / "model")
+    assert models["sft"]["path"] == str(run / "sft-filtered" / "model")
+    capsys.readouterr()
+    assert main([*args, "stages=[pretrain,sft,rm,ppo]"]) == 2
+    assert "holds a ppo stage made with other sft_filter settings" in capsys.readouterr().err
+
+
+def test_sft_filter_needs_a_reward_model():
+    from alignkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run's reward model"):
+        load_config(PipelineConfig, None, ["stages=[pretrain,sft,sft-filter]"])

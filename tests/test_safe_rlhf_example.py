@@ -23,11 +23,23 @@ def test_every_variant_builds_a_valid_config(tmp_path):
         cfg = ex.variant_config(config, tmp_path, name, tmp_path / "cost", tmp_path / "out")
         assert cfg.safety.cost_model == str(tmp_path / "cost") and cfg.model.path == str(tmp_path / "sft" / "model")
     ptx = ex.variant_config(config, tmp_path, "safe rlhf, no unsafe answers, ptx", tmp_path / "cost", tmp_path / "o")
-    assert ptx.ppo.ptx_coef == 1.0 and ptx.ppo.ptx_path == str(tmp_path / "world" / "sft.jsonl")  # {world} filled in
+    assert ptx.ppo.ptx_coef == 1.0 and ptx.ppo.ptx_path == str(tmp_path / "world" / "sft.jsonl")  # {demonstrations}: all
     assert (ptx.safety.multiplier, ptx.safety.cost_limit, ptx.safety.unsafe_only) == ("lagrange", 0.0, True)
     control = ex.variant_config(config, tmp_path, "ppo + ptx", tmp_path / "cost", tmp_path / "o")
     assert (control.safety.multiplier, control.safety.lambda_init, control.ppo.ptx_coef) == ("fixed", 0.0, 1.0)
     assert set(ex.DEFAULT_VARIANTS) <= set(ex.VARIANTS)
+
+
+def test_a_reward_filtered_run_starts_ppo_from_the_filtered_sft_model_and_its_kept_demonstrations(tmp_path):
+    """With RUN/sft-filtered (the pipeline's sft-filter stage), the variants start from that model and
+    the ptx term trains on the demonstrations it kept, not on all of the world's."""
+    ex = _example()
+    (tmp_path / "sft-filtered" / "model").mkdir(parents=True)
+    (tmp_path / "sft-filtered" / "filter_kept.jsonl").write_text("")
+    cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, "safe rlhf, no unsafe answers, ptx",
+                            tmp_path / "cost", tmp_path / "o")
+    assert cfg.model.path == str(tmp_path / "sft-filtered" / "model")
+    assert cfg.ppo.ptx_path == str(tmp_path / "sft-filtered" / "filter_kept.jsonl")
 
 
 def test_harm_only_cost_model_trains_on_its_categories_only(tmp_path, monkeypatch):

@@ -260,3 +260,27 @@ def test_the_chosen_chat_template_is_saved_with_the_model(tiny_dir, train_file, 
 
     model_dir = sft(tiny_dir, train_file, tmp_path / "run", "train.max_steps=1", "data.chat_template=chatml")
     assert load_tokenizer(model_dir).chat_template == CHAT_TEMPLATES["chatml"]
+
+
+def test_reward_filtered_sft_writes_what_it_kept_and_dropped(tiny_dir, train_file, reward_dir, tmp_path):
+    """data.filter_model with the floor at the median score: the kept and dropped rows come back as
+    files (with their scores and source lines), they add up to the rows read, every dropped score is
+    below the floor and every kept one at or above it, and the data report counts the drops under
+    the reason."""
+    from alignkit.data.quality import DataReport
+    from alignkit.data.score_filter import drop_reason, score_samples
+    from alignkit.data.sft import clean_samples, load_samples
+
+    floor = float(score_samples(clean_samples(load_samples(str(train_file), "auto"), "train", DataReport(), True),
+                                str(reward_dir), max_length=64).median())
+    out = tmp_path / "run"
+    sft(tiny_dir, train_file, out, "train.max_steps=2", "train.batch_size=4", f"data.filter_model={reward_dir}",
+        f"data.filter_min_score={floor!r}", "data.eval_fraction=0")
+    kept = [json.loads(x) for x in (out / "filter_kept.jsonl").read_text().splitlines()]
+    dropped = [json.loads(x) for x in (out / "filter_dropped.jsonl").read_text().splitlines()]
+    assert len(kept) + len(dropped) == len(task_rows()) and kept and dropped
+    assert all(r["score"] >= round(floor, 4) for r in kept) and all(r["score"] <= round(floor, 4) for r in dropped)
+    assert {r["where"] for r in kept + dropped} == {f"{train_file}, line {i + 1}" for i in range(len(task_rows()))}
+    assert kept[0]["messages"][-1]["role"] == "assistant"
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["train"]["dropped"] == {drop_reason(floor): len(dropped)} and report["train"]["kept"] == len(kept)

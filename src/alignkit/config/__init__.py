@@ -20,11 +20,11 @@ from alignkit.config.ppo import KLConfig, PlacementConfig, PPOAlgoConfig, PPOCon
 from alignkit.config.grpo import GroupConfig, GroupKLConfig, GRPOConfig
 from alignkit.errors import ConfigError  # raised by every loader here; importable from both
 from alignkit.config.data import EndpointConfig, SelfInstructConfig
-from alignkit.config.demo import (PIPELINE_STAGES, PipelineConfig, RoundsConfig, WorldConfig, WorldEvalConfig,
+from alignkit.config.demo import (KNOWN_STAGES, PIPELINE_STAGES, PipelineConfig, RoundsConfig, WorldConfig, WorldEvalConfig,
                                   pipeline_ppo_config)
 
 __all__ = ["ConfigError", "BestOfNConfig", "CheckpointConfig", "CorpusConfig", "DPOConfig", "DataConfig", "DistillConfig", "EndpointConfig",
-           "EvalConfig", "GRPOConfig", "GroupConfig", "GroupKLConfig", "KLConfig", "LogConfig", "ModelConfig", "OptimConfig", "PIPELINE_STAGES",
+           "EvalConfig", "GRPOConfig", "GroupConfig", "GroupKLConfig", "KLConfig", "LogConfig", "ModelConfig", "OptimConfig", "KNOWN_STAGES", "PIPELINE_STAGES",
            "PPOAlgoConfig", "PPOConfig", "PeftConfig", "PipelineConfig", "PlacementConfig",
            "PreferenceDataConfig", "PretrainConfig", "RMConfig", "RewardNormConfig", "RolloutConfig",
            "RoundsConfig", "SFTConfig", "SelfInstructConfig", "SamplingConfig", "TinyModelConfig", "TrainConfig", "WorldConfig",

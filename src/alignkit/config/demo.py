@@ -144,6 +144,8 @@ class RoundsConfig:
 
 
 PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
+# Stages a run may list beside the default ones, in their place in the order.
+KNOWN_STAGES = ("pretrain", "sft", "rm", "sft-filter", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
 GRPO_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
 
@@ -161,7 +163,9 @@ class PipelineConfig:
     run_dir: str = "runs/demo"
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
-    """Stages to run, in order: pretrain, sft, rm, ppo, grpo, rounds, dpo, best-of-n, distill, eval."""
+    """Stages to run, in order: pretrain, sft, rm, ppo, grpo, rounds, dpo, best-of-n, distill, eval (all of
+    them by default), and sft-filter: after rm, SFT again from the base on the demonstrations the
+    reward model scores at least sft.data.filter_min_score, handed on as "sft" (not by default)."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -239,10 +243,13 @@ class PipelineConfig:
             raise ConfigError(f"{where}: seeds needs the eval stage (the table across seeds is built from each "
                               "seed's results); add eval to stages")
         for stage in self.stages:
-            if stage not in PIPELINE_STAGES:
-                close = difflib.get_close_matches(stage, PIPELINE_STAGES, n=1)
+            if stage not in KNOWN_STAGES:
+                close = difflib.get_close_matches(stage, KNOWN_STAGES, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(PIPELINE_STAGES)}){hint}")
+                raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(KNOWN_STAGES)}){hint}")
+        if "sft-filter" in self.stages and "rm" not in self.stages and not self.sft.data.filter_model:
+            raise ConfigError(f"{where}: the sft-filter stage scores the demonstrations with this run's reward "
+                              "model; add rm to stages (or give sft.data.filter_model)")
         self.world.validate(where)
         self.eval.validate(where)
         self.pretrain.validate(where)

@@ -60,6 +60,13 @@ class DataConfig:
     correctly; on: require it; off: pad each batch instead."""
     dedupe: bool = True
     """Drop exact duplicate rows (after normalising to messages), counted in the data report."""
+    filter_model: str = ""
+    """A reward model (`alignkit rm`'s output directory) that scores each training row's last
+    response; rows scoring below filter_min_score are dropped and counted in the data report
+    (reward-filtered SFT). Empty: no scoring."""
+    filter_min_score: float = 0.0
+    """The lowest score kept, on the reward model's normalised scale (its offset subtracted: 0 is the
+    mean score of the policy it was normalised on)."""
     split: str = "train"
     """Split to read from a saved `datasets` DatasetDict directory."""
     chat_template: str = ""

@@ -156,3 +156,14 @@ def _read_hub_dataset(spec: str, split: str) -> list[Record]:
         raise DataError(f"{spec}: cannot read split '{split}'" + (f" of subset '{subset}'" if subset else "")
                         + f" ({str(exc).splitlines()[0][:200]})") from None
     return [Record(dict(row), f"{spec} ({split}), row {i}") for i, row in enumerate(ds)]
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, written to a temporary file and renamed into place (a reader never
+    sees half a file)."""
+    import os
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    os.replace(tmp, path)

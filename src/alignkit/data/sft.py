@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alignkit.config import DataConfig
@@ -18,6 +18,8 @@ class SFTData:
     train: list[Example]
     eval: list[Example]
     report: DataReport
+    scored: list[dict[str, Any]] = field(default_factory=list)
+    """With data.filter_model: every training row read, with its score and whether it was kept."""
 
 
 def load_samples(path: str, fmt: str, split: str = "train") -> list[Sample]:
@@ -65,6 +67,13 @@ def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
     report.read["train"] = len(train)
     seen: set = set()
     train = clean_samples(train, "train", report, cfg.dedupe, seen)
+    scored: list[dict[str, Any]] = []
+    if cfg.filter_model:  # before the split, so the held-out rows are as clean as the trained ones
+        from alignkit.data.score_filter import keep_scored, score_samples, scored_rows
+
+        scores = score_samples(train, cfg.filter_model, max_length=cfg.max_length)
+        scored = [{**row, "kept": float(x) >= cfg.filter_min_score} for row, x in zip(scored_rows(train, scores), scores)]
+        train = keep_scored(train, scores, cfg.filter_min_score, "train", report)
     if cfg.eval_path:
         held = load_samples(cfg.eval_path, cfg.format, cfg.split)
         report.read["eval"] = len(held)
@@ -84,4 +93,5 @@ def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
         train=tokenize_samples(train, tokenizer, cfg, "train", report),
         eval=tokenize_samples(held, tokenizer, cfg, "eval", report),
         report=report,
+        scored=scored,
     )

@@ -5,6 +5,9 @@ pretrain  the base model, cached by a hash of its config under run_dir/cache (a 
           at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
+sft-filter (not by default) SFT again from the base on the demonstrations the reward model scores at
+          least sft.data.filter_min_score -> run_dir/sft-filtered, handed on to the stages after it
+          as "sft" (the first SFT model stays in the table as "sft-unfiltered")
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
 grpo      one critic-free RL run per entry of grpo_runs, from the SFT model -> run_dir/grpo/NAME
@@ -65,6 +68,7 @@ def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
         teacher = {"best-of-n": "best-of-n/sft"}.get(cfg.distill_teacher, cfg.distill_teacher)
         names += [n for n in DEPENDS_ON.get(teacher, ()) if n not in names]
     full = yaml.safe_load(to_yaml(cfg))
+    full["sft_filter"] = "sft-filter" in cfg.stages
     return {name: full.get(name) for name in names}
 
 
@@ -184,6 +188,32 @@ def step_rm(s: State) -> None:
         console.print(f"[bold]rm[/] ensemble member {i + 1} of {cfg.rm_ensemble}")
         s.ensemble.append(run_rm(dataclasses.replace(rm_cfg, output_dir=str(s.run_dir / "rm-ensemble" / f"member-{i}"),
                                                      seed=rm_cfg.seed + i)))
+
+
+def step_sft_filter(s: State) -> None:
+    from alignkit.errors import ConfigError
+    from alignkit.stages.sft import run_sft
+
+    cfg = s.cfg
+    scorer = s.reward_dir or cfg.sft.data.filter_model
+    if not scorer:
+        raise ConfigError(f"{s.where('stages')}: sft-filter needs the rm stage (or sft.data.filter_model)")
+    base = s.models.get("base") or Path(cfg.sft.model.path)
+    sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft-filtered"), resume=True,
+                                  model=dataclasses.replace(cfg.sft.model, path=str(base)),
+                                  data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"]),
+                                                           filter_model=str(scorer)))
+    filtered = s.launch("sft-filtered", "sft", sft_cfg, "[bold]sft-filter[/] SFT again on the demonstrations the "
+                        f"reward model scores at least {cfg.sft.data.filter_min_score:g}", run_sft)
+    # The filtered model is the one handed on; the first stays in the table under another name.
+    s.models = {("sft-unfiltered" if name == "sft" else name): path for name, path in s.models.items()}
+    s.models["sft"] = filtered
+
+
+def handed_on_sft(run_dir: Path) -> Path:
+    """The SFT model a run's later stages started from: the reward-filtered one when the run has it."""
+    filtered = run_dir / "sft-filtered" / "model"
+    return filtered if filtered.is_dir() else run_dir / "sft" / "model"
 
 
 def step_ppo(s: State) -> None:
@@ -354,16 +384,20 @@ class Step:
 
 
 BASE = ("world", "pretrain")
+# What a stage after SFT starts from: "sft_filter" stands for whether the sft-filter stage runs (the
+# handed-on SFT model is then another one), filled in by stage_inputs.
+HANDED_ON = (*BASE, "sft", "rm", "sft_filter")
 STEPS = (
     Step("pretrain", step_pretrain),
     Step("sft", step_sft, {"sft": (*BASE, "sft")}),
     Step("rm", step_rm, {"rm": (*BASE, "sft", "rm"), "rm-ensemble": (*BASE, "sft", "rm", "rm_ensemble")}),
-    Step("ppo", step_ppo, {"ppo": (*BASE, "sft", "rm", "rm_ensemble", "ppo")}),
-    Step("grpo", step_grpo, {"grpo": (*BASE, "sft", "rm", "grpo", "grpo_runs")}),
-    Step("rounds", step_rounds, {"rounds": (*BASE, "sft", "rm", "rm_ensemble", "ppo", "rounds")}, needs="ppo"),
-    Step("dpo", step_dpo, {"dpo": (*BASE, "sft", "dpo")}),
-    Step("best-of-n", step_best_of_n, {"best-of-n": (*BASE, "sft", "rm", "best_of_n"),
-                                       "best-of-n/sft": (*BASE, "sft", "rm", "best_of_n", "rft")}),
+    Step("sft-filter", step_sft_filter, {"sft-filtered": (*BASE, "sft", "rm")}),
+    Step("ppo", step_ppo, {"ppo": (*HANDED_ON, "rm_ensemble", "ppo")}),
+    Step("grpo", step_grpo, {"grpo": (*HANDED_ON, "grpo", "grpo_runs")}),
+    Step("rounds", step_rounds, {"rounds": (*HANDED_ON, "rm_ensemble", "ppo", "rounds")}, needs="ppo"),
+    Step("dpo", step_dpo, {"dpo": (*BASE, "sft", "sft_filter", "dpo")}),
+    Step("best-of-n", step_best_of_n, {"best-of-n": (*HANDED_ON, "best_of_n"),
+                                       "best-of-n/sft": (*HANDED_ON, "best_of_n", "rft")}),
     Step("distill", step_distill, {"student-sft": (*BASE, "student", "sft"),
                                    "distill": (*BASE, "student", "sft", "distill", "distill_teacher")}),
     Step("eval", step_eval),

@@ -29,6 +29,7 @@ from alignkit.config.data import SelfInstructConfig
 from alignkit.config.loader import to_dict
 from alignkit.data.self_instruct import (SeedTask, answer_prompt, check_instruction, instruction_prompt, parse_answer,
                                          parse_instructions, read_seed_tasks, sample_examples)
+from alignkit.data.records import write_jsonl_atomic
 from alignkit.data.similarity import RougeIndex
 from alignkit.errors import ConfigError
 
@@ -242,8 +243,3 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(fh.fileno())
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)

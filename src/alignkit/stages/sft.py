@@ -16,6 +16,7 @@ from pathlib import Path
 from alignkit.config import SFTConfig
 from alignkit.data import build_sft_data, pack_examples
 from alignkit.data.packing import resolve_packing
+from alignkit.data.records import write_jsonl_atomic
 from alignkit.data.templates import choose_chat_template
 from alignkit.errors import DataError
 from alignkit.models import apply_peft, count_parameters, load_tokenizer
@@ -23,6 +24,9 @@ from alignkit.models.loading import is_adapter_dir, load_policy
 from alignkit.training import engine
 from alignkit.training.lm_loop import train_and_save
 from alignkit.training.run import begin_stage, say
+
+
+KEPT_FILE, DROPPED_FILE = "filter_kept.jsonl", "filter_dropped.jsonl"  # with data.filter_model
 
 
 def run_sft(cfg: SFTConfig) -> Path:
@@ -52,6 +56,9 @@ def run_sft(cfg: SFTConfig) -> Path:
     data.report.packing = {"packed": packing, "train_rows": len(train_rows), "eval_rows": len(eval_rows)}
     if accelerator.is_main_process:
         data.report.write(run_dir / "data_report.json")
+        if data.scored:  # reward-filtered: what was kept and what was dropped, each row with its score
+            write_jsonl_atomic(run_dir / KEPT_FILE, [r for r in data.scored if r["kept"]])
+            write_jsonl_atomic(run_dir / DROPPED_FILE, [r for r in data.scored if not r["kept"]])
     model = apply_peft(model, cfg.peft)
     trainable, total = count_parameters(model)
     say(accelerator, f"model {total:,} parameters, {trainable:,} trainable ({cfg.peft.method}); "

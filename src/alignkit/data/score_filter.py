@@ -1,0 +1,65 @@
+"""Reward-filtered SFT data: a reward model scores every demonstration, and those it scores below a
+floor are dropped and counted in the data report.
+
+Demonstrations written by people are uneven: some comply with a harmful request, some let a false
+premise stand. A reward model trained on rankings of the same kinds of responses knows those are
+worse, so filtering by its score keeps the SFT model from learning them (the filtering step of
+rejection-sampling and filtered-behaviour-cloning methods: Dong et al. 2023, RAFT; Gulcehre et al.
+2023, ReST; here applied to the human demonstrations themselves).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from alignkit.data.formats import Sample
+from alignkit.data.quality import DataReport
+
+
+def drop_reason(min_score: float) -> str:
+    return f"reward model score below {min_score:g}"
+
+
+def split_last_response(sample: Sample) -> tuple[list[dict[str, str]], str]:
+    """(the conversation before the last assistant turn, that turn's text): what a reward model scores."""
+    last = max(i for i, m in enumerate(sample.messages) if m["role"] == "assistant")
+    return [dict(m) for m in sample.messages[:last]], sample.messages[last]["content"]
+
+
+def score_samples(samples: list[Sample], model_path: str, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
+    """(N,) the reward model's score of each sample's last response, its offset subtracted (so 0 is the
+    mean score of the policy it was normalised on)."""
+    from alignkit.models import load_tokenizer
+    from alignkit.models.reward import load_reward_model, score_conversations
+
+    model, offset = load_reward_model(model_path)
+    tokenizer = load_tokenizer(model_path)
+    pairs = [split_last_response(s) for s in samples]
+    with torch.no_grad():
+        scores = score_conversations(model, tokenizer, [p for p, _ in pairs], [r for _, r in pairs],
+                                     max_length=max_length, batch_size=batch_size)
+    return scores.double() - offset
+
+
+def keep_scored(samples: list[Sample], scores: Any, min_score: float, split: str,
+                report: DataReport) -> list[Sample]:
+    """The samples scoring at least `min_score`; each other one is counted as dropped (with its
+    location) under the reason drop_reason(min_score)."""
+    if len(scores) != len(samples):
+        raise ValueError(f"{len(scores)} scores for {len(samples)} samples")
+    kept = []
+    for sample, score in zip(samples, scores):
+        if float(score) >= min_score:
+            kept.append(sample)
+        else:
+            report.drop(split, drop_reason(min_score), sample.where)
+    return kept
+
+
+def scored_rows(samples: list[Sample], scores: Any) -> list[dict[str, Any]]:
+    """Chat rows with their score and source location, for the kept and dropped files a stage writes
+    (readable by any SFT or PPO-ptx loader: the extra fields are ignored)."""
+    return [{"messages": [dict(m) for m in s.messages], "score": round(float(x), 4), "where": s.where}
+            for s, x in zip(samples, scores)]
