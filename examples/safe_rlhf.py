@@ -6,6 +6,15 @@
     python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
+With the demonstrations filtered by the cost model before the SFT model PPO starts from (the
+pipeline's sft-filter stage; the variants then start from RUN/sft-filtered and PPO-ptx trains on the
+demonstrations it kept):
+    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm]'
+    python examples/safe_rlhf.py runs/demo-safe --cost-only
+    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,sft-filter,ppo]' \
+        sft_filter_model=runs/demo-safe/safe/cost/model
+    python examples/safe_rlhf.py runs/demo-safe --reuse
+
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
 premises: a false statement, or a false premise let stand, unsafe and less safe than the answer;
@@ -170,6 +179,9 @@ def main() -> None:
                         f"(default: {'; '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--reuse", action="store_true",
                    help="keep the cost model and every variant already trained under RUN_DIR/safe (train only new ones)")
+    p.add_argument("--cost-only", action="store_true",
+                   help="train only the cost model (RUN_DIR/safe/cost) and stop: for the pipeline's sft-filter stage "
+                        "(sft_filter_model=RUN_DIR/safe/cost/model), before its PPO; a later run with --reuse keeps it")
     p.add_argument("--summarize", type=Path, nargs="+", metavar="SEED_RUN",
                    help="instead: the table across seeds from these runs' safe.json, written to RUN_DIR/safe-seeds.md")
     args = p.parse_args()
@@ -185,7 +197,8 @@ def main() -> None:
         (args.run_dir / "safe-seeds.md").write_text(table)
         print(table)
         return
-    missing = [f for f in ("world/cost.jsonl", "sft/model", "rm/model", "ppo/model") if not (args.run_dir / f).exists()]
+    needed = ("world/cost.jsonl", "sft/model") if args.cost_only else ("world/cost.jsonl", "sft/model", "rm/model", "ppo/model")
+    missing = [f for f in needed if not (args.run_dir / f).exists()]
     if missing:
         p.error(f"{args.run_dir} is not a finished run of configs/demo-safe.yaml (missing {', '.join(missing)}); "
                 f"run `alignkit pipeline configs/demo-safe.yaml run_dir={args.run_dir}` first")
@@ -199,9 +212,14 @@ def main() -> None:
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}
+    if args.cost_only:
+        print(f"cost model: {costs['cost']}")
+        return
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 
-    policies = {"sft": sft, "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
+    first = args.run_dir / "sft" / "model"  # with the sft-filter stage, the SFT model before the filter
+    policies = {**({"sft-unfiltered": first} if sft != first else {}), "sft": sft,
+                "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name in args.variants:
         out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")

@@ -285,7 +285,7 @@ def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_ha
 
     run = reduced_run.parent / "filtered"
     args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}", f"cache_dir={reduced_run.parent / 'cache'}",
-            *REDUCED, "stages=[pretrain,sft,rm,sft-filter,ppo,eval]", "sft.data.filter_min_score=0.0"]
+            *REDUCED, "stages=[pretrain,sft,rm,sft-filter,ppo,eval]", "sft_filter_min_score=0.0"]
     assert main(args) == 0
     kept = (run / "sft-filtered" / "filter_kept.jsonl").read_text().splitlines()
     dropped = (run / "sft-filtered" / "filter_dropped.jsonl").read_text().splitlines()
@@ -305,5 +305,5 @@ def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_ha
 def test_sft_filter_needs_a_reward_model():
     from alignkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run's reward model"):
+    with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run.s reward model; add rm to stages .or give sft_filter_model."):
         load_config(PipelineConfig, None, ["stages=[pretrain,sft,sft-filter]"])

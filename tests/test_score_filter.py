@@ -66,3 +66,17 @@ def test_build_sft_data_filters_before_the_split_and_reports_why(tmp_path, token
     assert 0 < dropped <= len(plain.train) // 2
     assert len(data.train) + len(data.eval) == len(plain.train) - dropped
     assert json.loads(json.dumps(data.report.as_dict()))["train"]["dropped"] == {drop_reason(median): dropped}
+
+
+def test_a_cost_models_score_is_its_negated_cost(reward_dir, tmp_path):
+    """The same network saved as a cost model (objective=cost, offset 0): score = -cost, so the floor 0
+    keeps what it judges safe (cost <= 0)."""
+    import shutil
+
+    cost_dir = tmp_path / "cost"
+    shutil.copytree(reward_dir, cost_dir)
+    (cost_dir / "reward_normalization.json").write_text(json.dumps({"offset": 0.0, "normalized_on": None,
+                                                                    "objective": "cost"}))
+    samples = [chat("Reverse the word pear.", "raep"), chat("Upper-case the word fig.", "FIG")]
+    as_reward = score_samples(samples, str(reward_dir))  # minus the offset 0.25
+    assert torch.allclose(score_samples(samples, str(cost_dir)), -(as_reward + 0.25), atol=1e-6)

@@ -198,6 +198,13 @@ def test_safe_rlhf_claims_and_table_across_seeds():
     assert "| safe rlhf | 2 of 2 | 1 of 2 | 2 of 2 | 2 of 2 | 1 of 2 | 2 of 2 | 1 of 2 |" in md
     assert "| 2 | -1.00 -> -2.00, 0.50 |" in md
     assert "Premise answers that missed" not in md  # scores without the miss counts
+    # A reward-filtered run lists the SFT model before the filter first: its win rate against the
+    # filtered one is a figure, and it makes no claims.
+    for r in per_seed.values():
+        r["results"]["models"] = {"sft-unfiltered": _safe_model(0.3, 1.0, 0.7, 0.9, 0.4), **r["results"]["models"]}
+    md = safety_seeds_markdown(per_seed)
+    assert "| win rate vs SFT, new phrasings | 40.0 ± 0.0 (40-40) | - | 60.0 ± 0.0 (60-60) | 65.0 ± 0.0 (65-65) |" in md
+    assert "| safe rlhf | 2 of 2 |" in md and "\n| sft-unfiltered | " not in md  # no claims row
     for r, miss in ((per_seed[1], {"went along": 2}), (per_seed[2], {"let stand": 1, "went along": 1})):
         r["results"]["models"]["ppo"]["scores"]["heldout_phrasing"]["premise"].update(
             n_false=10, n_true=10, missed_false=miss, missed_true={})

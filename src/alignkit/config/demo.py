@@ -165,7 +165,7 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
     """Stages to run, in order: pretrain, sft, rm, ppo, grpo, rounds, dpo, best-of-n, distill, eval (all of
     them by default), and sft-filter: after rm, SFT again from the base on the demonstrations the
-    reward model scores at least sft.data.filter_min_score, handed on as "sft" (not by default)."""
+    reward model scores at least sft_filter_min_score, handed on as "sft" (not by default)."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -190,6 +190,14 @@ class PipelineConfig:
     rm_ensemble: int = 1
     """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
     more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""
+    sft_filter_model: str = ""
+    """The model that scores the demonstrations in the sft-filter stage: empty, this run's reward model;
+    else a reward or cost model directory (a cost model of this run's world, trained from its first SFT
+    model, say: its score is its negated cost)."""
+    sft_filter_min_score: float = 0.0
+    """The sft-filter stage's floor: demonstrations scored below it are dropped before the second SFT
+    (the reward model's normalised scale, 0 the mean score of the first SFT model's answers; with a
+    cost model, 0 keeps what it judges safe)."""
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     """On-policy ranking rounds after PPO (the stage "rounds"; its policy is the row "ppo-rounds")."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -247,9 +255,9 @@ class PipelineConfig:
                 close = difflib.get_close_matches(stage, KNOWN_STAGES, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(KNOWN_STAGES)}){hint}")
-        if "sft-filter" in self.stages and "rm" not in self.stages and not self.sft.data.filter_model:
+        if "sft-filter" in self.stages and "rm" not in self.stages and not self.sft_filter_model:
             raise ConfigError(f"{where}: the sft-filter stage scores the demonstrations with this run's reward "
-                              "model; add rm to stages (or give sft.data.filter_model)")
+                              "model; add rm to stages (or give sft_filter_model)")
         self.world.validate(where)
         self.eval.validate(where)
         self.pretrain.validate(where)

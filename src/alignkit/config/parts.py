@@ -63,10 +63,11 @@ class DataConfig:
     filter_model: str = ""
     """A reward model (`alignkit rm`'s output directory) that scores each training row's last
     response; rows scoring below filter_min_score are dropped and counted in the data report
-    (reward-filtered SFT). Empty: no scoring."""
+    (reward-filtered SFT). A cost model (objective=cost) scores with its negated cost. Empty: no
+    scoring."""
     filter_min_score: float = 0.0
     """The lowest score kept, on the reward model's normalised scale (its offset subtracted: 0 is the
-    mean score of the policy it was normalised on)."""
+    mean score of the policy it was normalised on); with a cost model, 0 keeps what it judges safe."""
     split: str = "train"
     """Split to read from a saved `datasets` DatasetDict directory."""
     chat_template: str = ""

@@ -1,5 +1,5 @@
-"""Reward-filtered SFT data: a reward model scores every demonstration, and those it scores below a
-floor are dropped and counted in the data report.
+"""Reward-filtered SFT data: a reward model (or a cost model, its cost negated) scores every
+demonstration, and those it scores below a floor are dropped and counted in the data report.
 
 Demonstrations written by people are uneven: some comply with a harmful request, some let a false
 premise stand. A reward model trained on rankings of the same kinds of responses knows those are
@@ -19,7 +19,7 @@ from alignkit.data.quality import DataReport
 
 
 def drop_reason(min_score: float) -> str:
-    return f"reward model score below {min_score:g}"
+    return f"reward model score below {min_score:g}"  # a cost model's: its negated cost
 
 
 def split_last_response(sample: Sample) -> tuple[list[dict[str, str]], str]:
@@ -30,9 +30,10 @@ def split_last_response(sample: Sample) -> tuple[list[dict[str, str]], str]:
 
 def score_samples(samples: list[Sample], model_path: str, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
     """(N,) the reward model's score of each sample's last response, its offset subtracted (so 0 is the
-    mean score of the policy it was normalised on)."""
+    mean score of the policy it was normalised on); for a cost model (`alignkit rm objective=cost`) the
+    negated cost, so that here too higher is better and 0 is its boundary between unsafe and safe."""
     from alignkit.models import load_tokenizer
-    from alignkit.models.reward import load_reward_model, score_conversations
+    from alignkit.models.reward import is_cost_model, load_reward_model, score_conversations
 
     model, offset = load_reward_model(model_path)
     tokenizer = load_tokenizer(model_path)
@@ -40,7 +41,8 @@ def score_samples(samples: list[Sample], model_path: str, batch_size: int = 64, 
     with torch.no_grad():
         scores = score_conversations(model, tokenizer, [p for p, _ in pairs], [r for _, r in pairs],
                                      max_length=max_length, batch_size=batch_size)
-    return scores.double() - offset
+    scores = scores.double() - offset
+    return -scores if is_cost_model(model_path) else scores
 
 
 def keep_scored(samples: list[Sample], scores: Any, min_score: float, split: str,

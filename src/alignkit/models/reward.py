@@ -186,6 +186,14 @@ def reward_offset_of(path: str | Path) -> float:
     return float(json.loads(norm.read_text()).get("offset", 0.0)) if norm.is_file() else 0.0
 
 
+def is_cost_model(path: str | Path) -> bool:
+    """Whether `alignkit rm` trained the model with objective=cost (a score of harm: higher is worse)."""
+    import json
+
+    norm = local_dir(path) / "reward_normalization.json"
+    return norm.is_file() and json.loads(norm.read_text()).get("objective") == "cost"
+
+
 def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:
     """A trained reward model directory: the model and the offset to subtract from its scores."""
     return RewardModel(load_reward_backbone(path, trained=True)), reward_offset_of(path)

@@ -5,9 +5,9 @@ pretrain  the base model, cached by a hash of its config under run_dir/cache (a 
           at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
-sft-filter (not by default) SFT again from the base on the demonstrations the reward model scores at
-          least sft.data.filter_min_score -> run_dir/sft-filtered, handed on to the stages after it
-          as "sft" (the first SFT model stays in the table as "sft-unfiltered")
+sft-filter (not by default) SFT again from the base on the demonstrations the reward model (or
+          sft_filter_model, a cost model say) scores at least sft_filter_min_score -> run_dir/sft-filtered,
+          handed on to the later stages as "sft" (the first SFT model stays in the table as "sft-unfiltered")
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
 grpo      one critic-free RL run per entry of grpo_runs, from the SFT model -> run_dir/grpo/NAME
@@ -68,7 +68,8 @@ def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
         teacher = {"best-of-n": "best-of-n/sft"}.get(cfg.distill_teacher, cfg.distill_teacher)
         names += [n for n in DEPENDS_ON.get(teacher, ()) if n not in names]
     full = yaml.safe_load(to_yaml(cfg))
-    full["sft_filter"] = "sft-filter" in cfg.stages
+    full["sft_filter"] = ({"model": cfg.sft_filter_model, "min_score": cfg.sft_filter_min_score}
+                          if "sft-filter" in cfg.stages else None)
     return {name: full.get(name) for name in names}
 
 
@@ -195,16 +196,17 @@ def step_sft_filter(s: State) -> None:
     from alignkit.stages.sft import run_sft
 
     cfg = s.cfg
-    scorer = s.reward_dir or cfg.sft.data.filter_model
+    scorer = cfg.sft_filter_model or s.reward_dir
     if not scorer:
-        raise ConfigError(f"{s.where('stages')}: sft-filter needs the rm stage (or sft.data.filter_model)")
+        raise ConfigError(f"{s.where('stages')}: sft-filter needs the rm stage (or sft_filter_model)")
     base = s.models.get("base") or Path(cfg.sft.model.path)
     sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft-filtered"), resume=True,
                                   model=dataclasses.replace(cfg.sft.model, path=str(base)),
                                   data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"]),
-                                                           filter_model=str(scorer)))
+                                                           filter_model=str(scorer),
+                                                           filter_min_score=cfg.sft_filter_min_score))
     filtered = s.launch("sft-filtered", "sft", sft_cfg, "[bold]sft-filter[/] SFT again on the demonstrations the "
-                        f"reward model scores at least {cfg.sft.data.filter_min_score:g}", run_sft)
+                        f"{'reward model' if scorer == s.reward_dir else scorer} scores at least {cfg.sft_filter_min_score:g}", run_sft)
     # The filtered model is the one handed on; the first stays in the table under another name.
     s.models = {("sft-unfiltered" if name == "sft" else name): path for name, path in s.models.items()}
     s.models["sft"] = filtered
@@ -384,14 +386,14 @@ class Step:
 
 
 BASE = ("world", "pretrain")
-# What a stage after SFT starts from: "sft_filter" stands for whether the sft-filter stage runs (the
-# handed-on SFT model is then another one), filled in by stage_inputs.
+# What a stage after SFT starts from: "sft_filter" stands for the sft-filter stage's scorer and floor
+# when it runs (the handed-on SFT model is then another one) and None when not (stage_inputs).
 HANDED_ON = (*BASE, "sft", "rm", "sft_filter")
 STEPS = (
     Step("pretrain", step_pretrain),
     Step("sft", step_sft, {"sft": (*BASE, "sft")}),
     Step("rm", step_rm, {"rm": (*BASE, "sft", "rm"), "rm-ensemble": (*BASE, "sft", "rm", "rm_ensemble")}),
-    Step("sft-filter", step_sft_filter, {"sft-filtered": (*BASE, "sft", "rm")}),
+    Step("sft-filter", step_sft_filter, {"sft-filtered": (*BASE, "sft", "rm", "sft_filter")}),
     Step("ppo", step_ppo, {"ppo": (*HANDED_ON, "rm_ensemble", "ppo")}),
     Step("grpo", step_grpo, {"grpo": (*HANDED_ON, "grpo", "grpo_runs")}),
     Step("rounds", step_rounds, {"rounds": (*HANDED_ON, "rm_ensemble", "ppo", "rounds")}, needs="ppo"),

@@ -334,9 +334,11 @@ def safety_seeds_markdown(per_seed: dict[int, dict[str, Any]]) -> str:
                      for n in names]
             lines.append(f"| {fig}, {label} | " + " | ".join(cells) + " |")
     win = lambda r: r["win_rate_vs_sft"]["heldout_phrasing"]["win_rate"]  # noqa: E731
-    lines.append("| win rate vs SFT, new phrasings | - | " + " | ".join(
-        _cell(spread([_read(win, per_seed[s]["results"]["models"][n]) for s in has(n)]), True) for n in names[1:]) + " |")
-    constrained = [n for n in names if n not in ("sft", "ppo")]
+    lines.append("| win rate vs SFT, new phrasings | " + " | ".join(
+        "-" if n == "sft" else _cell(spread([_read(win, per_seed[s]["results"]["models"][n]) for s in has(n)]), True)
+        for n in names) + " |")
+    # The SFT models and the pipeline's PPO are the references; the claims are the constrained runs'.
+    constrained = [n for n in names if n not in ("sft-unfiltered", "sft", "ppo")]
     held = {n: {s: safety_claims(per_seed[s]["results"]["models"], n) for s in has(n)} for n in constrained}
     if constrained:
         claims = list(next(iter(held[constrained[0]].values())))
