@@ -32,6 +32,7 @@ def test_keep_scored_drops_below_the_floor_and_counts_each_with_its_line():
     assert [s.where for s in kept] == ["f.jsonl, line 1", "f.jsonl, line 3"]
     assert report.dropped["train"] == {"reward model score below 0": 2}
     assert report.examples["train: reward model score below 0"] == ["f.jsonl, line 2", "f.jsonl, line 4"]
+    assert drop_reason(0.0, cost=True) == "cost model's cost above 0" and drop_reason(-1.5, cost=True).endswith("above 1.5")
     with pytest.raises(ValueError, match="3 scores for 4 samples"):
         keep_scored(samples, [0.0] * 3, 0.0, "train", report)
 

@@ -18,8 +18,8 @@ from alignkit.data.formats import Sample
 from alignkit.data.quality import DataReport
 
 
-def drop_reason(min_score: float) -> str:
-    return f"reward model score below {min_score:g}"  # a cost model's: its negated cost
+def drop_reason(min_score: float, cost: bool = False) -> str:
+    return f"cost model's cost above {-min_score + 0.0:g}" if cost else f"reward model score below {min_score:g}"
 
 
 def split_last_response(sample: Sample) -> tuple[list[dict[str, str]], str]:
@@ -46,9 +46,10 @@ def score_samples(samples: list[Sample], model_path: str, batch_size: int = 64, 
 
 
 def keep_scored(samples: list[Sample], scores: Any, min_score: float, split: str,
-                report: DataReport) -> list[Sample]:
+                report: DataReport, cost: bool = False) -> list[Sample]:
     """The samples scoring at least `min_score`; each other one is counted as dropped (with its
-    location) under the reason drop_reason(min_score)."""
+    location) under the reason drop_reason(min_score, cost) (`cost`: the scores are a cost model's,
+    negated)."""
     if len(scores) != len(samples):
         raise ValueError(f"{len(scores)} scores for {len(samples)} samples")
     kept = []
@@ -56,7 +57,7 @@ def keep_scored(samples: list[Sample], scores: Any, min_score: float, split: str
         if float(score) >= min_score:
             kept.append(sample)
         else:
-            report.drop(split, drop_reason(min_score), sample.where)
+            report.drop(split, drop_reason(min_score, cost), sample.where)
     return kept
 
 
