@@ -307,3 +307,14 @@ def test_sft_filter_needs_a_reward_model():
 
     with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run.s reward model; add rm to stages .or give sft_filter_model."):
         load_config(PipelineConfig, None, ["stages=[pretrain,sft,sft-filter]"])
+
+
+def test_the_stage_table_and_the_reuse_table_agree():
+    """STEPS runs the known stages in their documented order, and every directory reuse.WRITES
+    records belongs to one of them."""
+    from alignkit.config import KNOWN_STAGES
+    from alignkit.stages.pipeline import STEPS
+    from alignkit.stages.reuse import WRITES
+
+    assert [step.name for step in STEPS] == list(KNOWN_STAGES)
+    assert {stage for stage, _ in WRITES.values()} <= set(KNOWN_STAGES)

@@ -22,95 +22,23 @@ eval      every policy so far on held-out requests (and the SFT model behind the
 
 Each stage reads the previous one's output directory; a finished stage is skipped on rerun, an
 interrupted one resumes from its newest checkpoint. The stages are one table (STEPS at the end): per
-stage its name, the function that runs it (step_*, which fills in the paths the pipeline owns), and
-the directories it writes with the config sections their contents depend on.
+stage its name and the function that runs it (step_*, which fills in the paths the pipeline owns);
+the directories each writes, with the config sections their contents depend on, are reuse.WRITES.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit import config as C
 from alignkit.config import PipelineConfig, pipeline_ppo_config, to_yaml
+from alignkit.stages.reuse import check_finished_stages, pretrain_key, record_inputs
 from alignkit.training.loop import kept_policy
 from alignkit.training.run import console, quiet_libraries
-
-
-def pretrain_key(cfg: Any) -> str:
-    """A short hash of what a pretrained base depends on: its config (without its output location)
-    and the corpus itself, so a changed corpus file or corpus generator is never served stale."""
-    from alignkit.stages.pretrain import load_documents
-
-    text = to_yaml(dataclasses.replace(cfg, output_dir="", resume=False))  # corpus.groups off: left out, so
-    digest = hashlib.sha256(text.replace("\n  groups: false\n", "\n").encode())  # older caches keep their key
-    for doc in load_documents(cfg):
-        digest.update(doc.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
-
-
-INPUTS_FILE = "pipeline_inputs.yaml"
-
-
-def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
-    """The config sections a stage directory's output depends on, with their values (the distilled
-    student also depends on whatever its teacher depends on)."""
-    import yaml
-
-    names = list(DEPENDS_ON[stage_dir])
-    if stage_dir == "distill":
-        teacher = {"best-of-n": "best-of-n/sft"}.get(cfg.distill_teacher, cfg.distill_teacher)
-        names += [n for n in DEPENDS_ON.get(teacher, ()) if n not in names]
-    full = yaml.safe_load(to_yaml(cfg))
-    full["sft_filter"] = ({"model": cfg.sft_filter_model, "min_score": cfg.sft_filter_min_score}
-                          if "sft-filter" in cfg.stages else None)
-    return {name: full.get(name) for name in names}
-
-
-def record_inputs(cfg: PipelineConfig, run_dir: Path, stage_dir: str) -> None:
-    """Write what a stage is about to be built from into its directory, before it starts: a later run
-    compares against it (a finished or a half-finished stage alike)."""
-    import yaml
-
-    out = run_dir / stage_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INPUTS_FILE).write_text(yaml.safe_dump(stage_inputs(cfg, stage_dir), sort_keys=False))
-
-
-def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
-    """Refuse to reuse a stage whose inputs changed since it was built (say, a new world.sloppy_share
-    with the SFT model of the old world): a rerun skips finished stages and resumes started ones, so it
-    would silently report stale models. Each stage directory records its own inputs (INPUTS_FILE);
-    a run directory from before that falls back to the last pipeline.yaml."""
-    import yaml
-
-    from alignkit.errors import ConfigError
-
-    old_pipeline = run_dir / "pipeline.yaml"
-    for stage_dir in DEPENDS_ON:
-        if PIPELINE_STAGE_OF.get(stage_dir, stage_dir) not in cfg.stages:
-            continue  # only a stage this run would reuse matters
-        recorded = run_dir / stage_dir / INPUTS_FILE
-        if recorded.is_file():
-            old, source = yaml.safe_load(recorded.read_text()) or {}, recorded
-        elif (run_dir / stage_dir / "model").is_dir() and old_pipeline.is_file():
-            old, source = yaml.safe_load(old_pipeline.read_text()) or {}, old_pipeline
-        else:
-            continue
-        new = stage_inputs(cfg, stage_dir)
-        # A key the record lacks came with a newer alignkit: its default is what the stage was built with.
-        old = C.with_defaults(old, stage_inputs(PipelineConfig(), stage_dir))
-        changed = [name for name in new if old.get(name) != new[name]]
-        if changed:
-            raise ConfigError(f"{run_dir} holds a {stage_dir} stage made with other {', '.join(changed)} settings "
-                              f"(see {source}); choose another run_dir, or delete {run_dir / stage_dir} and the "
-                              "stages after it to retrain them")
 
 
 @dataclass
@@ -374,39 +302,28 @@ def step_eval(s: State) -> None:
 
 @dataclass(frozen=True)
 class Step:
-    """One stage of the pipeline: its name in `stages`, what it runs, and the directories it writes
-    under run_dir with the config sections each one's output depends on (a change to any of them
-    makes a finished directory stale)."""
+    """One stage of the pipeline: its name in `stages` and what it runs (the directories it writes,
+    with what each depends on, are reuse.WRITES)."""
 
     name: str
     run: Callable[[State], None]
-    writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     needs: str = ""
     """A model this step continues from, without which it is skipped (the rounds continue PPO's)."""
 
 
-BASE = ("world", "pretrain")
-# What a stage after SFT starts from: "sft_filter" stands for the sft-filter stage's scorer and floor
-# when it runs (the handed-on SFT model is then another one) and None when not (stage_inputs).
-HANDED_ON = (*BASE, "sft", "rm", "sft_filter")
 STEPS = (
     Step("pretrain", step_pretrain),
-    Step("sft", step_sft, {"sft": (*BASE, "sft")}),
-    Step("rm", step_rm, {"rm": (*BASE, "sft", "rm"), "rm-ensemble": (*BASE, "sft", "rm", "rm_ensemble")}),
-    Step("sft-filter", step_sft_filter, {"sft-filtered": (*BASE, "sft", "rm", "sft_filter")}),
-    Step("ppo", step_ppo, {"ppo": (*HANDED_ON, "rm_ensemble", "ppo")}),
-    Step("grpo", step_grpo, {"grpo": (*HANDED_ON, "grpo", "grpo_runs")}),
-    Step("rounds", step_rounds, {"rounds": (*HANDED_ON, "rm_ensemble", "ppo", "rounds")}, needs="ppo"),
-    Step("dpo", step_dpo, {"dpo": (*BASE, "sft", "sft_filter", "dpo")}),
-    Step("best-of-n", step_best_of_n, {"best-of-n": (*HANDED_ON, "best_of_n"),
-                                       "best-of-n/sft": (*HANDED_ON, "best_of_n", "rft")}),
-    Step("distill", step_distill, {"student-sft": (*BASE, "student", "sft"),
-                                   "distill": (*BASE, "student", "sft", "distill", "distill_teacher")}),
+    Step("sft", step_sft),
+    Step("rm", step_rm),
+    Step("sft-filter", step_sft_filter),
+    Step("ppo", step_ppo),
+    Step("grpo", step_grpo),
+    Step("rounds", step_rounds, needs="ppo"),
+    Step("dpo", step_dpo),
+    Step("best-of-n", step_best_of_n),
+    Step("distill", step_distill),
     Step("eval", step_eval),
 )
-# The directories the stages write -> the config sections their output depends on, and the stage.
-DEPENDS_ON = {d: deps for step in STEPS for d, deps in step.writes.items()}
-PIPELINE_STAGE_OF = {d: step.name for step in STEPS for d in step.writes}
 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
