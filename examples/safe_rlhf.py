@@ -6,13 +6,14 @@
     python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
-With the demonstrations filtered by the cost model before the SFT model PPO starts from (the
+With the demonstrations filtered by a cost model before the SFT model PPO starts from (the
 pipeline's sft-filter stage; the variants then start from RUN/sft-filtered and PPO-ptx trains on the
-demonstrations it kept):
+demonstrations it kept; the harm-only cost model drops the compliance to harmful and demeaning
+requests, the full one, safe/cost, premise answers too):
     alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm]'
     python examples/safe_rlhf.py runs/demo-safe --cost-only
     alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,sft-filter,ppo]' \
-        sft_filter_model=runs/demo-safe/safe/cost/model
+        sft_filter_model=runs/demo-safe/safe/cost_harm/model
     python examples/safe_rlhf.py runs/demo-safe --reuse
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
@@ -180,8 +181,9 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true",
                    help="keep the cost model and every variant already trained under RUN_DIR/safe (train only new ones)")
     p.add_argument("--cost-only", action="store_true",
-                   help="train only the cost model (RUN_DIR/safe/cost) and stop: for the pipeline's sft-filter stage "
-                        "(sft_filter_model=RUN_DIR/safe/cost/model), before its PPO; a later run with --reuse keeps it")
+                   help="train only the cost models (RUN_DIR/safe/cost, and RUN_DIR/safe/cost_harm for the chosen "
+                        "variants with the harm-only cost) and stop: a scorer for the pipeline's sft-filter stage "
+                        "(sft_filter_model=RUN_DIR/safe/cost_harm/model), before its PPO; a later run with --reuse keeps them")
     p.add_argument("--summarize", type=Path, nargs="+", metavar="SEED_RUN",
                    help="instead: the table across seeds from these runs' safe.json, written to RUN_DIR/safe-seeds.md")
     args = p.parse_args()
@@ -213,7 +215,9 @@ def main() -> None:
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}
     if args.cost_only:
-        print(f"cost model: {costs['cost']}")
+        for name, categories in {COST_ROWS[n] for n in args.variants if n in COST_ROWS}:
+            costs[name] = cost_model(cfg, args.run_dir, name, categories, args.cost_steps, args.reuse)
+        print("cost models: " + ", ".join(str(path) for path in costs.values()))
         return
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
 

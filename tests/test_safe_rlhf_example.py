@@ -88,3 +88,21 @@ def test_ptx_on_preferred_trains_on_each_ranked_prompts_first_response(tmp_path,
     cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
     assert cfg.ppo.ptx_path == str(out) and ex.COST_ROWS[name] == ex.HARM_ROWS
     assert len(load_ptx_rows(cfg, tokenizer)) == 2
+
+
+def test_cost_only_trains_the_cost_models_of_the_chosen_variants_and_stops(tmp_path, monkeypatch):
+    """--cost-only: the shared cost model and the harm-only one (the default variants use it), no PPO."""
+    import sys
+
+    ex = _example()
+    for d in ("world", "sft/model"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "world" / "cost.jsonl").write_text("")
+    trained = []
+    monkeypatch.setattr(ex, "cost_model", lambda cfg, run, name, cats, steps, reuse: trained.append((name, cats)) or run / name)
+    monkeypatch.setattr(ex, "run_ppo", lambda cfg: (_ for _ in ()).throw(AssertionError("no PPO with --cost-only")))
+    monkeypatch.setattr(sys, "argv", ["safe_rlhf.py", str(tmp_path), "--cost-only", "--config",
+                                      str(ROOT / "configs" / "demo-safe.yaml")])
+    ex.main()
+    assert trained == [("cost", ()), ex.HARM_ROWS]
+
