@@ -145,7 +145,7 @@ def preferred_demonstrations(world: Path, out: Path) -> Path:
 def demonstrations_path(run_dir: Path) -> Path:
     """The demonstrations the run's handed-on SFT model was trained on, for "{demonstrations}": those
     the reward model kept when the run has the sft-filter stage, else all of the world's."""
-    kept = run_dir / "sft-filtered" / KEPT_FILE
+    kept = handed_on_sft(run_dir).parent / KEPT_FILE
     return kept if kept.is_file() else run_dir / "world" / "sft.jsonl"
 
 

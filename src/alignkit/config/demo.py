@@ -143,9 +143,10 @@ class RoundsConfig:
             raise ConfigError(f"{where}: rounds.k must be at least 2 (a ranking compares responses), got {self.k}")
 
 
-PIPELINE_STAGES = ("pretrain", "sft", "rm", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
-# Stages a run may list beside the default ones, in their place in the order.
+# Every stage, in the order they run; the default list leaves out the optional ones.
 KNOWN_STAGES = ("pretrain", "sft", "rm", "sft-filter", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
+OPTIONAL_STAGES = ("sft-filter",)
+PIPELINE_STAGES = tuple(s for s in KNOWN_STAGES if s not in OPTIONAL_STAGES)
 GRPO_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
 

@@ -50,19 +50,31 @@ def keep_scored(samples: list[Sample], scores: Any, min_score: float, split: str
     """The samples scoring at least `min_score`; each other one is counted as dropped (with its
     location) under the reason drop_reason(min_score, cost) (`cost`: the scores are a cost model's,
     negated)."""
+    return [s for s, row in zip(samples, scored_rows(samples, scores, min_score, split, report, cost)) if row["kept"]]
+
+
+def scored_rows(samples: list[Sample], scores: Any, min_score: float, split: str, report: DataReport,
+                cost: bool = False) -> list[dict[str, Any]]:
+    """Chat rows with their score, source location and whether they reach `min_score`, each one that
+    does not counted in `report` (for the kept and dropped files a stage writes: readable by any SFT
+    or PPO-ptx loader, the extra fields are ignored)."""
     if len(scores) != len(samples):
         raise ValueError(f"{len(scores)} scores for {len(samples)} samples")
-    kept = []
-    for sample, score in zip(samples, scores):
-        if float(score) >= min_score:
-            kept.append(sample)
-        else:
-            report.drop(split, drop_reason(min_score, cost), sample.where)
-    return kept
+    rows = []
+    for s, x in zip(samples, scores):
+        kept = float(x) >= min_score
+        if not kept:
+            report.drop(split, drop_reason(min_score, cost), s.where)
+        rows.append({"messages": [dict(m) for m in s.messages], "score": round(float(x), 4), "where": s.where,
+                     "kept": kept})
+    return rows
 
 
-def scored_rows(samples: list[Sample], scores: Any) -> list[dict[str, Any]]:
-    """Chat rows with their score and source location, for the kept and dropped files a stage writes
-    (readable by any SFT or PPO-ptx loader: the extra fields are ignored)."""
-    return [{"messages": [dict(m) for m in s.messages], "score": round(float(x), 4), "where": s.where}
-            for s, x in zip(samples, scores)]
+def filter_samples(samples: list[Sample], model_path: str, min_score: float, split: str, report: DataReport,
+                   max_length: int = 512) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """(the samples `model_path` scores at least `min_score`, every sample as a scored row)."""
+    from alignkit.models.reward import is_cost_model
+
+    scores = score_samples(samples, model_path, max_length=max_length)
+    rows = scored_rows(samples, scores, min_score, split, report, is_cost_model(model_path))
+    return [s for s, row in zip(samples, rows) if row["kept"]], rows

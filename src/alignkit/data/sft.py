@@ -69,12 +69,9 @@ def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
     train = clean_samples(train, "train", report, cfg.dedupe, seen)
     scored: list[dict[str, Any]] = []
     if cfg.filter_model:  # before the split, so the held-out rows are as clean as the trained ones
-        from alignkit.data.score_filter import keep_scored, score_samples, scored_rows
-        from alignkit.models.reward import is_cost_model
+        from alignkit.data.score_filter import filter_samples
 
-        scores = score_samples(train, cfg.filter_model, max_length=cfg.max_length)
-        scored = [{**row, "kept": float(x) >= cfg.filter_min_score} for row, x in zip(scored_rows(train, scores), scores)]
-        train = keep_scored(train, scores, cfg.filter_min_score, "train", report, is_cost_model(cfg.filter_model))
+        train, scored = filter_samples(train, cfg.filter_model, cfg.filter_min_score, "train", report, cfg.max_length)
     if cfg.eval_path:
         held = load_samples(cfg.eval_path, cfg.format, cfg.split)
         report.read["eval"] = len(held)

@@ -178,20 +178,22 @@ def score_conversations(model: RewardModel, tokenizer: Any, prompts: list[list[d
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def reward_offset_of(path: str | Path) -> float:
-    """The offset `alignkit rm` recorded beside a reward model (0 if none): subtracted from its scores."""
+def normalization_of(path: str | Path) -> dict:
+    """What `alignkit rm` recorded beside a model (reward_normalization.json; empty if none)."""
     import json
 
     norm = local_dir(path) / "reward_normalization.json"
-    return float(json.loads(norm.read_text()).get("offset", 0.0)) if norm.is_file() else 0.0
+    return json.loads(norm.read_text()) if norm.is_file() else {}
+
+
+def reward_offset_of(path: str | Path) -> float:
+    """The offset `alignkit rm` recorded beside a reward model (0 if none): subtracted from its scores."""
+    return float(normalization_of(path).get("offset", 0.0))
 
 
 def is_cost_model(path: str | Path) -> bool:
     """Whether `alignkit rm` trained the model with objective=cost (a score of harm: higher is worse)."""
-    import json
-
-    norm = local_dir(path) / "reward_normalization.json"
-    return norm.is_file() and json.loads(norm.read_text()).get("objective") == "cost"
+    return normalization_of(path).get("objective") == "cost"
 
 
 def load_reward_model(path: str | Path) -> tuple[RewardModel, float]:

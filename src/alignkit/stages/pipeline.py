@@ -81,16 +81,21 @@ def step_pretrain(s: State) -> None:
     s.models["base"] = run_pretrain(dataclasses.replace(s.cfg.base_pretrain(), output_dir=str(out), resume=True))
 
 
-def step_sft(s: State) -> None:
-    from alignkit.stages.sft import run_sft
-
+def sft_from_base(s: State, stage_dir: str, **data: Any) -> Any:
+    """The sft section with the pipeline's paths filled in: the base model, the world's
+    demonstrations (and `data`'s other changes), output in run_dir/stage_dir."""
     cfg = s.cfg
     base = s.models.get("base") or Path(cfg.sft.model.path)
     s.models.setdefault("base", base)  # no pretrain stage: the given model is the "before" row
-    sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft"), resume=True,
-                                  model=dataclasses.replace(cfg.sft.model, path=str(base)),
-                                  data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"])))
-    s.models["sft"] = s.launch("sft", "sft", sft_cfg, "[bold]sft[/] supervised fine-tuning", run_sft)
+    return dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / stage_dir), resume=True,
+                               model=dataclasses.replace(cfg.sft.model, path=str(base)),
+                               data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"]), **data))
+
+
+def step_sft(s: State) -> None:
+    from alignkit.stages.sft import run_sft
+
+    s.models["sft"] = s.launch("sft", "sft", sft_from_base(s, "sft"), "[bold]sft[/] supervised fine-tuning", run_sft)
 
 
 def step_rm(s: State) -> None:
@@ -127,12 +132,7 @@ def step_sft_filter(s: State) -> None:
     scorer = cfg.sft_filter_model or s.reward_dir
     if not scorer:
         raise ConfigError(f"{s.where('stages')}: sft-filter needs the rm stage (or sft_filter_model)")
-    base = s.models.get("base") or Path(cfg.sft.model.path)
-    sft_cfg = dataclasses.replace(cfg.sft, output_dir=str(s.run_dir / "sft-filtered"), resume=True,
-                                  model=dataclasses.replace(cfg.sft.model, path=str(base)),
-                                  data=dataclasses.replace(cfg.sft.data, train_path=str(s.world["sft"]),
-                                                           filter_model=str(scorer),
-                                                           filter_min_score=cfg.sft_filter_min_score))
+    sft_cfg = sft_from_base(s, "sft-filtered", filter_model=str(scorer), filter_min_score=cfg.sft_filter_min_score)
     filtered = s.launch("sft-filtered", "sft", sft_cfg, "[bold]sft-filter[/] SFT again on the demonstrations the "
                         f"{'reward model' if scorer == s.reward_dir else scorer} scores at least {cfg.sft_filter_min_score:g}", run_sft)
     # The filtered model is the one handed on; the first stays in the table under another name.
