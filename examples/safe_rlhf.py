@@ -45,7 +45,7 @@ from alignkit.stages.rm import run_rm
 from alignkit.stages.sft import KEPT_FILE
 from alignkit.training.loop import kept_policy
 from alignkit.training.metrics import read_metrics
-from alignkit.world.datasets import read_items
+from alignkit.world.datasets import cost_rows_of, read_items
 from alignkit.world.evaluate import evaluate_models
 from alignkit.world.report import safety_lines, variant_table
 
@@ -112,16 +112,16 @@ DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, p
 def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[str, ...], steps: int,
                reuse: bool) -> Path:
     """Cost model `name` (RUN_DIR/safe/NAME/model) from the run's SFT model, with the reward model's
-    settings, on the world's cost rows (only those of `categories`, when given); kept if `reuse`."""
+    settings, on the world's cost rows (only those of `categories`, when given); kept if `reuse`. The
+    pipeline's own (RUN_DIR/cost, its cost stage) when it was trained on the same categories."""
     out, rows = run_dir / "safe" / name, run_dir / "world" / "cost.jsonl"
     if reuse and (out / "model" / "config.json").exists():
         return out / "model"
+    if "cost" in cfg.stages and set(cfg.cost_categories) == set(categories) and \
+            (run_dir / "cost" / "model" / "config.json").exists():
+        return run_dir / "cost" / "model"  # the pipeline's cost stage trained this one
     if categories:
-        kept = [line for line in rows.read_text().splitlines()
-                if line.strip() and json.loads(line).get("category") in categories]
-        rows = run_dir / "safe" / f"{name}.jsonl"
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        rows.write_text("\n".join(kept) + "\n")
+        rows = cost_rows_of(rows, categories, run_dir / "safe" / f"{name}.jsonl")
     cost_cfg = load_config(RMConfig, None, [f"model.path={run_dir / 'sft' / 'model'}", f"data.train_path={rows}",
                                             f"output_dir={out}", "objective=cost", "data.max_length=128",
                                             "data.eval_fraction=0.1", f"optim.lr={cfg.rm.optim.lr}", "optim.warmup_steps=20",

@@ -305,8 +305,48 @@ def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_ha
 def test_sft_filter_needs_a_reward_model():
     from alignkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run.s reward model; add rm to stages .or give sft_filter_model."):
+    with pytest.raises(ConfigError, match="sft-filter stage scores the demonstrations with this run.s cost or reward "
+                       "model; add cost or rm to stages .or give sft_filter_model."):
         load_config(PipelineConfig, None, ["stages=[pretrain,sft,sft-filter]"])
+
+
+def test_the_cost_stage_trains_on_its_categories_and_scores_the_filter(reduced_run, capsys):
+    """stages with cost and sft-filter: a cost model from the SFT model on the cost rows of the chosen
+    categories only (their own copy beside it), the filter scores with it (a drop is a cost above the
+    floor), eval reports its held-out accuracy per category; a rerun with other cost settings stops."""
+    import yaml
+
+    run = reduced_run.parent / "costed"
+    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}", f"cache_dir={reduced_run.parent / 'cache'}",
+            *REDUCED, "stages=[pretrain,sft,rm,cost,sft-filter,eval]", "cost_categories=[harm]",
+            "cost.train.max_steps=20", "cost.train.batch_size=16", "cost.train.eval_every=20", "cost.log.progress=false"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (run / "cost" / "rows.jsonl").read_text().splitlines()]
+    everything = [json.loads(line) for line in (run / "world" / "cost.jsonl").read_text().splitlines()]
+    assert rows == [r for r in everything if r["category"] == "harm"] and len(rows) < len(everything)
+    cost_cfg = yaml.safe_load((run / "cost" / "config.yaml").read_text())
+    assert cost_cfg["objective"] == "cost" and cost_cfg["model"]["path"] == str(run / "sft" / "model")
+    filtered = yaml.safe_load((run / "sft-filtered" / "config.yaml").read_text())
+    assert filtered["data"]["filter_model"] == str(run / "cost" / "model")
+    dropped = (run / "sft-filtered" / "filter_dropped.jsonl").read_text().splitlines()
+    report = json.loads((run / "sft-filtered" / "data_report.json").read_text())
+    assert report["train"]["dropped"].get("cost model's cost above 0", 0) == len(dropped)
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["cost_model"]) >= {"eval_accuracy", "eval_accuracy/category:harm", "eval_unsafe_recall"}
+    assert "Cost model, held-out rows: safe/unsafe right" in (run / "results.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "cost.train.max_steps=21"]) == 2
+    assert "holds a cost stage made with other cost settings" in capsys.readouterr().err
+
+
+def test_cost_categories_are_those_of_the_world():
+    from alignkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cost_categories: 'false_premise' is not a category of this world's cost "
+                       "rows .skills, harm: skills and world.safety_families."):
+        load_config(PipelineConfig, None, ["cost_categories=[false_premise]"])
+    with pytest.raises(ConfigError, match="did you mean 'discrimination'"):
+        load_config(PipelineConfig, None, ["world.safety_families=[harm,discrimination]", "cost_categories=[discrimnation]"])
 
 
 def test_the_stage_table_and_the_reuse_table_agree():

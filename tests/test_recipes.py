@@ -73,6 +73,9 @@ def test_validate_prints_the_config_and_names_missing_paths(tiny_dir, train_file
                    f"data.train_path={train_file}", "data.eval_path=hf://org/set")
     assert bad.returncode == 2 and f"error: model.path={tmp_path / 'nope'} does not exist" in bad.stderr
     assert "eval_path" not in bad.stderr  # a hub data set is not checked here
+    scorer = alignkit("validate", "sft/lora", f"model.path={tiny_dir}", f"data.train_path={train_file}",
+                      f"data.filter_model={tmp_path / 'no-rm'}")
+    assert scorer.returncode == 2 and f"error: data.filter_model={tmp_path / 'no-rm'} does not exist" in scorer.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]  # nothing trained, nothing written
     unknown = alignkit("validate", str(train_file))
     assert unknown.returncode == 2 and "cannot tell which stage" in unknown.stderr

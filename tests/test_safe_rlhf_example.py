@@ -66,6 +66,13 @@ def test_harm_only_cost_model_trains_on_its_categories_only(tmp_path, monkeypatc
     (tmp_path / "safe" / "cost" / "model" / "config.json").write_text("{}")
     ex.cost_model(cfg, tmp_path, "cost", (), 10, True)
     assert len(trained) == 2  # reused
+    # The pipeline's cost stage trained the harm-only one (cost_categories, demo-safe.yaml): that one serves.
+    (tmp_path / "cost" / "model").mkdir(parents=True)
+    (tmp_path / "cost" / "model" / "config.json").write_text("{}")
+    staged = load_config(PipelineConfig, str(ROOT / "configs" / "demo-safe.yaml"), ["stages=[pretrain,sft,rm,cost]"])
+    assert ex.cost_model(staged, tmp_path, name, categories, 10, False) == tmp_path / "cost" / "model"
+    assert ex.cost_model(staged, tmp_path, "cost", (), 10, False) == tmp_path / "safe" / "cost" / "model"
+    assert len(trained) == 3  # the full one is not the pipeline's
 
 
 def test_ptx_on_preferred_trains_on_each_ranked_prompts_first_response(tmp_path, tokenizer):

@@ -144,8 +144,8 @@ class RoundsConfig:
 
 
 # Every stage, in the order they run; the default list leaves out the optional ones.
-KNOWN_STAGES = ("pretrain", "sft", "rm", "sft-filter", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
-OPTIONAL_STAGES = ("sft-filter",)
+KNOWN_STAGES = ("pretrain", "sft", "rm", "cost", "sft-filter", "ppo", "grpo", "rounds", "dpo", "best-of-n", "distill", "eval")
+OPTIONAL_STAGES = ("cost", "sft-filter")
 PIPELINE_STAGES = tuple(s for s in KNOWN_STAGES if s not in OPTIONAL_STAGES)
 GRPO_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
@@ -165,8 +165,10 @@ class PipelineConfig:
     """Everything the pipeline writes goes under this directory."""
     stages: list[str] = field(default_factory=lambda: list(PIPELINE_STAGES))
     """Stages to run, in order: pretrain, sft, rm, ppo, grpo, rounds, dpo, best-of-n, distill, eval (all of
-    them by default), and sft-filter: after rm, SFT again from the base on the demonstrations the
-    reward model scores at least sft_filter_min_score, handed on as "sft" (not by default)."""
+    them by default); and, not by default, cost: a cost model from the SFT model on the world's
+    cost rows (the cost section, cost_categories), and sft-filter: SFT again from the base on the
+    demonstrations the cost model (else the reward model) scores at least sft_filter_min_score,
+    handed on as "sft"."""
     cache_dir: str = ""
     """Where pretrained base models are cached, keyed by their config (empty: $ALIGNKIT_CACHE if set,
     else run_dir/cache)."""
@@ -191,10 +193,18 @@ class PipelineConfig:
     rm_ensemble: int = 1
     """Reward models trained on the rankings (rm/ and rm-ensemble/member-I/, seeds rm.seed + I); with
     more than one, PPO's reward is their mean minus ppo.reward_uncertainty_coef x their spread."""
+    cost: RMConfig = field(default_factory=lambda: RMConfig(objective="cost"))
+    """The cost stage: a cost model (objective cost; its score > 0 means unsafe) from the SFT model on the
+    world's cost.jsonl (paths set by the pipeline) -> run_dir/cost; the sft-filter stage's scorer."""
+    cost_categories: list[str] = field(default_factory=list)
+    """The cost stage trains on the world's cost rows of these categories only (harm, discrimination,
+    false_premise, skills); empty: all of them. [harm, discrimination, skills]: a cost model of harm alone,
+    which as the sft-filter's scorer drops the compliance to harmful and demeaning requests and leaves
+    the premise demonstrations to the SFT loss."""
     sft_filter_model: str = ""
-    """The model that scores the demonstrations in the sft-filter stage: empty, this run's reward model;
-    else a reward or cost model directory (a cost model of this run's world, trained from its first SFT
-    model, say: its score is its negated cost)."""
+    """The model that scores the demonstrations in the sft-filter stage: empty, this run's cost model
+    when the cost stage runs, else its reward model; or a reward or cost model directory (a cost
+    model's score is its negated cost)."""
     sft_filter_min_score: float = 0.0
     """The sft-filter stage's floor: demonstrations scored below it are dropped before the second SFT
     (the reward model's normalised scale, 0 the mean score of the first SFT model's answers; with a
@@ -256,9 +266,19 @@ class PipelineConfig:
                 close = difflib.get_close_matches(stage, KNOWN_STAGES, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ConfigError(f"{where}: unknown stage '{stage}' in stages (known: {', '.join(KNOWN_STAGES)}){hint}")
-        if "sft-filter" in self.stages and "rm" not in self.stages and not self.sft_filter_model:
-            raise ConfigError(f"{where}: the sft-filter stage scores the demonstrations with this run's reward "
-                              "model; add rm to stages (or give sft_filter_model)")
+        if "sft-filter" in self.stages and not {"rm", "cost"} & set(self.stages) and not self.sft_filter_model:
+            raise ConfigError(f"{where}: the sft-filter stage scores the demonstrations with this run's cost or "
+                              "reward model; add cost or rm to stages (or give sft_filter_model)")
+        written = ["skills", *self.world.safety_families]  # the categories of the world's cost rows
+        for name in self.cost_categories:
+            if name not in written:
+                close = difflib.get_close_matches(str(name), written, n=1)
+                raise ConfigError(f"{where}: cost_categories: '{name}' is not a category of this world's cost rows "
+                                  f"({', '.join(written)}: skills and world.safety_families)" +
+                                  (f"; did you mean '{close[0]}'?" if close else ""))
+        if "cost" in self.stages and self.cost.objective != "cost":
+            raise ConfigError(f"{where}: cost.objective must be cost (the cost stage trains a cost model), got "
+                              f"{self.cost.objective!r}")
         self.world.validate(where)
         self.eval.validate(where)
         self.pretrain.validate(where)

@@ -380,7 +380,8 @@ def with_defaults(recorded: Any, defaults: Any) -> Any:
 
 # Fields that name a file, directory, model or data set (besides every *_path).
 PATH_FIELDS = {"path", "reward_model", "reference_model", "teacher", "judge_model", "judge_template",
-               "refusal_template", "filter_rules", "reward_ensemble", "models"}
+               "refusal_template", "filter_rules", "reward_ensemble", "models", "filter_model", "sft_filter_model",
+               "cost_model"}
 HUB_LIKE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 

@@ -5,8 +5,10 @@ pretrain  the base model, cached by a hash of its config under run_dir/cache (a 
           at once)
 sft       supervised fine-tuning of the base on the world's demonstrations -> run_dir/sft
 rm        a reward model from the SFT model on the annotator's rankings -> run_dir/rm
-sft-filter (not by default) SFT again from the base on the demonstrations the reward model (or
-          sft_filter_model, a cost model say) scores at least sft_filter_min_score -> run_dir/sft-filtered,
+cost      (not by default) a cost model from the SFT model on the world's cost rows (of cost_categories)
+          -> run_dir/cost
+sft-filter (not by default) SFT again from the base on the demonstrations the cost model (else the reward
+          model, or sft_filter_model) scores at least sft_filter_min_score -> run_dir/sft-filtered,
           handed on to the later stages as "sft" (the first SFT model stays in the table as "sft-unfiltered")
 ppo       PPO from the SFT model against the reward model, on the RL prompts -> run_dir/ppo (the policy
           with the best reward on other training-split prompts, when ppo.keep_best)
@@ -52,6 +54,7 @@ class State:
     models: dict[str, Path] = field(default_factory=dict)
     """Every policy so far, in the order the table lists them."""
     reward_dir: Path | None = None
+    cost_dir: Path | None = None
     ensemble: list[Path] = field(default_factory=list)
     ppo_summary: dict[str, Any] | None = None
     grpo_summaries: dict[str, Any] = field(default_factory=dict)
@@ -98,18 +101,26 @@ def step_sft(s: State) -> None:
     s.models["sft"] = s.launch("sft", "sft", sft_from_base(s, "sft"), "[bold]sft[/] supervised fine-tuning", run_sft)
 
 
-def step_rm(s: State) -> None:
+def scorer_backbone(s: State, given: str) -> Path | str:
+    """What the reward and cost models start from: the SFT model (a LoRA one folded into its base
+    first, once: run_dir/sft-merged), else the section's own model.path (`given`)."""
     from alignkit.models import merge_adapter
     from alignkit.models.loading import is_adapter_dir
-    from alignkit.stages.rm import run_rm
 
-    cfg = s.cfg
-    start = s.models.get("sft") or cfg.rm.model.path
-    if start and is_adapter_dir(start):  # a LoRA SFT model (local or on the hub): fold it in first
+    start = s.models.get("sft") or given
+    if start and is_adapter_dir(start):
         merged = s.run_dir / "sft-merged"
         if not (merged / "config.json").exists():
             merge_adapter(str(start), str(merged))
         start = merged
+    return start
+
+
+def step_rm(s: State) -> None:
+    from alignkit.stages.rm import run_rm
+
+    cfg = s.cfg
+    start = scorer_backbone(s, cfg.rm.model.path)
     rm_cfg = dataclasses.replace(
         cfg.rm, output_dir=str(s.run_dir / "rm"), resume=True, model=dataclasses.replace(cfg.rm.model, path=str(start)),
         data=dataclasses.replace(cfg.rm.data, train_path=str(s.world["rankings"])),
@@ -124,17 +135,33 @@ def step_rm(s: State) -> None:
                                                      seed=rm_cfg.seed + i)))
 
 
+def step_cost(s: State) -> None:
+    from alignkit.stages.rm import run_rm
+    from alignkit.world.datasets import cost_rows_of
+
+    cfg = s.cfg
+    rows = s.world["cost"]
+    if cfg.cost_categories:  # e.g. harm alone: its own copy of those rows, beside the model
+        rows = cost_rows_of(rows, cfg.cost_categories, s.run_dir / "cost" / "rows.jsonl")
+    cost_cfg = dataclasses.replace(cfg.cost, output_dir=str(s.run_dir / "cost"), resume=True,
+                                   model=dataclasses.replace(cfg.cost.model, path=str(scorer_backbone(s, cfg.cost.model.path))),
+                                   data=dataclasses.replace(cfg.cost.data, train_path=str(rows)))
+    what = ", ".join(cfg.cost_categories) if cfg.cost_categories else "every category"
+    s.cost_dir = s.launch("cost", "cost", cost_cfg, f"[bold]cost[/] cost model on the world's cost rows ({what})", run_rm)
+
+
 def step_sft_filter(s: State) -> None:
     from alignkit.errors import ConfigError
     from alignkit.stages.sft import run_sft
 
     cfg = s.cfg
-    scorer = cfg.sft_filter_model or s.reward_dir
+    scorer = cfg.sft_filter_model or s.cost_dir or s.reward_dir
     if not scorer:
-        raise ConfigError(f"{s.where('stages')}: sft-filter needs the rm stage (or sft_filter_model)")
+        raise ConfigError(f"{s.where('stages')}: sft-filter needs the cost or rm stage (or sft_filter_model)")
+    named = {s.reward_dir: "reward model", s.cost_dir: "cost model"}.get(scorer, scorer)
     sft_cfg = sft_from_base(s, "sft-filtered", filter_model=str(scorer), filter_min_score=cfg.sft_filter_min_score)
     filtered = s.launch("sft-filtered", "sft", sft_cfg, "[bold]sft-filter[/] SFT again on the demonstrations the "
-                        f"{'reward model' if scorer == s.reward_dir else scorer} scores at least {cfg.sft_filter_min_score:g}", run_sft)
+                        f"{named} scores at least {cfg.sft_filter_min_score:g}", run_sft)
     # The filtered model is the one handed on; the first stays in the table under another name.
     s.models = {("sft-unfiltered" if name == "sft" else name): path for name, path in s.models.items()}
     s.models["sft"] = filtered
@@ -280,6 +307,12 @@ def step_eval(s: State) -> None:
             results["reward_model_ensemble"] = judge([s.reward_dir, *s.ensemble])
         if s.rounds_reward is not None:  # the last round's, on the same pairs and the same SFT samples
             results["reward_model_rounds"] = judge(s.rounds_reward)
+    if s.cost_dir is not None:
+        from alignkit.training.metrics import read_metrics
+
+        evals = [r for r in read_metrics(s.run_dir / "cost" / "metrics.jsonl") if "eval_accuracy" in r]
+        if evals:
+            results["cost_model"] = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
     if s.ppo_summary:
         results["ppo"] = s.ppo_summary
     if s.grpo_summaries:
@@ -315,6 +348,7 @@ STEPS = (
     Step("pretrain", step_pretrain),
     Step("sft", step_sft),
     Step("rm", step_rm),
+    Step("cost", step_cost),
     Step("sft-filter", step_sft_filter),
     Step("ppo", step_ppo),
     Step("grpo", step_grpo),

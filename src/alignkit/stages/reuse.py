@@ -14,8 +14,9 @@ from alignkit import config as C
 from alignkit.config import PipelineConfig, to_yaml
 
 BASE = ("world", "pretrain")
-# What a stage after SFT starts from: "sft_filter" stands for the sft-filter stage's scorer and floor
-# when it runs (the handed-on SFT model is then another one) and None when not (stage_inputs).
+# What a stage after SFT starts from: "sft_filter" stands for the sft-filter stage's scorer (with the
+# cost section, when this run's cost model scores) and floor when it runs (the handed-on SFT model is
+# then another one) and None when not (stage_inputs).
 HANDED_ON = (*BASE, "sft", "rm", "sft_filter")
 # Each directory the stages write under run_dir -> (the stage that writes it, the config sections its
 # output depends on: a change to any of them makes a finished directory stale).
@@ -23,6 +24,7 @@ WRITES = {
     "sft": ("sft", (*BASE, "sft")),
     "rm": ("rm", (*BASE, "sft", "rm")),
     "rm-ensemble": ("rm", (*BASE, "sft", "rm", "rm_ensemble")),
+    "cost": ("cost", (*BASE, "sft", "cost", "cost_categories")),
     "sft-filtered": ("sft-filter", (*BASE, "sft", "rm", "sft_filter")),
     "ppo": ("ppo", (*HANDED_ON, "rm_ensemble", "ppo")),
     "grpo": ("grpo", (*HANDED_ON, "grpo", "grpo_runs")),
@@ -65,6 +67,8 @@ def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
     full = yaml.safe_load(to_yaml(cfg))
     full["sft_filter"] = ({"model": cfg.sft_filter_model, "min_score": cfg.sft_filter_min_score}
                           if "sft-filter" in cfg.stages else None)
+    if full["sft_filter"] and not cfg.sft_filter_model and "cost" in cfg.stages:  # scored by this run's cost model
+        full["sft_filter"].update(cost=full["cost"], cost_categories=full["cost_categories"])
     return {name: full.get(name) for name in names}
 
 

@@ -176,6 +176,21 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     return paths
 
 
+def cost_rows_of(path: Path, categories: list[str] | tuple[str, ...], out: Path) -> Path:
+    """OUT: the rows of the cost file PATH (cost.jsonl) whose category is one of `categories`, in their
+    order, as they were written; none of them there is an error naming those there are."""
+    from alignkit.errors import ConfigError
+
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    of = [json.loads(line).get("category") for line in lines]
+    if not set(categories) & set(of):
+        raise ConfigError(f"cost_categories: no row of {', '.join(map(repr, categories))} in {path} (its categories: "
+                          f"{', '.join(sorted(set(map(str, of))))}); world.safety_families decides which are written")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(line for line, c in zip(lines, of) if c in categories) + "\n")
+    return out
+
+
 def seed_task_rows(per_family: int = 4) -> list[dict[str, Any]]:
     """Seed tasks for Self-Instruct (`alignkit data self-instruct seed_tasks=world`): each skill
     family's first `per_family` training phrasings, each with one training input and its right

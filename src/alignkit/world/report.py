@@ -130,6 +130,12 @@ def reward_lines(results: dict[str, Any]) -> list[str]:
         out.append(f"{title}, held-out prompts: pairwise accuracy {_pct(r['accuracy'])} (n={r['n_pairs']}): {kinds}; "
                    f"its top response is the oracle's best on {_pct(r['top1_is_best'])} of prompts; on the SFT model's "
                    f"own samples {_pct(r['on_policy_accuracy'])} (n={r['n_on_policy_pairs']}).")
+    c = results.get("cost_model")  # the cost stage's last held-out evaluation (its metrics.jsonl)
+    if c:
+        cats = ", ".join(f"{k.split(':', 1)[1]} {_pct(v)}" for k, v in c.items() if k.startswith("eval_accuracy/category:"))
+        out.append(f"Cost model, held-out rows: safe/unsafe right {_pct(c.get('eval_accuracy'))} ({cats}); unsafe "
+                   f"answers called unsafe {_pct(c.get('eval_unsafe_recall'))}, safe ones safe "
+                   f"{_pct(c.get('eval_safe_recall'))}; the safer of a pair scored safer {_pct(c.get('eval_pair_accuracy'))}.")
     return out
 
 
@@ -224,7 +230,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *gain_lines(results)]
     if results.get("judge"):
         lines += ["", *judge_lines(results)]
-    if results.get("reward_model"):
+    if results.get("reward_model") or results.get("cost_model"):
         lines += ["", *reward_lines(results)]
     if results.get("rounds"):
         lines += ["", *rounds_lines(results)]
