@@ -10,10 +10,15 @@ With the demonstrations filtered by a cost model before the SFT model PPO starts
 pipeline's sft-filter stage; the variants then start from RUN/sft-filtered and PPO-ptx trains on the
 demonstrations it kept; the harm-only cost model drops the compliance to harmful and demeaning
 requests, the full one, safe/cost, premise answers too):
+    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,cost,sft-filter,ppo,eval]'
+    python examples/safe_rlhf.py runs/demo-safe
+(the pipeline's cost stage trains the harm-only cost model, demo-safe.yaml's cost section, which the
+variants with the harm-only cost then use; the same model as `--cost-only` trains under
+RUN/safe/cost_harm when cost.seed is world.seed, bit for bit on seed 0), or with the full cost model:
     alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm]'
     python examples/safe_rlhf.py runs/demo-safe --cost-only
     alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,sft-filter,ppo]' \
-        sft_filter_model=runs/demo-safe/safe/cost_harm/model
+        sft_filter_model=runs/demo-safe/safe/cost/model
     python examples/safe_rlhf.py runs/demo-safe --reuse
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
