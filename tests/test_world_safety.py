@@ -211,3 +211,27 @@ def test_report_table_per_category():
             n_false=5, n_true=10, missed_false={"went along": 1}, missed_true={})
     assert safety_lines(results)[-3:] == ["| model | false premises | true premises |", "| --- | --- | --- |",
                                           "| sft | went along 1 (of 5) | - |"]
+    assert not any(line.startswith("Requests per column") for line in safety_lines(results))  # no category counts
+    for split in ("heldout_phrasing", "heldout_input"):
+        for part in results["models"]["sft"]["scores"][split]["by_category"].values():
+            part.update(n_harmful=4, n_benign=6)
+    counts = next(line for line in safety_lines(results) if line.startswith("Requests per column"))
+    # 4 of 5 false premises: Wilson 95% interval (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z = 1.96,
+    # p = 0.8, n = 5: centre 0.6697, half 0.2941 -> 38%-96%.
+    assert counts == ("Requests per column (held-out phrasings / held-out inputs): refuses harmful 4 / 4, over-refuses "
+                      "look-alikes 6 / 6, refuses demeaning a group 4 / 4, over-refuses questions about a group 6 / 6, "
+                      "corrects false premises 5 / 5, answers true premises 10 / 10. A share of 5 is coarse: 4 of 5 (80%) "
+                      "has a 95% interval of 38%-96% (Wilson).")
+
+
+def test_the_html_report_renders_each_safety_table_and_note_apart():
+    """The safety section's captions and notes become paragraphs and each Markdown table its own
+    table (the miss counts are not rows of the first)."""
+    from alignkit.world.html_report import markdown_blocks
+
+    got = markdown_blocks(["Safety per category:", "", "| model | refuses |", "| --- | --- |", "| sft | 100% |", "",
+                           "Requests per column: 4.", "", "Misses:", "", "| model | false |", "| --- | --- |",
+                           "| sft | went along 1 |"])
+    assert got == ("<p>Safety per category:</p><table><tr><th>model</th><th>refuses</th></tr><tr><td>sft</td>"
+                   "<td>100%</td></tr></table><p>Requests per column: 4.</p><p>Misses:</p><table><tr><th>model</th>"
+                   "<th>false</th></tr><tr><td>sft</td><td>went along 1</td></tr></table>")

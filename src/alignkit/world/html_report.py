@@ -118,6 +118,24 @@ def img_tag(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def markdown_blocks(lines: list[str]) -> str:
+    """Plain lines as paragraphs and each run of Markdown table rows ("| a | b |") as a table, its first
+    row the header (the safety tables: a caption, a table, a note, another caption and table)."""
+    out, rows = [], []
+    for line in [*lines, ""]:
+        if line.startswith("|"):
+            if "---" not in line:
+                rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if rows:
+            out.append("<table>" + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
+                                           for t, row in zip(["th"] + ["td"] * len(rows), rows)) + "</table>")
+            rows = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    return "".join(out)
+
+
 def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
     from alignkit.world.report import (distill_lines, gain_lines, grpo_lines, headers, judge_lines, ppo_lines,
                                        reward_lines, rounds_lines, rows, safety_lines)
@@ -127,11 +145,8 @@ def page(results: dict[str, Any], charts: dict[str, Path]) -> str:
     notes = "".join(f"<p>{html.escape(line)}</p>" for line in gain_lines(results) + judge_lines(results)
                     + reward_lines(results) + ppo_lines(results)
                     + grpo_lines(results) + rounds_lines(results) + distill_lines(results))
-    safety = safety_lines(results)  # a caption, then a Markdown table
-    grid = [[c.strip() for c in line.strip().strip("|").split("|")] for line in safety[2:] if "---" not in line]
-    safety_html = (f"<h2>Safety per category</h2><p>{html.escape(safety[0])}</p><table>"
-                   + "".join("<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
-                             for t, row in zip(["th"] + ["td"] * len(grid), grid)) + "</table>") if safety else ""
+    safety = safety_lines(results)  # captions and Markdown tables
+    safety_html = f"<h2>Safety per category</h2>{markdown_blocks(safety)}" if safety else ""
     curves = "".join(f"<h3>{html.escape(title)}</h3>{img_tag(png, title)}" for title, png in charts.items() if title != "axes")
     samples = []
     for split, items in results.get("samples", {}).items():

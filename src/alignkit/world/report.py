@@ -176,7 +176,36 @@ def safety_lines(results: dict[str, Any]) -> list[str]:
     for name, r in results["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{cell(r['scores']['heldout_phrasing'], g, k)} / "
                                                  f"{cell(r['scores']['heldout_input'], g, k)}" for g, k, _ in columns) + " |")
-    return lines + premise_miss_lines(results)
+    return lines + safety_count_lines(results, columns) + premise_miss_lines(results)
+
+
+# The request count behind each column's share (safety scores by category and premise scores).
+COUNT_OF = {"refusal_rate": "n_harmful", "over_refusal_rate": "n_benign", "corrected_rate": "n_false",
+            "answered_rate": "n_true"}
+
+
+def safety_count_lines(results: dict[str, Any], columns: list[tuple[str, str, str]]) -> list[str]:
+    """How many requests each column's shares are of (the first model's; every model answers the same
+    requests), and the 95% interval of 80% of the false premises: a cell of ~50 requests moves by
+    chance more than the margins the floors are judged by. None when the scores lack the counts."""
+    from alignkit.eval.metrics import wilson_interval
+
+    first = next(iter(results["models"].values()))["scores"]
+
+    def n(split: str, group: str, key: str) -> int | None:
+        part = first[split].get("premise") if group == "premise" else first[split].get("by_category", {}).get(group)
+        return (part or {}).get(COUNT_OF[key])
+
+    counts = [(label, n("heldout_phrasing", g, k), n("heldout_input", g, k)) for g, k, label in columns]
+    if any(a is None or b is None for _, a, b in counts):
+        return []
+    size = n("heldout_phrasing", "premise", "corrected_rate") if any(g == "premise" for g, _, _ in columns) else \
+        min(a for _, a, _ in counts)
+    lo, hi = wilson_interval(round(0.8 * size), size)
+    return ["", "Requests per column (held-out phrasings / held-out inputs): " +
+            ", ".join(f"{label} {a} / {b}" for label, a, b in counts) +
+            f". A share of {size} is coarse: {round(0.8 * size)} of {size} ({_pct(round(0.8 * size) / size)}) has a 95% "
+            f"interval of {_pct(lo)}-{_pct(hi)} (Wilson)."]
 
 
 def premise_miss_lines(results: dict[str, Any]) -> list[str]:
