@@ -275,6 +275,14 @@ def test_without_pretraining_the_given_model_is_the_base_row(tiny_dir, tmp_path)
     assert results["models"]["base"]["path"] == str(tiny_dir)
 
 
+def beside(reduced_run: Path, name: str, *overrides: str) -> tuple[Path, list[str]]:
+    """A run directory next to the reduced run (sharing its base cache) and the `alignkit pipeline`
+    arguments for the reduced world there with `overrides`."""
+    run = reduced_run.parent / name
+    return run, ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}",
+                 f"cache_dir={reduced_run.parent / 'cache'}", *REDUCED, *overrides]
+
+
 def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_hands_that_model_on(reduced_run, capsys):
     """stages with sft-filter: a second SFT from the base on the demonstrations scoring at least the
     floor (kept and dropped rows written with their scores), PPO starts from it, the table lists both
@@ -283,9 +291,7 @@ def test_sft_filter_retrains_on_the_demonstrations_the_reward_model_keeps_and_ha
 
     from alignkit.stages.pipeline import handed_on_sft
 
-    run = reduced_run.parent / "filtered"
-    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}", f"cache_dir={reduced_run.parent / 'cache'}",
-            *REDUCED, "stages=[pretrain,sft,rm,sft-filter,ppo,eval]", "sft_filter_min_score=0.0"]
+    run, args = beside(reduced_run, "filtered", "stages=[pretrain,sft,rm,sft-filter,ppo,eval]", "sft_filter_min_score=0.0")
     assert main(args) == 0
     kept = (run / "sft-filtered" / "filter_kept.jsonl").read_text().splitlines()
     dropped = (run / "sft-filtered" / "filter_dropped.jsonl").read_text().splitlines()
@@ -316,10 +322,9 @@ def test_the_cost_stage_trains_on_its_categories_and_scores_the_filter(reduced_r
     floor), eval reports its held-out accuracy per category; a rerun with other cost settings stops."""
     import yaml
 
-    run = reduced_run.parent / "costed"
-    args = ["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={run}", f"cache_dir={reduced_run.parent / 'cache'}",
-            *REDUCED, "stages=[pretrain,sft,rm,cost,sft-filter,eval]", "cost_categories=[harm]",
-            "cost.train.max_steps=20", "cost.train.batch_size=16", "cost.train.eval_every=20", "cost.log.progress=false"]
+    run, args = beside(reduced_run, "costed", "stages=[pretrain,sft,rm,cost,sft-filter,eval]", "cost_categories=[harm]",
+                       "cost.train.max_steps=20", "cost.train.batch_size=16", "cost.train.eval_every=20",
+                       "cost.log.progress=false")
     assert main(args) == 0
     rows = [json.loads(line) for line in (run / "cost" / "rows.jsonl").read_text().splitlines()]
     everything = [json.loads(line) for line in (run / "world" / "cost.jsonl").read_text().splitlines()]
