@@ -110,6 +110,39 @@ def test_world_data_command_writes_every_set(tmp_path, capsys):
     assert len(ranking["responses"]) == 4 and len(ranking["kinds"]) == 4
 
 
+def test_a_larger_held_out_sample_changes_only_the_evaluation_files(tmp_path):
+    """world.heldout_prompts sizes the two held-out splits alone: every training set is byte for byte
+    the one written without it."""
+    small = ["sft_examples=50", "ranking_prompts=20", "rl_prompts=20", "eval_prompts=20"]
+    assert main(["world", "data", str(tmp_path / "a"), *small]) == 0
+    assert main(["world", "data", str(tmp_path / "b"), *small, "heldout_prompts=60"]) == 0
+    for name in ("sft", "rankings", "rl_prompts", "rl_eval_prompts", "cost"):
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+    for split in ("heldout_phrasing", "heldout_input"):
+        rows = lambda d: len((tmp_path / d / f"eval_{split}.jsonl").read_text().splitlines())  # noqa: E731
+        assert rows("a") <= 20 and 40 < rows("b") <= 60
+
+
+def test_a_larger_held_out_sample_reuses_every_finished_stage(reduced_run, capsys):
+    """Evaluating a finished run again on a larger sample retrains nothing: heldout_prompts is left out
+    of what each stage records (reuse.EVAL_ONLY_WORLD), unlike any other world setting (next test)."""
+    import shutil
+
+    world, keep = reduced_run / "world", reduced_run.parent / "world-before"
+    shutil.copytree(world, keep)
+    before = (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime
+    try:
+        assert main(["pipeline", str(ROOT / "configs" / "demo-full.yaml"), f"run_dir={reduced_run}",
+                     f"cache_dir={reduced_run.parent / 'cache'}", *REDUCED, *FULL, "stages=[pretrain,sft,rm]",
+                     "world.heldout_prompts=90"]) == 0
+        assert capsys.readouterr().err.count("nothing to resume") == 4
+        assert len((world / "eval_heldout_phrasing.jsonl").read_text().splitlines()) > 60
+        assert (reduced_run / "sft" / "model" / "model.safetensors").stat().st_mtime == before
+    finally:  # the later tests read this run's world as the fixture wrote it
+        shutil.rmtree(world)
+        shutil.copytree(keep, world)
+
+
 def test_a_changed_world_does_not_reuse_finished_stages(reduced_run, capsys):
     """A rerun skips finished stages, so it must not skip them when their inputs changed: the run
     directory's SFT model was made from another world, and the pipeline says so."""

@@ -53,7 +53,12 @@ class WorldConfig:
     rl_prompts: int = 2000
     """Prompts for reinforcement learning (training phrasings and inputs)."""
     eval_prompts: int = 400
-    """Prompts in each held-out evaluation split."""
+    """Prompts in each held-out evaluation split (unless heldout_prompts is set), and in RL's own
+    held-out set (rl_eval_prompts)."""
+    heldout_prompts: int = 0
+    """Prompts in each held-out evaluation split, if not 0 (else eval_prompts). Only the evaluation
+    files depend on it, so a finished run can be evaluated again on a larger sample, with narrower
+    intervals per cell, without retraining (its stages stay reusable)."""
 
     def validate(self, where: str) -> None:
         # The family names in thin_families are the world's to check (world.datasets.write_world_data).
@@ -65,6 +70,7 @@ class WorldConfig:
         for key in ("sft_examples", "ranking_prompts", "rl_prompts", "eval_prompts"):
             check_positive(where, f"world.{key}", getattr(self, key))
         check_non_negative(where, "world.correctness_prompts", self.correctness_prompts)
+        check_non_negative(where, "world.heldout_prompts", self.heldout_prompts)
         known = ("harm", "discrimination", "false_premise")
         for name in self.safety_families:
             if name not in known:

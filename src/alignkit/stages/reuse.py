@@ -53,6 +53,15 @@ def pretrain_key(cfg: Any) -> str:
 
 
 INPUTS_FILE = "pipeline_inputs.yaml"
+# World fields only the evaluation files depend on: no stage directory is built from them, so changing
+# one (a larger held-out sample) keeps every finished stage reusable.
+EVAL_ONLY_WORLD = ("heldout_prompts",)
+
+
+def _without_eval_only(inputs: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(inputs.get("world"), dict):
+        inputs = {**inputs, "world": {k: v for k, v in inputs["world"].items() if k not in EVAL_ONLY_WORLD}}
+    return inputs
 
 
 def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
@@ -69,7 +78,7 @@ def stage_inputs(cfg: PipelineConfig, stage_dir: str) -> dict[str, Any]:
                           if "sft-filter" in cfg.stages else None)
     if full["sft_filter"] and not cfg.sft_filter_model and "cost" in cfg.stages:  # scored by this run's cost model
         full["sft_filter"].update(cost=full["cost"], cost_categories=full["cost_categories"])
-    return {name: full.get(name) for name in names}
+    return _without_eval_only({name: full.get(name) for name in names})
 
 
 def record_inputs(cfg: PipelineConfig, run_dir: Path, stage_dir: str) -> None:
@@ -104,7 +113,7 @@ def check_finished_stages(cfg: PipelineConfig, run_dir: Path) -> None:
             continue
         new = stage_inputs(cfg, stage_dir)
         # A key the record lacks came with a newer alignkit: its default is what the stage was built with.
-        old = C.with_defaults(old, stage_inputs(PipelineConfig(), stage_dir))
+        old = C.with_defaults(_without_eval_only(old), stage_inputs(PipelineConfig(), stage_dir))
         changed = [name for name in new if old.get(name) != new[name]]
         if changed:
             raise ConfigError(f"{run_dir} holds a {stage_dir} stage made with other {', '.join(changed)} settings "

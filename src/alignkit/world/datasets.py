@@ -167,8 +167,8 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     counts["rl_eval_prompts"] = _write_jsonl(paths["rl_eval_prompts"], [{"prompt": i.prompt, **i.as_dict()}
                                                                        for i in rl_eval])
     for split in ("heldout_phrasing", "heldout_input"):
-        items = unique_prompts(sample_items(split, cfg.eval_prompts, stream(cfg, "eval"), cfg.safety_share,
-                                            safety_families=kinds))
+        n = cfg.heldout_prompts or cfg.eval_prompts
+        items = unique_prompts(sample_items(split, n, stream(cfg, "eval"), cfg.safety_share, safety_families=kinds))
         counts[f"eval_{split}"] = _write_jsonl(paths[f"eval_{split}"], [i.as_dict() for i in items])
     manifest = {"config": dataclasses.asdict(cfg), "rows": counts, "families": list(FAMILIES),
                 "refusal": safety.REFUSAL}
