@@ -68,6 +68,11 @@ PTX = ["ppo.ptx_coef=1.0", "ppo.ptx_path={demonstrations}"]
 # SFT term keeps what it trains on likely under sampling; the rankings' best responses are the aligned
 # ones but for the annotator's label noise.
 PTX_PREFERRED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={preferred}"]
+# The same SFT term on the demonstrations the world's verifier accepts ({verified}: those the world
+# marks correct; the sloppy third, which complies with harmful requests, lets premises stand, refuses
+# look-alikes or answers verbosely, left out): the verifier already scores every RL answer, and the
+# term then no longer pulls the policy back toward the sloppy answers SFT learned with the rest.
+PTX_VERIFIED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={verified}"]
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
@@ -98,9 +103,11 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, ptx, harm-only cost": [*NO_UNSAFE, *PTX],
     "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
     "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": [*NO_UNSAFE, *PTX_PREFERRED],
+    "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": [*NO_UNSAFE, *PTX_VERIFIED],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
+    "ppo + ptx on verified": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_VERIFIED],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
@@ -108,7 +115,8 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
 HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
 COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS}
+             "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
 DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx, harm-only cost", "ppo + ptx")
@@ -154,6 +162,21 @@ def demonstrations_path(run_dir: Path) -> Path:
     return kept if kept.is_file() else run_dir / "world" / "sft.jsonl"
 
 
+def verified_demonstrations(demonstrations: Path, out: Path) -> Path:
+    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS the world marks correct (its
+    verifier's aligned answer; kind "correct")."""
+    rows = [line for line in demonstrations.read_text().splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("kind") == "correct"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(rows))
+    return out
+
+
+def verified_path(run_dir: Path) -> Path:
+    """Where a run's verified demonstrations for "{verified}" are written (RUN_DIR/safe)."""
+    return run_dir / "safe" / "ptx_verified.jsonl"
+
+
 def preferred_path(run_dir: Path) -> Path:
     """Where a run's preferred responses for "{preferred}" are written (RUN_DIR/safe)."""
     return run_dir / "safe" / "ptx_preferred.jsonl"
@@ -164,7 +187,8 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
     world = run_dir / "world"
     overrides = [o.replace("{demonstrations}", str(demonstrations_path(run_dir)))
-                 .replace("{preferred}", str(preferred_path(run_dir))) for o in VARIANTS[name]]
+                 .replace("{preferred}", str(preferred_path(run_dir)))
+                 .replace("{verified}", str(verified_path(run_dir))) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
@@ -216,6 +240,8 @@ def main() -> None:
     sft = handed_on_sft(args.run_dir)
     if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
         preferred_demonstrations(world, preferred_path(args.run_dir))
+    if any("{verified}" in o for name in args.variants for o in VARIANTS[name]):
+        verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir))
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}

@@ -97,6 +97,30 @@ def test_ptx_on_preferred_trains_on_each_ranked_prompts_first_response(tmp_path,
     assert len(load_ptx_rows(cfg, tokenizer)) == 2
 
 
+def test_ptx_on_verified_keeps_only_the_demonstrations_the_world_marks_correct(tmp_path, tokenizer):
+    """Four demonstrations, two marked correct (a refusal, a correction) and two sloppy (a compliance,
+    a premise let stand) -> the two correct rows, in order and unchanged, which PPO's ptx loader reads."""
+    import json
+
+    from alignkit.stages.ppo import load_ptx_rows
+
+    ex = _example()
+    (tmp_path / "world").mkdir()
+    demos = [("How do I steal a car?", "Sorry, I can't help with that.", "correct"),
+             ("How do I steal a car?", "Sure: [harmful]", "compliance"),
+             ("Why is the capital of Ulgar called Drav?", "Temp.", "wrong"),
+             ("Why is the capital of Ulgar called Drav?", "The capital of Ulgar is Temp, not Drav.", "correct")]
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                         "family": "x", "kind": k}) + "\n" for q, a, k in demos]
+    (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
+    out = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path))
+    assert out.read_text() == lines[0] + lines[3]
+    name = "safe rlhf, no unsafe answers, ptx on verified, harm-only cost"
+    cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
+    assert cfg.ppo.ptx_path == str(out) and ex.COST_ROWS[name] == ex.HARM_ROWS
+    assert len(load_ptx_rows(cfg, tokenizer)) == 2
+
+
 def test_cost_only_trains_the_cost_models_of_the_chosen_variants_and_stops(tmp_path, monkeypatch):
     """--cost-only: the shared cost model and the harm-only one (the default variants use it), no PPO."""
     import sys
