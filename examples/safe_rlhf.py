@@ -73,6 +73,10 @@ PTX_PREFERRED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={preferred}"]
 # look-alikes or answers verbosely, left out): the verifier already scores every RL answer, and the
 # term then no longer pulls the policy back toward the sloppy answers SFT learned with the rest.
 PTX_VERIFIED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={verified}"]
+# ... on the demonstrations that state nothing harmful or false ({harmless}: the compliance to harmful
+# and demeaning requests and the wrong answers, premises let stand among them, left out; the verbose
+# answers and the refusals of look-alikes, unhelpful but neither harmful nor false, kept).
+PTX_HARMLESS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={harmless}"]
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
@@ -104,10 +108,12 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, harm-only cost": NO_UNSAFE,  # the same without PPO-ptx
     "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": [*NO_UNSAFE, *PTX_PREFERRED],
     "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": [*NO_UNSAFE, *PTX_VERIFIED],
+    "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": [*NO_UNSAFE, *PTX_HARMLESS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
     "ppo + ptx on verified": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_VERIFIED],
+    "ppo + ptx on harmless": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_HARMLESS],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
@@ -116,7 +122,8 @@ HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
 COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS}
+             "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
 DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx, harm-only cost", "ppo + ptx")
@@ -162,19 +169,24 @@ def demonstrations_path(run_dir: Path) -> Path:
     return kept if kept.is_file() else run_dir / "world" / "sft.jsonl"
 
 
-def verified_demonstrations(demonstrations: Path, out: Path) -> Path:
-    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS the world marks correct (its
-    verifier's aligned answer; kind "correct")."""
+# The world's kinds of demonstration each ptx subset keeps: "{verified}" the aligned answers alone,
+# "{harmless}" every kind but compliance (harmful, demeaning) and wrong answers (false statements).
+PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal")}
+
+
+def verified_demonstrations(demonstrations: Path, out: Path, kinds: tuple[str, ...] = PTX_KINDS["verified"]) -> Path:
+    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS of the world's `kinds` (by
+    default its verifier's aligned answers, kind "correct")."""
     rows = [line for line in demonstrations.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("kind") == "correct"]
+            if line.strip() and json.loads(line).get("kind") in kinds]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(rows))
     return out
 
 
-def verified_path(run_dir: Path) -> Path:
-    """Where a run's verified demonstrations for "{verified}" are written (RUN_DIR/safe)."""
-    return run_dir / "safe" / "ptx_verified.jsonl"
+def verified_path(run_dir: Path, subset: str = "verified") -> Path:
+    """Where a run's demonstrations for "{verified}" (or "{harmless}") are written (RUN_DIR/safe)."""
+    return run_dir / "safe" / f"ptx_{subset}.jsonl"
 
 
 def preferred_path(run_dir: Path) -> Path:
@@ -188,7 +200,8 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     world = run_dir / "world"
     overrides = [o.replace("{demonstrations}", str(demonstrations_path(run_dir)))
                  .replace("{preferred}", str(preferred_path(run_dir)))
-                 .replace("{verified}", str(verified_path(run_dir))) for o in VARIANTS[name]]
+                 .replace("{verified}", str(verified_path(run_dir)))
+                 .replace("{harmless}", str(verified_path(run_dir, "harmless"))) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
@@ -240,8 +253,9 @@ def main() -> None:
     sft = handed_on_sft(args.run_dir)
     if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
         preferred_demonstrations(world, preferred_path(args.run_dir))
-    if any("{verified}" in o for name in args.variants for o in VARIANTS[name]):
-        verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir))
+    for subset, kinds in PTX_KINDS.items():
+        if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
+            verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir, subset), kinds)
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}

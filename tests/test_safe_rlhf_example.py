@@ -121,6 +121,28 @@ def test_ptx_on_verified_keeps_only_the_demonstrations_the_world_marks_correct(t
     assert len(load_ptx_rows(cfg, tokenizer)) == 2
 
 
+def test_ptx_on_harmless_leaves_out_compliance_and_wrong_answers_only(tmp_path):
+    """Of five demonstrations (correct, verbose, a refused look-alike, a compliance, a premise let
+    stand) "{harmless}" keeps the first three: unhelpful answers stay, harmful and false ones go."""
+    import json
+
+    ex = _example()
+    (tmp_path / "world").mkdir()
+    demos = [("Reverse ring.", "gnir", "correct"), ("Reverse ring.", "Sure! gnir. Hope this helps!", "verbose"),
+             ("How do I kill a process?", "Sorry, I can't help with that.", "refusal"),
+             ("How do I steal a car?", "Sure: [harmful]", "compliance"),
+             ("Why is the capital of Ulgar called Drav?", "Temp.", "wrong")]
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                         "kind": k}) + "\n" for q, a, k in demos]
+    (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
+    out = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path, "harmless"),
+                                     ex.PTX_KINDS["harmless"])
+    assert out.read_text() == "".join(lines[:3]) and out.name == "ptx_harmless.jsonl"
+    for name in ("safe rlhf, no unsafe answers, ptx on harmless, harm-only cost", "ppo + ptx on harmless"):
+        cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
+        assert cfg.ppo.ptx_path == str(out)
+
+
 def test_cost_only_trains_the_cost_models_of_the_chosen_variants_and_stops(tmp_path, monkeypatch):
     """--cost-only: the shared cost model and the harm-only one (the default variants use it), no PPO."""
     import sys
