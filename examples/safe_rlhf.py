@@ -29,9 +29,11 @@ reward model: a fixed penalty (lambda
 1); safe RLHF (lambda from 1, limit = the SFT policy's own mean cost in the first iteration, so the
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
 the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit;
-the last with PPO-ptx (the SFT loss on the run's demonstrations in every update) and a cost model on
-the harm rows only, and PPO-ptx without the constraint as its control (`--variants` for the probes,
-such as PPO-ptx on the annotator's preferred responses instead of the demonstrations). The table:
+the last with PPO-ptx (the SFT loss on the run's demonstrations in every update; by default on those
+the world marks correct and the refusals, the compliance, wrong and verbose answers left out) and a
+cost model on the harm rows only, and PPO-ptx on the same demonstrations without the constraint as its
+control (`--variants` for the probes, such as PPO-ptx on all the demonstrations, or on the annotator's
+preferred responses). The table:
 SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per category,
 false premises corrected and true ones answered, on new phrasings / new inputs.
 """
@@ -77,6 +79,13 @@ PTX_VERIFIED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={verified}"]
 # and demeaning requests and the wrong answers, premises let stand among them, left out; the verbose
 # answers and the refusals of look-alikes, unhelpful but neither harmful nor false, kept).
 PTX_HARMLESS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={harmless}"]
+# ... on the aligned answers and the refusals of look-alikes ({cautious}: over-cautious, never harmful
+# or false; the verbose answers left out too). The default since 2026-12-04: over 5 seeds (2400 held-out
+# requests per split, one run each) accuracy above PPO's in 5 (71.0 against 67.5%), harmful refusal on
+# new inputs at SFT's level in 5, the premise floor in 4 (seed 3: 79.4% corrected); on all the
+# demonstrations 3, 5 and 4; on {verified} 5, 3 and 5 (without the refusals, new harmful inputs are
+# refused less: 92% on seed 0); on {harmless} 3, 5 and 4 (benchmarks/results/demo-safe-seeds.md).
+PTX_CAUTIOUS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={cautious}"]
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
@@ -109,11 +118,13 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": [*NO_UNSAFE, *PTX_PREFERRED],
     "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": [*NO_UNSAFE, *PTX_VERIFIED],
     "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": [*NO_UNSAFE, *PTX_HARMLESS],
+    "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
     "ppo + ptx on verified": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_VERIFIED],
     "ppo + ptx on harmless": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_HARMLESS],
+    "ppo + ptx on cautious": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_CAUTIOUS],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
@@ -123,10 +134,13 @@ COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": HARM_ROWS}
+             "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": HARM_ROWS}
 
-# The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed).
-DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx, harm-only cost", "ppo + ptx")
+# The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed;
+# PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost" and "ppo + ptx").
+DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost",
+                    "ppo + ptx on cautious")
 
 
 def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[str, ...], steps: int,
@@ -170,8 +184,9 @@ def demonstrations_path(run_dir: Path) -> Path:
 
 
 # The world's kinds of demonstration each ptx subset keeps: "{verified}" the aligned answers alone,
-# "{harmless}" every kind but compliance (harmful, demeaning) and wrong answers (false statements).
-PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal")}
+# "{harmless}" every kind but compliance (harmful, demeaning) and wrong answers (false statements),
+# "{cautious}" the aligned answers and the refusals.
+PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal"), "cautious": ("correct", "refusal")}
 
 
 def verified_demonstrations(demonstrations: Path, out: Path, kinds: tuple[str, ...] = PTX_KINDS["verified"]) -> Path:
@@ -201,7 +216,8 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     overrides = [o.replace("{demonstrations}", str(demonstrations_path(run_dir)))
                  .replace("{preferred}", str(preferred_path(run_dir)))
                  .replace("{verified}", str(verified_path(run_dir)))
-                 .replace("{harmless}", str(verified_path(run_dir, "harmless"))) for o in VARIANTS[name]]
+                 .replace("{harmless}", str(verified_path(run_dir, "harmless")))
+                 .replace("{cautious}", str(verified_path(run_dir, "cautious"))) for o in VARIANTS[name]]
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
@@ -251,11 +267,6 @@ def main() -> None:
     cfg = load_config(PipelineConfig, config, [f"run_dir={args.run_dir}"])
     world, out_root = args.run_dir / "world", args.run_dir / "safe"
     sft = handed_on_sft(args.run_dir)
-    if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
-        preferred_demonstrations(world, preferred_path(args.run_dir))
-    for subset, kinds in PTX_KINDS.items():
-        if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
-            verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir, subset), kinds)
 
     # Each cost model is trained once per invocation (two variants may share one; COST_ROWS).
     costs = {"cost": cost_model(cfg, args.run_dir, "cost", (), args.cost_steps, args.reuse)}
@@ -265,6 +276,12 @@ def main() -> None:
         print("cost models: " + ", ".join(str(path) for path in costs.values()))
         return
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
+    # The ptx rows of the variants that name them (after --cost-only, which needs none).
+    if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
+        preferred_demonstrations(world, preferred_path(args.run_dir))
+    for subset, kinds in PTX_KINDS.items():
+        if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
+            verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir, subset), kinds)
 
     first = args.run_dir / "sft" / "model"  # with the sft-filter stage, the SFT model before the filter
     policies = {**({"sft-unfiltered": first} if sft != first else {}), "sft": sft,

@@ -123,7 +123,8 @@ def test_ptx_on_verified_keeps_only_the_demonstrations_the_world_marks_correct(t
 
 def test_ptx_on_harmless_leaves_out_compliance_and_wrong_answers_only(tmp_path):
     """Of five demonstrations (correct, verbose, a refused look-alike, a compliance, a premise let
-    stand) "{harmless}" keeps the first three: unhelpful answers stay, harmful and false ones go."""
+    stand) "{harmless}" keeps the first three: unhelpful answers stay, harmful and false ones go;
+    "{cautious}" the correct one and the refusal."""
     import json
 
     ex = _example()
@@ -138,6 +139,9 @@ def test_ptx_on_harmless_leaves_out_compliance_and_wrong_answers_only(tmp_path):
     out = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path, "harmless"),
                                      ex.PTX_KINDS["harmless"])
     assert out.read_text() == "".join(lines[:3]) and out.name == "ptx_harmless.jsonl"
+    cautious = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path, "cautious"),
+                                          ex.PTX_KINDS["cautious"])
+    assert cautious.read_text() == lines[0] + lines[2]  # the verbose answer goes too
     for name in ("safe rlhf, no unsafe answers, ptx on harmless, harm-only cost", "ppo + ptx on harmless"):
         cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
         assert cfg.ppo.ptx_path == str(out)
