@@ -87,7 +87,7 @@ PTX_HARMLESS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={harmless}"]
 # refused less: 92% on seed 0); on {harmless} 3, 5 and 4 (benchmarks/results/demo-safe-seeds.md).
 PTX_CAUTIOUS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={cautious}"]
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
-    # preferred_path; a later key wins)
+    # preferred_path, {verified} / {harmless} / {cautious}: subset_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
     "safe rlhf": [*LAGRANGE, "safety.limit_from_start=true"],
     # The same on max(C, 0): only unsafe answers count, so the many harmless prompts' very safe
@@ -189,18 +189,28 @@ def demonstrations_path(run_dir: Path) -> Path:
 PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal"), "cautious": ("correct", "refusal")}
 
 
-def verified_demonstrations(demonstrations: Path, out: Path, kinds: tuple[str, ...] = PTX_KINDS["verified"]) -> Path:
-    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS of the world's `kinds` (by
-    default its verifier's aligned answers, kind "correct")."""
-    rows = [line for line in demonstrations.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("kind") in kinds]
+def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, ...]) -> Path:
+    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS whose world kind is one of `kinds`,
+    unchanged. A row without a kind is an error (a subset of unlabelled rows would be silently empty)."""
+    from alignkit.errors import DataError
+
+    rows = []
+    for n, line in enumerate(demonstrations.read_text().splitlines(keepends=True), 1):
+        if not line.strip():
+            continue
+        kind = json.loads(line).get("kind")
+        if kind is None:
+            raise DataError(f"{demonstrations}:{n}: no 'kind' field; the ptx subsets {sorted(PTX_KINDS)} need the "
+                            "world's kind of each demonstration (correct, verbose, wrong, refusal, compliance)")
+        if kind in kinds:
+            rows.append(line)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(rows))
     return out
 
 
-def verified_path(run_dir: Path, subset: str = "verified") -> Path:
-    """Where a run's demonstrations for "{verified}" (or "{harmless}") are written (RUN_DIR/safe)."""
+def subset_path(run_dir: Path, subset: str) -> Path:
+    """Where a run's demonstrations for "{SUBSET}" (a key of PTX_KINDS) are written (RUN_DIR/safe)."""
     return run_dir / "safe" / f"ptx_{subset}.jsonl"
 
 
@@ -213,11 +223,13 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
     world = run_dir / "world"
-    overrides = [o.replace("{demonstrations}", str(demonstrations_path(run_dir)))
-                 .replace("{preferred}", str(preferred_path(run_dir)))
-                 .replace("{verified}", str(verified_path(run_dir)))
-                 .replace("{harmless}", str(verified_path(run_dir, "harmless")))
-                 .replace("{cautious}", str(verified_path(run_dir, "cautious"))) for o in VARIANTS[name]]
+    paths = {"demonstrations": demonstrations_path(run_dir), "preferred": preferred_path(run_dir),
+             **{subset: subset_path(run_dir, subset) for subset in PTX_KINDS}}
+    overrides = []
+    for o in VARIANTS[name]:
+        for key, path in paths.items():
+            o = o.replace(f"{{{key}}}", str(path))
+        overrides.append(o)
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
@@ -281,7 +293,7 @@ def main() -> None:
         preferred_demonstrations(world, preferred_path(args.run_dir))
     for subset, kinds in PTX_KINDS.items():
         if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
-            verified_demonstrations(demonstrations_path(args.run_dir), verified_path(args.run_dir, subset), kinds)
+            demonstrations_of_kinds(demonstrations_path(args.run_dir), subset_path(args.run_dir, subset), kinds)
 
     first = args.run_dir / "sft" / "model"  # with the sft-filter stage, the SFT model before the filter
     policies = {**({"sft-unfiltered": first} if sft != first else {}), "sft": sft,

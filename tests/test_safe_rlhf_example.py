@@ -5,6 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
+from alignkit.errors import DataError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -113,7 +117,8 @@ def test_ptx_on_verified_keeps_only_the_demonstrations_the_world_marks_correct(t
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                          "family": "x", "kind": k}) + "\n" for q, a, k in demos]
     (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
-    out = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path))
+    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "verified"),
+                                     ex.PTX_KINDS["verified"])
     assert out.read_text() == lines[0] + lines[3]
     name = "safe rlhf, no unsafe answers, ptx on verified, harm-only cost"
     cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
@@ -136,12 +141,18 @@ def test_ptx_on_harmless_leaves_out_compliance_and_wrong_answers_only(tmp_path):
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                          "kind": k}) + "\n" for q, a, k in demos]
     (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
-    out = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path, "harmless"),
+    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "harmless"),
                                      ex.PTX_KINDS["harmless"])
     assert out.read_text() == "".join(lines[:3]) and out.name == "ptx_harmless.jsonl"
-    cautious = ex.verified_demonstrations(ex.demonstrations_path(tmp_path), ex.verified_path(tmp_path, "cautious"),
+    cautious = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "cautious"),
                                           ex.PTX_KINDS["cautious"])
     assert cautious.read_text() == lines[0] + lines[2]  # the verbose answer goes too
+    # A demonstration without a kind (unlabelled data) is an error naming its file and line, not a row
+    # silently left out of every subset.
+    (tmp_path / "world" / "sft.jsonl").write_text(lines[0] + json.dumps({"messages": []}) + "\n")
+    with pytest.raises(DataError, match=r"sft.jsonl:2: no 'kind' field"):
+        ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "cautious"),
+                                   ex.PTX_KINDS["cautious"])
     for name in ("safe rlhf, no unsafe answers, ptx on harmless, harm-only cost", "ppo + ptx on harmless"):
         cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
         assert cfg.ppo.ptx_path == str(out)
