@@ -119,6 +119,12 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": [*NO_UNSAFE, *PTX_VERIFIED],
     "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": [*NO_UNSAFE, *PTX_HARMLESS],
     "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS],
+    # The same on R - lambda max(C, 0), not divided by 1 + lambda: with the limit at 0 the penalty is
+    # nonzero on unsafe answers only, and the division weakens the verifier's reward on every safe one
+    # (its control, lambda 0, corrects more false premises: 82% against 79% on seed 3). Seed 3, one run:
+    # 78% corrected, true premises 99% answered, accuracy 73.0%; not kept (benchmark file).
+    "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost, unscaled": [*NO_UNSAFE, *PTX_CAUTIOUS,
+                                                                                "safety.normalize=false"],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
@@ -135,7 +141,8 @@ COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS,
              "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": HARM_ROWS}
+             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": HARM_ROWS,
+             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost, unscaled": HARM_ROWS}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed;
 # PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost" and "ppo + ptx").
