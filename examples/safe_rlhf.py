@@ -52,7 +52,7 @@ from alignkit.stages.rm import run_rm
 from alignkit.stages.sft import KEPT_FILE
 from alignkit.training.loop import kept_policy
 from alignkit.training.metrics import read_metrics
-from alignkit.world.datasets import cost_rows_of, read_items
+from alignkit.world.datasets import cost_rows_of, jsonl_rows, read_items
 from alignkit.world.evaluate import evaluate_models
 from alignkit.world.report import safety_lines, variant_table
 
@@ -60,6 +60,8 @@ LAGRANGE = ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lamb
 # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
 # falls only once none is, where the limits at SFT's level are met by the policy SFT already is.
 NO_UNSAFE = [*LAGRANGE, "safety.cost_limit=0.0", "safety.unsafe_only=true"]
+# lambda held at 0: the cost model only logged (the PPO-ptx controls).
+NO_CONSTRAINT = ["safety.multiplier=fixed", "safety.lambda_init=0.0"]
 # PPO-ptx (Ouyang et al. 2022, eq. 2): the SFT loss on the run's own demonstrations ({demonstrations}:
 # those the handed-on SFT model was trained on) in every minibatch, so what SFT learned beyond the RL
 # prompts' templates is not traded away.
@@ -127,22 +129,17 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
                                                                                 "safety.normalize=false"],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
-    "ppo + ptx": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX],
-    "ppo + ptx on verified": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_VERIFIED],
-    "ppo + ptx on harmless": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_HARMLESS],
-    "ppo + ptx on cautious": ["safety.multiplier=fixed", "safety.lambda_init=0.0", *PTX_CAUTIOUS],
+    "ppo + ptx": [*NO_CONSTRAINT, *PTX],
+    "ppo + ptx on verified": [*NO_CONSTRAINT, *PTX_VERIFIED],
+    "ppo + ptx on harmless": [*NO_CONSTRAINT, *PTX_HARMLESS],
+    "ppo + ptx on cautious": [*NO_CONSTRAINT, *PTX_CAUTIOUS],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
-# model's directory under RUN_DIR/safe, the categories kept). Every other variant uses "cost", on all rows.
+# model's directory under RUN_DIR/safe, the categories kept): those named "harm-only cost". Every other
+# variant uses "cost", on all rows.
 HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
-COST_ROWS = {"safe rlhf, no unsafe answers, ptx, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on preferred, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": HARM_ROWS,
-             "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost, unscaled": HARM_ROWS}
+COST_ROWS = {name: HARM_ROWS for name in VARIANTS if "harm-only cost" in name}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed;
 # PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost" and "ppo + ptx").
@@ -202,15 +199,12 @@ def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, .
     from alignkit.errors import DataError
 
     rows = []
-    for n, line in enumerate(demonstrations.read_text().splitlines(keepends=True), 1):
-        if not line.strip():
-            continue
-        kind = json.loads(line).get("kind")
-        if kind is None:
-            raise DataError(f"{demonstrations}:{n}: no 'kind' field; the ptx subsets {sorted(PTX_KINDS)} need the "
-                            "world's kind of each demonstration (correct, verbose, wrong, refusal, compliance)")
-        if kind in kinds:
-            rows.append(line)
+    for number, line, row in jsonl_rows(demonstrations):
+        if row.get("kind") is None:
+            raise DataError(f"{demonstrations}:{number}: no 'kind' field; the ptx subsets {sorted(PTX_KINDS)} need "
+                            "the world's kind of each demonstration (correct, verbose, wrong, refusal, compliance)")
+        if row["kind"] in kinds:
+            rows.append(line + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(rows))
     return out

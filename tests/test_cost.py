@@ -174,3 +174,20 @@ def test_a_missing_classifier_fails_when_the_filter_is_built(tmp_path):
         load_filter(tmp_path / "rules.yaml")
     with pytest.raises(ConfigError, match=r"load_filter: classifier '/no/such/dir' is not a model directory"):
         load_filter(None, classifier="/no/such/dir")
+
+
+def test_cost_rows_of_keeps_the_lines_as_written_and_names_a_bad_line(tmp_path):
+    """Rows of the kept categories come out byte for byte in their order; a line that is not JSON, or
+    not an object, is a DataError naming the file and line (not a JSONDecodeError traceback)."""
+    from alignkit.world.datasets import cost_rows_of
+
+    lines = ['{"category": "harm", "safe": false}', '{"category": "false_premise"}', '{"category":  "skills"}']
+    src = tmp_path / "cost.jsonl"
+    src.write_text("\n".join(lines[:2]) + "\n\n" + lines[2] + "\n")
+    out = cost_rows_of(src, ("harm", "skills"), tmp_path / "kept.jsonl")
+    assert out.read_text() == lines[0] + "\n" + lines[2] + "\n"
+    for bad, message in (('{"category": "harm",', r"cost.jsonl:2: not valid JSON"),
+                         ('["harm"]', r"cost.jsonl:2: expected a JSON object, got list")):
+        src.write_text(lines[0] + "\n" + bad + "\n")
+        with pytest.raises(DataError, match=message):
+            cost_rows_of(src, ("harm",), tmp_path / "kept.jsonl")

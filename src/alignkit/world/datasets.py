@@ -176,18 +176,37 @@ def write_world_data(out_dir: str | Path, cfg: WorldConfig) -> dict[str, Path]:
     return paths
 
 
+def jsonl_rows(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
+    """(line number, line as written, parsed object) for each non-blank line of the JSON Lines file
+    PATH; a line that is not a JSON object is an error naming the file and line."""
+    from alignkit.errors import DataError
+
+    out = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        out.append((number, line, row))
+    return out
+
+
 def cost_rows_of(path: Path, categories: list[str] | tuple[str, ...], out: Path) -> Path:
     """OUT: the rows of the cost file PATH (cost.jsonl) whose category is one of `categories`, in their
     order, as they were written; none of them there is an error naming those there are."""
     from alignkit.errors import ConfigError
 
-    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-    of = [json.loads(line).get("category") for line in lines]
+    rows = jsonl_rows(path)
+    of = [row.get("category") for _, _, row in rows]
     if not set(categories) & set(of):
         raise ConfigError(f"cost_categories: no row of {', '.join(map(repr, categories))} in {path} (its categories: "
                           f"{', '.join(sorted(set(map(str, of))))}); world.safety_families decides which are written")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(line for line, c in zip(lines, of) if c in categories) + "\n")
+    out.write_text("\n".join(line for (_, line, _), c in zip(rows, of) if c in categories) + "\n")
     return out
 
 
