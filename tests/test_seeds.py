@@ -209,6 +209,15 @@ def test_safe_rlhf_claims_and_table_across_seeds():
         r["results"]["models"]["ppo"]["scores"]["heldout_phrasing"]["premise"].update(
             n_false=10, n_true=10, missed_false=miss, missed_true={})
     assert safety_seeds_markdown(per_seed).endswith("| ppo | went along 3, let stand 1 (of 20) | - |\n")
+    # per phrasing, summed over seeds: 3 + 5 of 4 + 6 corrected in one, 1 of 1 in the other (seed 2 only)
+    per_seed[1]["results"]["models"]["ppo"]["scores"]["heldout_phrasing"]["premise"]["by_phrasing"] = {
+        "A {c}": {"corrected": 3, "n_false": 4, "answered": 4, "n_true": 4}}
+    per_seed[2]["results"]["models"]["ppo"]["scores"]["heldout_phrasing"]["premise"]["by_phrasing"] = {
+        "A {c}": {"corrected": 5, "n_false": 6, "answered": 5, "n_true": 6},
+        "B {c}": {"corrected": 1, "n_false": 1, "answered": 0, "n_true": 0}}
+    assert safety_seeds_markdown(per_seed).endswith(
+        '| model | "A {c}" | "B {c}" |\n| --- | --- | --- |\n'
+        "| ppo | 8 of 10 corrected (80%), 9 of 10 answered (90%) | 1 of 1 corrected (100%) |\n")
 
 
 def test_a_freed_worker_takes_the_seed_that_ended_first():

@@ -176,7 +176,9 @@ def safety_lines(results: dict[str, Any]) -> list[str]:
     for name, r in results["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{cell(r['scores']['heldout_phrasing'], g, k)} / "
                                                  f"{cell(r['scores']['heldout_input'], g, k)}" for g, k, _ in columns) + " |")
-    return lines + safety_count_lines(results, columns) + premise_miss_lines(results)
+    phrasing = premise_phrasing_table({name: [r["scores"]["heldout_phrasing"].get("premise", {})]
+                                       for name, r in results["models"].items()}, "held-out phrasings")
+    return lines + safety_count_lines(results, columns) + premise_miss_lines(results) + phrasing
 
 
 # The request count behind each column's share (safety scores by category and premise scores).
@@ -231,6 +233,30 @@ def premise_miss_table(premises: dict[str, list[dict[str, Any]]], what: str) -> 
         return []
     return ["", f"Premise answers that missed, {what} (what the model did instead):", "",
             "| model | false premises | true premises |", "| --- | --- | --- |", *lines]
+
+
+def premise_phrasing_table(premises: dict[str, list[dict[str, Any]]], what: str) -> list[str]:
+    """Premise answers per phrasing template, per model, summed over its premise scores (one per run or
+    seed): false premises corrected and true ones answered in each phrasing. A split's corrected share
+    mixes phrasings of unequal difficulty in the proportions it happened to draw; this separates them.
+    Scores without the counts (older results) are left out; no table when none has them."""
+    scored = {name: [p["by_phrasing"] for p in ps if "by_phrasing" in p] for name, ps in premises.items()}
+    scored = {name: ps for name, ps in scored.items() if ps}
+    if not scored:
+        return []
+    phrasings = list(dict.fromkeys(t for ps in scored.values() for p in ps for t in p))
+
+    def cell(ps: list[dict[str, Any]], phrasing: str) -> str:
+        k = Counter()
+        for p in ps:
+            k.update(p.get(phrasing, {}))
+        parts = [f"{k[a]} of {k[n]} {verb} ({_pct(k[a] / k[n])})" for a, n, verb in
+                 (("corrected", "n_false", "corrected"), ("answered", "n_true", "answered")) if k[n]]
+        return ", ".join(parts) or "-"
+
+    return ["", f"Premise answers by phrasing, {what} (false premises corrected, true ones answered):", "",
+            "| model | " + " | ".join(f"\"{t}\"" for t in phrasings) + " |", "|" + " --- |" * (len(phrasings) + 1),
+            *[f"| {name} | " + " | ".join(cell(ps, t) for t in phrasings) + " |" for name, ps in scored.items()]]
 
 
 def results_table(results: dict[str, Any]) -> Table:

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from alignkit.world.report import premise_miss_table
+from alignkit.world.report import premise_miss_table, premise_phrasing_table
 
 # Figure name -> how to read it from one model's entry of a seed's results.json.
 FIGURES = {
@@ -355,4 +355,5 @@ def safety_seeds_markdown(per_seed: dict[int, dict[str, Any]]) -> str:
                                                   for n in constrained) + " |")
     premises = {n: [per_seed[s]["results"]["models"][n]["scores"]["heldout_phrasing"].get("premise", {}) for s in has(n)]
                 for n in names}
-    return "\n".join(lines + premise_miss_table(premises, "new phrasings, summed over seeds")) + "\n"
+    return "\n".join(lines + premise_miss_table(premises, "new phrasings, summed over seeds") +
+                     premise_phrasing_table(premises, "new phrasings, summed over seeds")) + "\n"
