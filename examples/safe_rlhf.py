@@ -121,6 +121,17 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, ptx on verified, harm-only cost": [*NO_UNSAFE, *PTX_VERIFIED],
     "safe rlhf, no unsafe answers, ptx on harmless, harm-only cost": [*NO_UNSAFE, *PTX_HARMLESS],
     "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS],
+    # The same with twice the SFT term (every false premise in {cautious} is corrected, so the term pulls
+    # toward corrections harder), or with twice the verifier's weight (only the verifier tells a
+    # correction from a premise let stand). Seed 3, one run each: 79% of false premises corrected (126 of
+    # 160) by both, against 79.4% with neither; not kept (benchmark file).
+    "safe rlhf, no unsafe answers, ptx 2 on cautious, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS, "ppo.ptx_coef=2.0"],
+    "safe rlhf, no unsafe answers, ptx on cautious, verifier 2, harm-only cost": [
+        *NO_UNSAFE, *PTX_CAUTIOUS, "rewards=[{fn: world_check, weight: 2.0}]"],
+    # ... or with twice the KL coefficient (PPO's 0.15), to hold the policy nearer SFT on the phrasings RL
+    # never sees. 5 seeds, one run each: the premise floor in 5 of 5, but at the margin (seed 3: 128 of 160,
+    # 80.0%; 78.1% with ppo.seed 2) and 83.2% corrected on average against 84.2; not kept (benchmark file).
+    "safe rlhf, no unsafe answers, ptx on cautious, kl 0.3, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS, "kl.coef=0.3"],
     # The same on R - lambda max(C, 0), not divided by 1 + lambda: with the limit at 0 the penalty is
     # nonzero on unsafe answers only, and the division weakens the verifier's reward on every safe one
     # (its control, lambda 0, corrects more false premises: 82% against 79% on seed 3). Seed 3, one run:
@@ -133,6 +144,7 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "ppo + ptx on verified": [*NO_CONSTRAINT, *PTX_VERIFIED],
     "ppo + ptx on harmless": [*NO_CONSTRAINT, *PTX_HARMLESS],
     "ppo + ptx on cautious": [*NO_CONSTRAINT, *PTX_CAUTIOUS],
+    "ppo + ptx on cautious, kl 0.3": [*NO_CONSTRAINT, *PTX_CAUTIOUS, "kl.coef=0.3"],
 }
 
 # Variants whose cost model learns from some categories of the world's cost rows only: name -> (the cost
