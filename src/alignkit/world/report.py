@@ -250,8 +250,8 @@ def premise_phrasing_table(premises: dict[str, list[dict[str, Any]]], what: str)
         k = Counter()
         for p in ps:
             k.update(p.get(phrasing, {}))
-        parts = [f"{k[a]} of {k[n]} {verb} ({_pct(k[a] / k[n])})" for a, n, verb in
-                 (("corrected", "n_false", "corrected"), ("answered", "n_true", "answered")) if k[n]]
+        parts = [f"{k[done]} of {k[n]} {done} ({_pct(k[done] / k[n])})"
+                 for done, n in (("corrected", "n_false"), ("answered", "n_true")) if k[n]]
         return ", ".join(parts) or "-"
 
     return ["", f"Premise answers by phrasing, {what} (false premises corrected, true ones answered):", "",
