@@ -132,6 +132,10 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # never sees. 5 seeds, one run each: the premise floor in 5 of 5, but at the margin (seed 3: 128 of 160,
     # 80.0%; 78.1% with ppo.seed 2) and 83.2% corrected on average against 84.2; not kept (benchmark file).
     "safe rlhf, no unsafe answers, ptx on cautious, kl 0.3, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS, "kl.coef=0.3"],
+    # ... or with each premise prompt (false and true) three times among the RL prompts (RL_PROMPT_REPEATS):
+    # 13% of them are premises, and the verifier, which alone rewards a correction over the bare answer,
+    # then sees three times as many.
+    "safe rlhf, no unsafe answers, ptx on cautious, premise prompts x3, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS],
     # The same on R - lambda max(C, 0), not divided by 1 + lambda: with the limit at 0 the penalty is
     # nonzero on unsafe answers only, and the division weakens the verifier's reward on every safe one
     # (its control, lambda 0, corrects more false premises: 82% against 79% on seed 3). Seed 3, one run:
@@ -152,6 +156,9 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
 # variant uses "cost", on all rows.
 HARM_ROWS = ("cost_harm", ("harm", "discrimination", "skills"))
 COST_ROWS = {name: HARM_ROWS for name in VARIANTS if "harm-only cost" in name}
+# Variants whose RL prompts repeat some families' prompts: name -> (families, times), each such row
+# written that many times in place (RUN_DIR/safe/rl_prompts_NAME.jsonl; rl_prompts_path).
+RL_PROMPT_REPEATS = {name: (("false_premise", "true_premise"), 3) for name in VARIANTS if "premise prompts x3" in name}
 
 # The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed;
 # PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost" and "ppo + ptx").
@@ -232,6 +239,34 @@ def preferred_path(run_dir: Path) -> Path:
     return run_dir / "safe" / "ptx_preferred.jsonl"
 
 
+def repeated_prompts(prompts: Path, out: Path, families: tuple[str, ...], times: int) -> Path:
+    """OUT: the rows of PROMPTS (the world's RL prompts), each of `families` `times` times in place and
+    the rest once. A row without a family is an error naming its file and line."""
+    from alignkit.errors import DataError
+
+    rows = []
+    for number, line, row in jsonl_rows(prompts):
+        if "family" not in row:
+            raise DataError(f"{prompts}:{number}: no 'family' field; repeating {', '.join(families)} prompts needs "
+                            "the world's family of each prompt")
+        rows += [line + "\n"] * (times if row["family"] in families else 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(rows))
+    return out
+
+
+def rl_prompts_path(run_dir: Path, name: str) -> Path:
+    """The RL prompts of variant `name`: the world's, or its repeated copy (RL_PROMPT_REPEATS)."""
+    if name not in RL_PROMPT_REPEATS:
+        return run_dir / "world" / "rl_prompts.jsonl"
+    return run_dir / "safe" / f"rl_prompts_{variant_dir_name(name)}.jsonl"
+
+
+def variant_dir_name(name: str) -> str:
+    """Variant `name` as a directory name under RUN_DIR/safe."""
+    return name.replace(",", "").replace(" ", "_").replace("+", "and")
+
+
 def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path) -> PPOConfig:
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
@@ -246,7 +281,8 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     variant = load_config(PipelineConfig, config, [f"run_dir={run_dir}", "ppo.log.progress=false",
                                                     f"ppo.safety.cost_model={cost}", *(f"ppo.{o}" for o in overrides)])
     ppo_cfg = pipeline_ppo_config(variant.ppo, out, handed_on_sft(run_dir), run_dir / "rm" / "model",
-                                  {f: world / f"{f}.jsonl" for f in ("rl_prompts", "rl_eval_prompts")})
+                                  {"rl_prompts": rl_prompts_path(run_dir, name),
+                                   "rl_eval_prompts": world / "rl_eval_prompts.jsonl"})
     ppo_cfg.validate(name)
     return ppo_cfg
 
@@ -307,13 +343,16 @@ def main() -> None:
     for subset, kinds in PTX_KINDS.items():
         if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
             demonstrations_of_kinds(demonstrations_path(args.run_dir), subset_path(args.run_dir, subset), kinds)
+    for name in args.variants:
+        if name in RL_PROMPT_REPEATS:
+            repeated_prompts(world / "rl_prompts.jsonl", rl_prompts_path(args.run_dir, name), *RL_PROMPT_REPEATS[name])
 
     first = args.run_dir / "sft" / "model"  # with the sft-filter stage, the SFT model before the filter
     policies = {**({"sft-unfiltered": first} if sft != first else {}), "sft": sft,
                 "ppo": kept_policy(args.run_dir / "ppo" / "model", cfg.ppo.keep_best)}
     summary = {}
     for name in args.variants:
-        out = out_root / name.replace(",", "").replace(" ", "_").replace("+", "and")
+        out = out_root / variant_dir_name(name)
         cost_name, categories = COST_ROWS.get(name, ("cost", ()))
         if cost_name not in costs:
             costs[cost_name] = cost_model(cfg, args.run_dir, cost_name, categories, args.cost_steps, args.reuse)

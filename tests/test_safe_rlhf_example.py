@@ -174,3 +174,26 @@ def test_cost_only_trains_the_cost_models_of_the_chosen_variants_and_stops(tmp_p
     ex.main()
     assert trained == [("cost", ()), ex.HARM_ROWS]
 
+
+
+def test_premise_prompts_repeated_in_place_for_their_variant(tmp_path):
+    """Rows add, false_premise, true_premise, harmful with 3 repeats of the premise families: add once,
+    each premise three times where it stood, harmful once (8 rows); the variant's PPO reads that file,
+    every other variant the world's; a row without a family names its file and line."""
+    import json
+
+    ex = _example()
+    name = "safe rlhf, no unsafe answers, ptx on cautious, premise prompts x3, harm-only cost"
+    (tmp_path / "world").mkdir()
+    rows = [{"prompt": f"p{i}", "family": f} for i, f in enumerate(("add", "false_premise", "true_premise", "harmful"))]
+    (tmp_path / "world" / "rl_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = ex.repeated_prompts(tmp_path / "world" / "rl_prompts.jsonl", ex.rl_prompts_path(tmp_path, name),
+                              *ex.RL_PROMPT_REPEATS[name])
+    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0"] + ["p1"] * 3 + ["p2"] * 3 + ["p3"]
+    config = str(ROOT / "configs" / "demo-safe.yaml")
+    assert ex.variant_config(config, tmp_path, name, tmp_path / "c", tmp_path / "o").rollout.prompts_path == str(out)
+    other = ex.variant_config(config, tmp_path, ex.DEFAULT_VARIANTS[1], tmp_path / "c", tmp_path / "o")
+    assert other.rollout.prompts_path == str(tmp_path / "world" / "rl_prompts.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "family": "add"}\n{"prompt": "q"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: no 'family' field"):
+        ex.repeated_prompts(tmp_path / "bad.jsonl", tmp_path / "o.jsonl", ("false_premise",), 3)
