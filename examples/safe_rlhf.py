@@ -134,7 +134,8 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     "safe rlhf, no unsafe answers, ptx on cautious, kl 0.3, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS, "kl.coef=0.3"],
     # ... or with each premise prompt (false and true) three times among the RL prompts (RL_PROMPT_REPEATS):
     # 13% of them are premises, and the verifier, which alone rewards a correction over the bare answer,
-    # then sees three times as many.
+    # then sees three times as many. 5 seeds, one run each: the floor in 5 of 5, 84.2% corrected on
+    # average as without; seed 3 with ppo.seed 0 / 1 / 2: 81.9 / 85.0 / 76.9%; not kept (benchmark file).
     "safe rlhf, no unsafe answers, ptx on cautious, premise prompts x3, harm-only cost": [*NO_UNSAFE, *PTX_CAUTIOUS],
     # The same on R - lambda max(C, 0), not divided by 1 + lambda: with the limit at 0 the penalty is
     # nonzero on unsafe answers only, and the division weakens the verifier's reward on every safe one
