@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from alignkit.config import PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
 from alignkit.data.reward import load_rankings
@@ -213,21 +214,28 @@ def demonstrations_path(run_dir: Path) -> Path:
 PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal"), "cautious": ("correct", "refusal")}
 
 
-def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, ...]) -> Path:
-    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS whose world kind is one of `kinds`,
-    unchanged. A row without a kind is an error (a subset of unlabelled rows would be silently empty)."""
+def copies_of_rows(path: Path, out: Path, field: str, copies: Any, why: str) -> Path:
+    """OUT: each row of the JSON Lines file PATH written `copies(row[field])` times (0: left out), in
+    place and unchanged. A row without `field` is an error naming its file and line, and `why` it is
+    needed (a subset of unlabelled rows would otherwise be silently empty or unweighted)."""
     from alignkit.errors import DataError
 
     rows = []
-    for number, line, row in jsonl_rows(demonstrations):
-        if row.get("kind") is None:
-            raise DataError(f"{demonstrations}:{number}: no 'kind' field; the ptx subsets {sorted(PTX_KINDS)} need "
-                            "the world's kind of each demonstration (correct, verbose, wrong, refusal, compliance)")
-        if row["kind"] in kinds:
-            rows.append(line + "\n")
+    for number, line, row in jsonl_rows(path):
+        if field not in row:
+            raise DataError(f"{path}:{number}: no '{field}' field; {why}")
+        rows += [line + "\n"] * copies(row[field])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(rows))
     return out
+
+
+def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, ...]) -> Path:
+    """OUT (chat rows for `ppo.ptx_path`): the rows of DEMONSTRATIONS whose world kind is one of `kinds`,
+    unchanged. A row without a kind is an error (a subset of unlabelled rows would be silently empty)."""
+    return copies_of_rows(demonstrations, out, "kind", lambda kind: int(kind in kinds),
+                          f"the ptx subsets {sorted(PTX_KINDS)} need the world's kind of each demonstration "
+                          "(correct, verbose, wrong, refusal, compliance)")
 
 
 def subset_path(run_dir: Path, subset: str) -> Path:
@@ -243,17 +251,8 @@ def preferred_path(run_dir: Path) -> Path:
 def repeated_prompts(prompts: Path, out: Path, families: tuple[str, ...], times: int) -> Path:
     """OUT: the rows of PROMPTS (the world's RL prompts), each of `families` `times` times in place and
     the rest once. A row without a family is an error naming its file and line."""
-    from alignkit.errors import DataError
-
-    rows = []
-    for number, line, row in jsonl_rows(prompts):
-        if "family" not in row:
-            raise DataError(f"{prompts}:{number}: no 'family' field; repeating {', '.join(families)} prompts needs "
-                            "the world's family of each prompt")
-        rows += [line + "\n"] * (times if row["family"] in families else 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(rows))
-    return out
+    return copies_of_rows(prompts, out, "family", lambda family: times if family in families else 1,
+                          f"repeating {', '.join(families)} prompts needs the world's family of each prompt")
 
 
 def rl_prompts_path(run_dir: Path, name: str) -> Path:

@@ -175,7 +175,6 @@ def test_cost_only_trains_the_cost_models_of_the_chosen_variants_and_stops(tmp_p
     assert trained == [("cost", ()), ex.HARM_ROWS]
 
 
-
 def test_premise_prompts_repeated_in_place_for_their_variant(tmp_path):
     """Rows add, false_premise, true_premise, harmful with 3 repeats of the premise families: add once,
     each premise three times where it stood, harmful once (8 rows); the variant's PPO reads that file,
