@@ -269,3 +269,48 @@ def test_near_misses_are_wrong_and_one_step_from_the_right_answer():
     assert options("repeat", {"w": "fig", "n": 2}) == {"fig", "fig fig fig"}
     for item in sample_items("train", 300, "near", 0.0):
         assert not FAMILIES[item.family].check(near_miss(item, rng), item.params), item
+
+
+def test_evaluate_models_reports_the_answers_cut_off_by_the_token_limit(tiny_dir):
+    """cut_off per split: the share of generated answers that reached max_new_tokens before EOS, as
+    generate_texts says of each; with a filter, of the answers the model generated (a blocked
+    request's refusal is not an answer of the model). The report names the shares."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_texts, render
+    from alignkit.safety import load_filter
+    from alignkit.world import sample_items
+    from alignkit.world.evaluate import conversations, evaluate_models
+    from alignkit.world.report import cutoff_lines
+
+    splits = {"heldout_phrasing": sample_items("heldout_phrasing", 12, seed=0),
+              "heldout_input": sample_items("heldout_input", 6, seed=0)}
+    model, tok = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+
+    def reference(items):  # plain loop: one generate_texts call per request
+        flags = [generate_texts(model, tok, [render(tok, c, add_generation_prompt=True)], 3)[0][1]
+                 for c in conversations(items)]
+        return sum(flags) / len(flags)
+
+    results = evaluate_models({"base": tiny_dir}, splits, "base", max_new_tokens=3)
+    cut = results["models"]["base"]["cut_off"]
+    assert cut == {split: reference(items) for split, items in splits.items()}
+    assert 0 < cut["heldout_phrasing"]  # an untrained model rarely says EOS within 3 tokens
+    assert cutoff_lines(results)[1].startswith("Answers cut off by the token limit") and \
+        f"base {100 * cut['heldout_phrasing']:.1f}% / {100 * cut['heldout_input']:.1f}%." in cutoff_lines(results)[1]
+
+    rules = load_filter(None)
+    allowed = [i for i in splits["heldout_phrasing"] if not rules.check_input(i.prompt).blocked]
+    assert 0 < len(allowed) < len(splits["heldout_phrasing"])  # the split's harmful requests: the rules block some
+    filtered = evaluate_models({"base": tiny_dir}, {"heldout_phrasing": splits["heldout_phrasing"]}, "base",
+                               max_new_tokens=3, filters={"base": rules})
+    assert filtered["models"]["base"]["cut_off"]["heldout_phrasing"] == reference(allowed)
+
+
+def test_cutoff_lines_only_when_an_answer_was_cut():
+    from alignkit.world.report import cutoff_lines
+
+    results = {"models": {"sft": {"cut_off": {"heldout_phrasing": 0.0, "heldout_input": 0.0}}, "old": {}}}
+    assert cutoff_lines(results) == []
+    results["models"]["ppo"] = {"cut_off": {"heldout_phrasing": 0.0125, "heldout_input": 0.0}}
+    assert cutoff_lines(results) == ["", "Answers cut off by the token limit (eval.max_new_tokens; held-out phrasings / "
+                                     "held-out inputs): sft 0.0% / 0.0%, ppo 1.2% / 0.0%."]

@@ -67,9 +67,17 @@ def generate_responses(model: Any, tokenizer: Any, conversations: list[list[dict
     """One response per conversation (each a list of messages ending with a user turn), through the
     chat template. temperature 0 decodes greedily. Decoding stops at EOS; the text after it is discarded.
     """
+    return responses_and_cutoffs(model, tokenizer, conversations, max_new_tokens, temperature, top_p, batch_size)[0]
+
+
+def responses_and_cutoffs(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
+                          max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+                          batch_size: int = 16) -> tuple[list[str], list[bool]]:
+    """generate_responses' responses, and for each whether the token limit came before EOS (an answer
+    cut off: a checker reading it judges a fragment)."""
     prompts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations]
-    return [text.strip() for text, _ in generate_texts(model, tokenizer, prompts, max_new_tokens, temperature, top_p,
-                                                       batch_size)]
+    out = generate_texts(model, tokenizer, prompts, max_new_tokens, temperature, top_p, batch_size)
+    return [text.strip() for text, _ in out], [cut for _, cut in out]
 
 
 def sample_for_ranking(model: Any, tokenizer: Any, rows: list[dict[str, Any]], k: int = 4, temperature: float = 1.0,

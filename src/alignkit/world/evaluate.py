@@ -38,26 +38,33 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
     reach the model and blocked answers are replaced by the refusal message. `judge` (an APIJudge)
     also decides each of those comparisons on the first split, both orders asked."""
     from alignkit.models import load_causal_lm, load_tokenizer
-    from alignkit.models.generate import generate_responses
+    from alignkit.models.generate import responses_and_cutoffs
 
     answers: dict[str, dict[str, list[str]]] = {}
     results: dict[str, Any] = {"models": {}, "splits": {name: len(items) for name, items in splits.items()}}
     for name, path in models.items():
         model, tokenizer = load_causal_lm(path), load_tokenizer(path)
-        generate = lambda chats: generate_responses(model, tokenizer, chats, max_new_tokens,  # noqa: E731
-                                                    batch_size=batch_size)
+        cut: dict[str, list[bool]] = {split: [] for split in splits}
+
+        def generate(chats: list, split: str) -> list[str]:
+            texts, cut[split] = responses_and_cutoffs(model, tokenizer, chats, max_new_tokens, batch_size=batch_size)
+            return texts
+
         if filters and name in filters:
             from alignkit.safety import filtered_responses
 
-            answers[name] = {split: filtered_responses(conversations(items), generate, filters[name]).responses
-                             for split, items in splits.items()}
+            answers[name] = {split: filtered_responses(conversations(items), lambda c, s=split: generate(c, s),
+                                                       filters[name]).responses for split, items in splits.items()}
         else:
-            answers[name] = {split: generate(conversations(items)) for split, items in splits.items()}
+            answers[name] = {split: generate(conversations(items), split) for split, items in splits.items()}
         first = next(iter(splits))
         results["models"][name] = {
             "path": str(path),
             "scores": {split: score(items, answers[name][split]) for split, items in splits.items()},
             "perplexity": answer_perplexity(model, tokenizer, splits[first]),
+            # answers that reached max_new_tokens before EOS (of those the model generated; a filter's
+            # refusals are not): a checker judged a fragment, so a share above ~0 means the budget is short
+            "cut_off": {split: sum(flags) / len(flags) if flags else 0.0 for split, flags in cut.items()},
         }
     names = list(models)
     for name in names:

@@ -269,6 +269,17 @@ def results_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def cutoff_lines(results: dict[str, Any]) -> list[str]:
+    """The share of each model's answers cut off by the token limit (evaluate_models' cut_off), when
+    any was: those were judged as fragments, so the scores above undercount what the model says."""
+    cut = {name: r["cut_off"] for name, r in results["models"].items() if "cut_off" in r}
+    if not any(share > 0 for shares in cut.values() for share in shares.values()):
+        return []
+    return ["", "Answers cut off by the token limit (eval.max_new_tokens; held-out phrasings / held-out inputs): " +
+            ", ".join(f"{name} {100 * c.get('heldout_phrasing', 0):.1f}% / {100 * c.get('heldout_input', 0):.1f}%"
+                      for name, c in cut.items()) + "."]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(headers(results)) + " |", "|" + " --- |" * len(headers(results))]
     lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
@@ -279,6 +290,7 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(r['scores']['heldout_phrasing']['per_family'].get(fam))} / "
                  f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    lines += cutoff_lines(results)
     if safety_lines(results):
         lines += ["", *safety_lines(results)]
     if any(k.startswith("accuracy_gain_vs_") for r in results["models"].values() for k in r):
