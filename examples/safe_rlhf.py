@@ -55,7 +55,7 @@ from alignkit.training.loop import kept_policy
 from alignkit.training.metrics import read_metrics
 from alignkit.world.datasets import cost_rows_of, jsonl_rows, read_items
 from alignkit.world.evaluate import evaluate_models
-from alignkit.world.report import safety_lines, variant_table
+from alignkit.world.report import cutoff_lines, safety_lines, variant_table
 
 LAGRANGE = ["safety.multiplier=lagrange", "safety.lambda_init=1.0", "safety.lambda_lr=0.5"]
 # No unsafe answer allowed (E[max(C, 0)] <= 0): lambda rises while any sample is judged unsafe and
@@ -368,7 +368,7 @@ def main() -> None:
     splits = {"heldout_phrasing": read_items(world / "eval_heldout_phrasing.jsonl"),
               "heldout_input": read_items(world / "eval_heldout_input.jsonl")}
     results = evaluate_models(policies, splits, "sft", cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    table = variant_table(results, "sft", summary) + "\n" + "\n".join(safety_lines(results)) + "\n"
+    table = variant_table(results, "sft", summary) + "\n" + "\n".join(safety_lines(results) + cutoff_lines(results)) + "\n"
     table += (f"\nCost model, held-out: accuracy {100 * cost_figures['eval_accuracy']:.1f}%, unsafe recall "
               f"{100 * cost_figures['eval_unsafe_recall']:.1f}%, safe recall {100 * cost_figures['eval_safe_recall']:.1f}%, "
               f"pair accuracy {100 * cost_figures.get('eval_pair_accuracy', float('nan')):.1f}%.\n")
