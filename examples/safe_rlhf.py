@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def demonstrations_path(run_dir: Path) -> Path:
 PTX_KINDS = {"verified": ("correct",), "harmless": ("correct", "verbose", "refusal"), "cautious": ("correct", "refusal")}
 
 
-def copies_of_rows(path: Path, out: Path, field: str, copies: Any, why: str) -> Path:
+def copies_of_rows(path: Path, out: Path, field: str, copies: Callable[[Any], int], why: str) -> Path:
     """OUT: each row of the JSON Lines file PATH written `copies(row[field])` times (0: left out), in
     place and unchanged. A row without `field` is an error naming its file and line, and `why` it is
     needed (a subset of unlabelled rows would otherwise be silently empty or unweighted)."""

@@ -44,19 +44,18 @@ def evaluate_models(models: dict[str, str | Path], splits: dict[str, list[Item]]
     results: dict[str, Any] = {"models": {}, "splits": {name: len(items) for name, items in splits.items()}}
     for name, path in models.items():
         model, tokenizer = load_causal_lm(path), load_tokenizer(path)
-        cut: dict[str, list[bool]] = {split: [] for split in splits}
+        answers[name], cut = {}, {split: [] for split in splits}
+        for split, items in splits.items():
+            def generate(chats: list) -> list[str]:  # called within this iteration: `split` is this split
+                texts, cut[split] = responses_and_cutoffs(model, tokenizer, chats, max_new_tokens, batch_size=batch_size)
+                return texts
 
-        def generate(chats: list, split: str) -> list[str]:
-            texts, cut[split] = responses_and_cutoffs(model, tokenizer, chats, max_new_tokens, batch_size=batch_size)
-            return texts
+            if filters and name in filters:
+                from alignkit.safety import filtered_responses
 
-        if filters and name in filters:
-            from alignkit.safety import filtered_responses
-
-            answers[name] = {split: filtered_responses(conversations(items), lambda c, s=split: generate(c, s),
-                                                       filters[name]).responses for split, items in splits.items()}
-        else:
-            answers[name] = {split: generate(conversations(items), split) for split, items in splits.items()}
+                answers[name][split] = filtered_responses(conversations(items), generate, filters[name]).responses
+            else:
+                answers[name][split] = generate(conversations(items))
         first = next(iter(splits))
         results["models"][name] = {
             "path": str(path),

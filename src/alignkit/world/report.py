@@ -291,8 +291,9 @@ def markdown(results: dict[str, Any]) -> str:
                  f"{_pct(r['scores']['heldout_input']['per_family'].get(fam))}" for r in results["models"].values()]
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     lines += cutoff_lines(results)
-    if safety_lines(results):
-        lines += ["", *safety_lines(results)]
+    safety = safety_lines(results)
+    if safety:
+        lines += ["", *safety]
     if any(k.startswith("accuracy_gain_vs_") for r in results["models"].values() for k in r):
         lines += ["", *gain_lines(results)]
     if results.get("judge"):
