@@ -176,6 +176,37 @@ def test_eval_split_and_eval_file_deduped_against_train(tmp_path, tokenizer):
     assert data.report.as_dict()["eval"]["dropped"] == {"exact duplicate": 3}
 
 
+def test_keep_field_trains_only_on_the_rows_with_a_kept_value(tmp_path, tokenizer):
+    """Rows 1-6 labelled kind a, b, c, a, b, a; keep_values [a, c] keeps rows 1, 3, 4, 6 (4 of 6) in
+    file order, the 2 b rows dropped under one reason; the eval file is selected the same way, before
+    deduping against training (its b row is dropped as b, not as a duplicate)."""
+    rows = [{**r, "kind": k} for r, k in zip(task_rows()[:6], "abcaba")]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    held = write_jsonl(tmp_path / "e.jsonl", [rows[1], {"instruction": "new", "output": "row", "kind": "c"}])
+    cfg = DataConfig(train_path=str(path), eval_path=str(held), keep_field="kind", keep_values=["a", "c"])
+    data = build_sft_data(cfg, tokenizer, seed=0)
+    report = data.report.as_dict()
+    assert report["train"]["rows_read"] == 6 and report["train"]["kept"] == 4
+    assert report["train"]["dropped"] == {"kind not in [a, c]": 2}
+    assert report["train"]["dropped_examples"]["kind not in [a, c]"] == [f"{path}, line 2", f"{path}, line 5"]
+    assert report["eval"]["dropped"] == {"kind not in [a, c]": 1} and len(data.eval) == 1
+    every = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.0), tokenizer, seed=0)
+    assert [e.input_ids for e in data.train] == [every.train[i].input_ids for i in (0, 2, 3, 5)]
+
+
+def test_keep_field_errors_name_the_row_or_the_key(tmp_path, tokenizer):
+    from alignkit.config import ConfigError, SFTConfig, load_config
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b", "kind": "a"},
+                                              {"instruction": "c", "output": "d"}])
+    with pytest.raises(DataError, match=r"d.jsonl, line 2: no 'kind' field; data.keep_field=kind"):
+        build_sft_data(DataConfig(train_path=str(path), keep_field="kind", keep_values=["a"]), tokenizer, seed=0)
+    with pytest.raises(ConfigError, match="data.keep_field=kind keeps no row; give data.keep_values"):
+        load_config(SFTConfig, None, ["model.path=m", f"data.train_path={path}", "data.keep_field=kind"])
+    with pytest.raises(ConfigError, match="data.keep_values is set but data.keep_field is empty"):
+        load_config(SFTConfig, None, ["model.path=m", f"data.train_path={path}", "data.keep_values=[a]"])
+
+
 # Real-world chat templates (written here in their published shapes) and where their spans fall.
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
           "{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{% endif %}"

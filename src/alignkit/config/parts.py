@@ -60,6 +60,13 @@ class DataConfig:
     correctly; on: require it; off: pad each batch instead."""
     dedupe: bool = True
     """Drop exact duplicate rows (after normalising to messages), counted in the data report."""
+    keep_field: str = ""
+    """A field of each row (such as a quality label) that decides which rows are trained on: only rows
+    whose value is one of `keep_values` are kept, the rest dropped and counted in the data report
+    (before deduping and the eval split, in the training and eval data alike). A row without the field
+    is an error. Empty: every row is kept."""
+    keep_values: list[str] = field(default_factory=list)
+    """The values of `keep_field` kept (compared as strings), e.g. [correct, refusal]."""
     filter_model: str = ""
     """A reward model (`alignkit rm`'s output directory) that scores each training row's last
     response; rows scoring below filter_min_score are dropped and counted in the data report
@@ -245,6 +252,12 @@ def check_data_part(where: str, data: Any) -> None:
     check_positive(where, "data.max_length", data.max_length)
     if not 0.0 <= data.eval_fraction < 1.0:
         raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {data.eval_fraction}")
+    keep_field, keep_values = getattr(data, "keep_field", ""), getattr(data, "keep_values", [])
+    if keep_field and not keep_values:
+        raise ConfigError(f"{where}: data.keep_field={keep_field} keeps no row; give data.keep_values, "
+                          "the values of that field to train on")
+    if keep_values and not keep_field:
+        raise ConfigError(f"{where}: data.keep_values is set but data.keep_field is empty; name the field")
 
 
 def check_training_parts(where: str, cfg: Any) -> None:

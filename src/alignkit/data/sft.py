@@ -9,7 +9,8 @@ from typing import Any
 from alignkit.config import DataConfig
 from alignkit.data.formats import Sample, to_sample
 from alignkit.data.quality import DataReport
-from alignkit.data.records import read_records
+from alignkit.data.records import Record, read_records
+from alignkit.errors import DataError
 from alignkit.data.tokenize import Example, tokenize_sample
 
 
@@ -24,6 +25,32 @@ class SFTData:
 
 def load_samples(path: str, fmt: str, split: str = "train") -> list[Sample]:
     return [to_sample(r, fmt) for r in read_records(path, split)]
+
+
+def kept_records(records: list[Record], field: str, values: list[str], split: str, report: DataReport) -> list[Record]:
+    """The records whose `field` is one of `values` (as strings); each other one dropped and counted
+    under "FIELD not in VALUES". A record without the field is an error naming its file and line."""
+    wanted, reason = {str(v) for v in values}, f"{field} not in [{', '.join(map(str, values))}]"
+    out = []
+    for r in records:
+        if field not in r.row:
+            raise DataError(f"{r.where}: no '{field}' field; data.keep_field={field} keeps only rows whose "
+                            f"'{field}' is one of {list(values)}")
+        if str(r.row[field]) in wanted:
+            out.append(r)
+        else:
+            report.drop(split, reason, r.where)
+    return out
+
+
+def read_samples(cfg: DataConfig, path: str, split: str, report: DataReport) -> list[Sample]:
+    """The rows of `path` as samples, counted as read under `split`, those that data.keep_field
+    rules out dropped and counted."""
+    records = read_records(path, cfg.split)
+    report.read[split] = len(records)
+    if cfg.keep_field:
+        records = kept_records(records, cfg.keep_field, cfg.keep_values, split, report)
+    return [to_sample(r, cfg.format) for r in records]
 
 
 def clean_samples(samples: list[Sample], split: str, report: DataReport, dedupe: bool,
@@ -61,10 +88,10 @@ def tokenize_samples(samples: list[Sample], tokenizer: Any, cfg: DataConfig, spl
 
 
 def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
-    """Read, validate, dedupe, split and tokenise the SFT data, counting every drop by reason."""
+    """Read, select (data.keep_field), validate, dedupe, split and tokenise the SFT data, counting every
+    drop by reason."""
     report = DataReport()
-    train = load_samples(cfg.train_path, cfg.format, cfg.split)
-    report.read["train"] = len(train)
+    train = read_samples(cfg, cfg.train_path, "train", report)
     seen: set = set()
     train = clean_samples(train, "train", report, cfg.dedupe, seen)
     scored: list[dict[str, Any]] = []
@@ -73,8 +100,7 @@ def build_sft_data(cfg: DataConfig, tokenizer: Any, seed: int) -> SFTData:
 
         train, scored = filter_samples(train, cfg.filter_model, cfg.filter_min_score, "train", report, cfg.max_length)
     if cfg.eval_path:
-        held = load_samples(cfg.eval_path, cfg.format, cfg.split)
-        report.read["eval"] = len(held)
+        held = read_samples(cfg, cfg.eval_path, "eval", report)
         # Deduping against the training keys too: an eval row seen in training is not held out.
         held = clean_samples(held, "eval", report, cfg.dedupe, seen)
     elif cfg.eval_fraction > 0 and len(train) > 1:
