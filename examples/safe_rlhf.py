@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alignkit.config import PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
+from alignkit.config import DataConfig, PipelineConfig, PPOConfig, RMConfig, load_config, pipeline_ppo_config
 from alignkit.data.reward import load_rankings
 from alignkit.stages.pipeline import handed_on_sft
 from alignkit.stages.ppo import run_ppo
@@ -202,11 +202,26 @@ def preferred_demonstrations(world: Path, out: Path) -> Path:
     return out
 
 
-def demonstrations_path(run_dir: Path) -> Path:
+def demonstrations_path(run_dir: Path, data: DataConfig) -> Path:
     """The demonstrations the run's handed-on SFT model was trained on, for "{demonstrations}": those
-    the reward model kept when the run has the sft-filter stage, else all of the world's."""
+    the reward model kept when the run has the sft-filter stage; else, when the sft section's `data`
+    selects rows by a label (data.keep_field), those it keeps (written by kept_demonstrations); else
+    all of the world's."""
     kept = handed_on_sft(run_dir).parent / KEPT_FILE
-    return kept if kept.is_file() else run_dir / "world" / "sft.jsonl"
+    if kept.is_file():
+        return kept
+    return run_dir / "safe" / "sft_kept.jsonl" if data.keep_field else run_dir / "world" / "sft.jsonl"
+
+
+def kept_demonstrations(run_dir: Path, data: DataConfig) -> Path:
+    """demonstrations_path(run_dir, data), with data.keep_field the world's demonstrations whose field
+    has one of data.keep_values written there first (in order, unchanged: what SFT trained on)."""
+    out = demonstrations_path(run_dir, data)
+    if data.keep_field and out.parent.name == "safe":
+        values = {str(v) for v in data.keep_values}
+        copies_of_rows(run_dir / "world" / "sft.jsonl", out, data.keep_field, lambda value: int(str(value) in values),
+                       f"sft.data.keep_field={data.keep_field} selected the demonstrations SFT trained on")
+    return out
 
 
 # The world's kinds of demonstration each ptx subset keeps: "{verified}" the aligned answers alone,
@@ -272,7 +287,8 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     """The PPO config of variant `name` on run `run_dir`: the pipeline config's ppo section, the run's
     SFT policy, reward model and RL prompts, the cost model `cost`, and the variant's overrides."""
     world = run_dir / "world"
-    paths = {"demonstrations": demonstrations_path(run_dir), "preferred": preferred_path(run_dir),
+    sft_data = load_config(PipelineConfig, config, [f"run_dir={run_dir}"]).sft.data
+    paths = {"demonstrations": demonstrations_path(run_dir, sft_data), "preferred": preferred_path(run_dir),
              **{subset: subset_path(run_dir, subset) for subset in PTX_KINDS}}
     overrides = []
     for o in VARIANTS[name]:
@@ -341,9 +357,10 @@ def main() -> None:
     # The ptx rows of the variants that name them (after --cost-only, which needs none).
     if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
         preferred_demonstrations(world, preferred_path(args.run_dir))
+    demonstrations = kept_demonstrations(args.run_dir, cfg.sft.data)
     for subset, kinds in PTX_KINDS.items():
         if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
-            demonstrations_of_kinds(demonstrations_path(args.run_dir), subset_path(args.run_dir, subset), kinds)
+            demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, subset), kinds)
     for name in args.variants:
         if name in RL_PROMPT_REPEATS:
             repeated_prompts(world / "rl_prompts.jsonl", rl_prompts_path(args.run_dir, name), *RL_PROMPT_REPEATS[name])

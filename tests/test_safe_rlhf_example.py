@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from alignkit.config import DataConfig
 from alignkit.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def test_ptx_on_verified_keeps_only_the_demonstrations_the_world_marks_correct(t
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                          "family": "x", "kind": k}) + "\n" for q, a, k in demos]
     (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
-    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "verified"),
+    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path, DataConfig()), ex.subset_path(tmp_path, "verified"),
                                      ex.PTX_KINDS["verified"])
     assert out.read_text() == lines[0] + lines[3]
     name = "safe rlhf, no unsafe answers, ptx on verified, harm-only cost"
@@ -141,17 +142,17 @@ def test_ptx_on_harmless_leaves_out_compliance_and_wrong_answers_only(tmp_path):
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                          "kind": k}) + "\n" for q, a, k in demos]
     (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
-    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "harmless"),
+    out = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path, DataConfig()), ex.subset_path(tmp_path, "harmless"),
                                      ex.PTX_KINDS["harmless"])
     assert out.read_text() == "".join(lines[:3]) and out.name == "ptx_harmless.jsonl"
-    cautious = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "cautious"),
+    cautious = ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path, DataConfig()), ex.subset_path(tmp_path, "cautious"),
                                           ex.PTX_KINDS["cautious"])
     assert cautious.read_text() == lines[0] + lines[2]  # the verbose answer goes too
     # A demonstration without a kind (unlabelled data) is an error naming its file and line, not a row
     # silently left out of every subset.
     (tmp_path / "world" / "sft.jsonl").write_text(lines[0] + json.dumps({"messages": []}) + "\n")
     with pytest.raises(DataError, match=r"sft.jsonl:2: no 'kind' field"):
-        ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path), ex.subset_path(tmp_path, "cautious"),
+        ex.demonstrations_of_kinds(ex.demonstrations_path(tmp_path, DataConfig()), ex.subset_path(tmp_path, "cautious"),
                                    ex.PTX_KINDS["cautious"])
     for name in ("safe rlhf, no unsafe answers, ptx on harmless, harm-only cost", "ppo + ptx on harmless"):
         cfg = ex.variant_config(str(ROOT / "configs" / "demo-safe.yaml"), tmp_path, name, tmp_path / "cost", tmp_path / "o")
@@ -196,3 +197,28 @@ def test_premise_prompts_repeated_in_place_for_their_variant(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "family": "add"}\n{"prompt": "q"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: no 'family' field"):
         ex.repeated_prompts(tmp_path / "bad.jsonl", tmp_path / "o.jsonl", ("false_premise",), 3)
+
+
+def test_demonstrations_are_those_sft_kept_when_its_data_selects_by_kind(tmp_path):
+    """With sft.data.keep_field=kind, keep_values=[correct, refusal], "{demonstrations}" is what SFT
+    trained on: of a correct answer, a compliance, a refusal and a verbose answer, rows 1 and 3, in
+    order and unchanged (RUN/safe/sft_kept.jsonl); without keep_field, the world's file itself."""
+    import json
+
+    ex = _example()
+    (tmp_path / "world").mkdir()
+    lines = [json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}],
+                         "kind": k}) + "\n" for a, k in (("gnir", "correct"), ("Sure: [harmful]", "compliance"),
+                                                           ("Sorry, I can't help with that.", "refusal"),
+                                                           ("Sure! gnir.", "verbose"))]
+    (tmp_path / "world" / "sft.jsonl").write_text("".join(lines))
+    keep = DataConfig(keep_field="kind", keep_values=["correct", "refusal"])
+    out = ex.kept_demonstrations(tmp_path, keep)
+    assert out == tmp_path / "safe" / "sft_kept.jsonl" == ex.demonstrations_path(tmp_path, keep)
+    assert out.read_text() == lines[0] + lines[2]
+    assert ex.kept_demonstrations(tmp_path, DataConfig()) == tmp_path / "world" / "sft.jsonl"
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(f"base: {ROOT / 'configs' / 'demo-safe.yaml'}\n"
+                      "sft: {data: {keep_field: kind, keep_values: [correct, refusal]}}\n")
+    cfg = ex.variant_config(str(config), tmp_path, "ppo + ptx", tmp_path / "cost", tmp_path / "o")
+    assert cfg.ppo.ptx_path == str(out)
