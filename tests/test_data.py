@@ -187,9 +187,9 @@ def test_keep_field_trains_only_on_the_rows_with_a_kept_value(tmp_path, tokenize
     data = build_sft_data(cfg, tokenizer, seed=0)
     report = data.report.as_dict()
     assert report["train"]["rows_read"] == 6 and report["train"]["kept"] == 4
-    assert report["train"]["dropped"] == {"kind not in [a, c]": 2}
-    assert report["train"]["dropped_examples"]["kind not in [a, c]"] == [f"{path}, line 2", f"{path}, line 5"]
-    assert report["eval"]["dropped"] == {"kind not in [a, c]": 1} and len(data.eval) == 1
+    assert report["train"]["dropped"] == {"kind not in {a, c}": 2}
+    assert report["train"]["dropped_examples"]["kind not in {a, c}"] == [f"{path}, line 2", f"{path}, line 5"]
+    assert report["eval"]["dropped"] == {"kind not in {a, c}": 1} and len(data.eval) == 1
     every = build_sft_data(DataConfig(train_path=str(path), eval_fraction=0.0), tokenizer, seed=0)
     assert [e.input_ids for e in data.train] == [every.train[i].input_ids for i in (0, 2, 3, 5)]
 

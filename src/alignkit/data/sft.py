@@ -29,8 +29,8 @@ def load_samples(path: str, fmt: str, split: str = "train") -> list[Sample]:
 
 def kept_records(records: list[Record], field: str, values: list[str], split: str, report: DataReport) -> list[Record]:
     """The records whose `field` is one of `values` (as strings); each other one dropped and counted
-    under "FIELD not in VALUES". A record without the field is an error naming its file and line."""
-    wanted, reason = {str(v) for v in values}, f"{field} not in [{', '.join(map(str, values))}]"
+    under "FIELD not in {VALUES}" (braces: the console reads square brackets as markup). A record without the field is an error naming its file and line."""
+    wanted, reason = {str(v) for v in values}, f"{field} not in {{{', '.join(map(str, values))}}}"
     out = []
     for r in records:
         if field not in r.row:
