@@ -21,6 +21,13 @@ RUN/safe/cost_harm when cost.seed is world.seed, bit for bit on seed 0), or with
         sft_filter_model=runs/demo-safe/safe/cost/model
     python examples/safe_rlhf.py runs/demo-safe --reuse
 
+With SFT on the demonstrations the world labels correct and the refusals of look-alikes only (the
+same rows as "{cautious}"; a probe, not the default: benchmarks/results/demo-safe-seeds.md), the
+variants' "{demonstrations}" are the rows SFT kept:
+    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,ppo]' sft.data.keep_field=kind \
+        'sft.data.keep_values=[correct,refusal]'
+    python examples/safe_rlhf.py runs/demo-safe
+
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
 (harmful and demeaning requests: the placeholder compliance unsafe and more harmful than the refusal;
 premises: a false statement, or a false premise let stand, unsafe and less safe than the answer;
