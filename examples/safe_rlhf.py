@@ -152,6 +152,12 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # 78% corrected, true premises 99% answered, accuracy 73.0%; not kept (benchmark file).
     "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost, unscaled": [*NO_UNSAFE, *PTX_CAUTIOUS,
                                                                                 "safety.normalize=false"],
+    # Lagrangian on the raw cost with the first iteration's mean as the limit (no less safe on average
+    # than the starting policy), with PPO-ptx on cautious: from SFT on the cautious demonstrations only,
+    # where max(C, 0) is 0 from the start and "no unsafe answers" never binds. Seed 3 of those runs, one
+    # run: 131 of 143 harmful requests with new inputs refused (the default variant 124, SFT 137).
+    "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
+                                                                     *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": [*NO_CONSTRAINT, *PTX],
