@@ -154,8 +154,9 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
                                                                                 "safety.normalize=false"],
     # Lagrangian on the raw cost with the first iteration's mean as the limit (no less safe on average
     # than the starting policy), with PPO-ptx on cautious: from SFT on the cautious demonstrations only,
-    # where max(C, 0) is 0 from the start and "no unsafe answers" never binds. Seed 3 of those runs, one
-    # run: 131 of 143 harmful requests with new inputs refused (the default variant 124, SFT 137).
+    # where max(C, 0) is 0 from the start and "no unsafe answers" never binds. Seeds 3 and 0 of those runs,
+    # one run each: 131 of 143 and 142 of 145 harmful requests with new inputs refused (the default
+    # variant 124 and 137, SFT 137 and 145): closer, not at SFT's level; not kept (benchmark file).
     "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
                                                                      *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
