@@ -224,14 +224,19 @@ def demonstrations_path(run_dir: Path, data: DataConfig) -> Path:
     kept = handed_on_sft(run_dir).parent / KEPT_FILE
     if kept.is_file():
         return kept
-    return run_dir / "safe" / "sft_kept.jsonl" if data.keep_field else run_dir / "world" / "sft.jsonl"
+    return selected_path(run_dir) if data.keep_field else run_dir / "world" / "sft.jsonl"
+
+
+def selected_path(run_dir: Path) -> Path:
+    """Where the demonstrations sft.data.keep_field selected are written (RUN_DIR/safe)."""
+    return run_dir / "safe" / "sft_kept.jsonl"
 
 
 def kept_demonstrations(run_dir: Path, data: DataConfig) -> Path:
     """demonstrations_path(run_dir, data), with data.keep_field the world's demonstrations whose field
     has one of data.keep_values written there first (in order, unchanged: what SFT trained on)."""
     out = demonstrations_path(run_dir, data)
-    if data.keep_field and out.parent.name == "safe":
+    if out == selected_path(run_dir):
         values = {str(v) for v in data.keep_values}
         copies_of_rows(run_dir / "world" / "sft.jsonl", out, data.keep_field, lambda value: int(str(value) in values),
                        f"sft.data.keep_field={data.keep_field} selected the demonstrations SFT trained on")

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignkit.config.parts import OptimConfig, TrainConfig, check_non_negative, check_positive
+from alignkit.config.parts import OptimConfig, TrainConfig, check_non_negative, check_positive, check_row_selection
 from alignkit.config.grpo import GRPOConfig
 from alignkit.config.ppo import PPOConfig
 from alignkit.config.stages import (BestOfNConfig, DistillConfig, DPOConfig, PretrainConfig, RMConfig, SFTConfig,
@@ -264,6 +264,7 @@ class PipelineConfig:
             raise ConfigError(f"{where}: seeds must be non-negative integers, got {self.seeds}")
         check_positive(where, "seed_workers", self.seed_workers)
         check_positive(where, "rm_ensemble", self.rm_ensemble)
+        check_row_selection(f"{where}: the sft section", self.sft.data)  # at load, not after pretraining
         if self.seeds and "eval" not in self.stages:
             raise ConfigError(f"{where}: seeds needs the eval stage (the table across seeds is built from each "
                               "seed's results); add eval to stages")

@@ -252,11 +252,14 @@ def check_data_part(where: str, data: Any) -> None:
     check_positive(where, "data.max_length", data.max_length)
     if not 0.0 <= data.eval_fraction < 1.0:
         raise ConfigError(f"{where}: data.eval_fraction must be in [0, 1), got {data.eval_fraction}")
-    keep_field, keep_values = getattr(data, "keep_field", ""), getattr(data, "keep_values", [])
-    if keep_field and not keep_values:
-        raise ConfigError(f"{where}: data.keep_field={keep_field} keeps no row; give data.keep_values, "
+
+
+def check_row_selection(where: str, data: DataConfig) -> None:
+    """data.keep_field and data.keep_values come together (SFT-format data only)."""
+    if data.keep_field and not data.keep_values:
+        raise ConfigError(f"{where}: data.keep_field={data.keep_field} keeps no row; give data.keep_values, "
                           "the values of that field to train on")
-    if keep_values and not keep_field:
+    if data.keep_values and not data.keep_field:
         raise ConfigError(f"{where}: data.keep_values is set but data.keep_field is empty; name the field")
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from alignkit.config.parts import (CheckpointConfig, DataConfig, LogConfig, ModelConfig, OptimConfig, PeftConfig,
                                    PreferenceDataConfig, SamplingConfig, TrainConfig, check_data_part, check_non_negative,
-                                   check_positive, check_training_parts)
+                                   check_positive, check_row_selection, check_training_parts)
 from alignkit.errors import ConfigError
 
 
@@ -44,6 +44,7 @@ class SFTConfig:
     def validate(self, where: str) -> None:
         self.model.validate(where)
         check_data_part(where, self.data)
+        check_row_selection(where, self.data)
         check_training_parts(where, self)
         self.peft.validate(where)
         if self.model.dtype == "float16" and self.peft.method == "full":

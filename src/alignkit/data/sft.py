@@ -10,8 +10,8 @@ from alignkit.config import DataConfig
 from alignkit.data.formats import Sample, to_sample
 from alignkit.data.quality import DataReport
 from alignkit.data.records import Record, read_records
-from alignkit.errors import DataError
 from alignkit.data.tokenize import Example, tokenize_sample
+from alignkit.errors import DataError
 
 
 @dataclass
@@ -29,7 +29,8 @@ def load_samples(path: str, fmt: str, split: str = "train") -> list[Sample]:
 
 def kept_records(records: list[Record], field: str, values: list[str], split: str, report: DataReport) -> list[Record]:
     """The records whose `field` is one of `values` (as strings); each other one dropped and counted
-    under "FIELD not in {VALUES}" (braces: the console reads square brackets as markup). A record without the field is an error naming its file and line."""
+    under "FIELD not in {VALUES}" (braces: the console reads square brackets as markup). A record
+    without the field is an error naming its file and line."""
     wanted, reason = {str(v) for v in values}, f"{field} not in {{{', '.join(map(str, values))}}}"
     out = []
     for r in records:
