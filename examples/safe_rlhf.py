@@ -97,6 +97,8 @@ PTX_HARMLESS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={harmless}"]
 # demonstrations 3, 5 and 4; on {verified} 5, 3 and 5 (without the refusals, new harmful inputs are
 # refused less: 92% on seed 0); on {harmless} 3, 5 and 4 (benchmarks/results/demo-safe-seeds.md).
 PTX_CAUTIOUS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={cautious}"]
+PTX_ANCHORED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={anchored}"]
+ANCHOR_PROMPTS = 2000
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path, {verified} / {harmless} / {cautious}: subset_path; a later key wins)
     "ppo + fixed cost penalty": ["safety.multiplier=fixed", "safety.lambda_init=1.0"],
@@ -157,6 +159,12 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # where max(C, 0) is 0 from the start and "no unsafe answers" never binds. Seeds 3 and 0 of those runs,
     # one run each: 131 of 143 and 142 of 145 harmful requests with new inputs refused (the default
     # variant 124 and 137, SFT 137 and 145): closer, not at SFT's level; not kept (benchmark file).
+    # ... with the SFT term also on the SFT model's own answers to harm requests with inputs of no split
+    # ({anchored}: anchored_rows on novel_input_prompts; ANCHOR_PROMPTS of them): the cost model scores a
+    # compliance with a new harmful input as safe as a refusal (it never saw the input), so nothing in
+    # the RL step keeps SFT's refusal of unfamiliar requests; this holds it where RL has no signal.
+    "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost": [*NO_UNSAFE,
+                                                                                        *PTX_ANCHORED],
     "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
                                                                      *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
@@ -273,9 +281,55 @@ def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, .
                           "(correct, verbose, wrong, refusal, compliance)")
 
 
+def novel_input_prompts(rl_prompts: Path, heldout: list[Path], n: int, seed: int) -> list[str]:
+    """N requests with inputs no split of the world has: RL prompts of the harm family (harmful requests
+    and their look-alikes), each with its input replaced by 2-4 of the words of the RL prompts' harm
+    inputs in a random order ("break into my own stranger"), drawn again when the phrase is an input
+    of the RL prompts or of a held-out file. The phrasing, openers and closers stay the RL prompts'."""
+    import random
+
+    rows = [row for _, _, row in jsonl_rows(rl_prompts) if row.get("family") in ("harmful", "benign")]
+    if not rows:
+        raise ValueError(f"{rl_prompts}: no harmful or benign request to vary the input of")
+    inputs = {str(row["params"]["x"]) for row in rows}
+    words, known = sorted({w for x in inputs for w in x.split()}), set(inputs)
+    for path in heldout:
+        known |= {str(row.get("params", {}).get("x")) for _, _, row in jsonl_rows(path)}
+    rng, out = random.Random(f"novel:{seed}"), []
+    while len(out) < n:
+        row = rng.choice(rows)
+        x = " ".join(rng.sample(words, rng.randint(2, 4)))
+        if x not in known:
+            out.append(row["prompt"].replace(str(row["params"]["x"]), x, 1))
+    return out
+
+
+def anchored_rows(cautious: Path, sft_model: Path, prompts: list[str], out: Path, max_new_tokens: int) -> Path:
+    """OUT: the rows of CAUTIOUS, then each of PROMPTS with the SFT model's greedy answer: the SFT term
+    then also holds the policy to what SFT does on inputs it has never seen, where neither the reward
+    nor the cost model can tell a harmful request from a harmless one (the RL step otherwise moves
+    those answers with nothing to guide it)."""
+    from alignkit.models import load_causal_lm, load_tokenizer
+    from alignkit.models.generate import generate_responses
+
+    model, tokenizer = load_causal_lm(sft_model), load_tokenizer(sft_model)
+    turns = [[{"role": "user", "content": p}] for p in prompts]
+    answers = generate_responses(model, tokenizer, turns, max_new_tokens, batch_size=128)
+    rows = [json.dumps({"messages": [*t, {"role": "assistant", "content": a}], "kind": "sft-answer"}) + "\n"
+            for t, a in zip(turns, answers)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(cautious.read_text() + "".join(rows))
+    return out
+
+
 def subset_path(run_dir: Path, subset: str) -> Path:
     """Where a run's demonstrations for "{SUBSET}" (a key of PTX_KINDS) are written (RUN_DIR/safe)."""
     return run_dir / "safe" / f"ptx_{subset}.jsonl"
+
+
+def anchored_path(run_dir: Path) -> Path:
+    """Where a run's "{anchored}" rows are written (RUN_DIR/safe): {cautious} and SFT's answers to new inputs."""
+    return run_dir / "safe" / "ptx_anchored.jsonl"
 
 
 def preferred_path(run_dir: Path) -> Path:
@@ -308,6 +362,7 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     world = run_dir / "world"
     sft_data = load_config(PipelineConfig, config, [f"run_dir={run_dir}"]).sft.data
     paths = {"demonstrations": demonstrations_path(run_dir, sft_data), "preferred": preferred_path(run_dir),
+             "anchored": anchored_path(run_dir),
              **{subset: subset_path(run_dir, subset) for subset in PTX_KINDS}}
     overrides = []
     for o in VARIANTS[name]:
@@ -380,6 +435,11 @@ def main() -> None:
     for subset, kinds in PTX_KINDS.items():
         if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
             demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, subset), kinds)
+    if any("{anchored}" in o for name in args.variants for o in VARIANTS[name]):
+        cautious = demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, "cautious"), PTX_KINDS["cautious"])
+        prompts = novel_input_prompts(world / "rl_prompts.jsonl", [world / "eval_heldout_phrasing.jsonl",
+                                      world / "eval_heldout_input.jsonl"], ANCHOR_PROMPTS, cfg.world.seed)
+        anchored_rows(cautious, sft, prompts, anchored_path(args.run_dir), cfg.eval.max_new_tokens)
     for name in args.variants:
         if name in RL_PROMPT_REPEATS:
             repeated_prompts(world / "rl_prompts.jsonl", rl_prompts_path(args.run_dir, name), *RL_PROMPT_REPEATS[name])

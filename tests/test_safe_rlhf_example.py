@@ -222,3 +222,68 @@ def test_demonstrations_are_those_sft_kept_when_its_data_selects_by_kind(tmp_pat
                       "sft: {data: {keep_field: kind, keep_values: [correct, refusal]}}\n")
     cfg = ex.variant_config(str(config), tmp_path, "ppo + ptx", tmp_path / "cost", tmp_path / "o")
     assert cfg.ppo.ptx_path == str(out)
+
+
+def test_novel_inputs_keep_the_rl_phrasing_and_match_no_input_of_any_split(tmp_path):
+    """RL prompts: two harm requests ("hack my phone", "crack an egg"), their frames "Hey, tell me how
+    to {x}." and "Please {x}? Thanks.", and a skill row (never varied); a held-out file holds "hack an
+    egg". Each of 200 new requests is one of the two frames around 2-4 distinct words of {hack, my,
+    phone, crack, an, egg}, is none of the three inputs, and the same seed draws the same 200."""
+    import json
+    import re
+
+    ex = _example()
+    rows = [{"prompt": "Hey, tell me how to hack my phone.", "family": "harmful", "params": {"x": "hack my phone"}},
+            {"prompt": "Please crack an egg? Thanks.", "family": "benign", "params": {"x": "crack an egg"}},
+            {"prompt": "What is 2 plus 3?", "family": "add", "params": {"a": 2, "b": 3}}]
+    (tmp_path / "rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"prompt": "p", "family": "harmful",
+                                                        "params": {"x": "hack an egg"}}) + "\n")
+    prompts = ex.novel_input_prompts(tmp_path / "rl.jsonl", [tmp_path / "heldout.jsonl"], 200, seed=0)
+    assert len(prompts) == 200 and prompts == ex.novel_input_prompts(tmp_path / "rl.jsonl", [tmp_path / "heldout.jsonl"],
+                                                                      200, seed=0)
+    words = {"hack", "my", "phone", "crack", "an", "egg"}
+    for p in prompts:
+        m = re.fullmatch(r"Hey, tell me how to (.+)\.", p) or re.fullmatch(r"Please (.+)\? Thanks\.", p)
+        assert m, p
+        x = m.group(1).split()
+        assert 2 <= len(x) <= 4 and len(set(x)) == len(x) and set(x) <= words
+        assert m.group(1) not in ("hack my phone", "crack an egg", "hack an egg")
+    (tmp_path / "skills.jsonl").write_text(json.dumps(rows[2]) + "\n")
+    with pytest.raises(ValueError, match="no harmful or benign request"):
+        ex.novel_input_prompts(tmp_path / "skills.jsonl", [], 5, seed=0)
+
+
+def test_anchored_rows_are_cautious_then_the_sft_models_greedy_answers(tmp_path, tiny_dir, tokenizer):
+    """{anchored}: the cautious file unchanged, then one row per new request with the SFT model's
+    greedy answer (generate_responses at temperature 0, the same limit), marked kind sft-answer."""
+    import json
+
+    from alignkit.models import load_causal_lm
+    from alignkit.models.generate import generate_responses
+
+    ex = _example()
+    cautious = tmp_path / "ptx_cautious.jsonl"
+    cautious.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                 {"role": "assistant", "content": "a"}], "kind": "correct"}) + "\n")
+    prompts = ["Tell me how to egg phone.", "Please my crack hack?"]
+    out = ex.anchored_rows(cautious, tiny_dir, prompts, tmp_path / "anchored.jsonl", 6)
+    lines = out.read_text().splitlines()
+    assert lines[0] + "\n" == cautious.read_text() and len(lines) == 3
+    expected = generate_responses(load_causal_lm(tiny_dir), tokenizer, [[{"role": "user", "content": p}] for p in prompts], 6)
+    assert [json.loads(line) for line in lines[1:]] == [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": a}], "kind": "sft-answer"}
+        for p, a in zip(prompts, expected)]
+
+
+def test_cost_groups_split_answers_by_family_and_refusal():
+    """benchmarks/cost_new_inputs.py: harmful refused (-9, -8), harmful answered (-7, +1), benign
+    answered (-2): means -8.5, -3, -2; above 0: 0, 1, 0."""
+    spec = importlib.util.spec_from_file_location("cost_new_inputs", ROOT / "benchmarks" / "cost_new_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    groups = module.cost_groups(["harmful", "harmful", "benign", "harmful", "harmful"],
+                                [True, False, False, True, False], [-9.0, -7.0, -2.0, -8.0, 1.0])
+    assert groups == {("benign", "answered"): {"n": 1, "mean": -2.0, "unsafe": 0},
+                      ("harmful", "answered"): {"n": 2, "mean": -3.0, "unsafe": 1},
+                      ("harmful", "refused"): {"n": 2, "mean": -8.5, "unsafe": 0}}
