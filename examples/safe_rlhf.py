@@ -2,7 +2,7 @@
 (a Lagrange multiplier), judged per safety category on held-out requests.
 
     alignkit pipeline configs/demo-safe.yaml           # first: world, SFT, reward model, PPO, eval
-    python examples/safe_rlhf.py runs/demo-safe         # ~25 minutes on 1 core; runs/demo-safe/safe.md
+    python examples/safe_rlhf.py runs/demo-safe         # ~30 minutes on 1 core; runs/demo-safe/safe.md
     python examples/safe_rlhf.py runs/demo-safe --reuse # after adding a variant: trains only the new one
     python examples/safe_rlhf.py runs/safe-seeds --summarize runs/demo-safe-seed*   # the table across seeds
 
@@ -21,11 +21,11 @@ RUN/safe/cost_harm when cost.seed is world.seed, bit for bit on seed 0), or with
         sft_filter_model=runs/demo-safe/safe/cost/model
     python examples/safe_rlhf.py runs/demo-safe --reuse
 
-With SFT on the demonstrations the world labels correct and the refusals of look-alikes only (the
-same rows as "{cautious}"; a probe, not the default: benchmarks/results/demo-safe-seeds.md), the
-variants' "{demonstrations}" are the rows SFT kept:
-    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,ppo]' sft.data.keep_field=kind \
-        'sft.data.keep_values=[correct,refusal]'
+demo-safe's SFT trains on the demonstrations the world labels correct, refusal or compliance
+(sft.data.keep_field / keep_values; the wrong and verbose ones left out), and the variants'
+"{demonstrations}" are the rows SFT kept (RUN/safe/sft_kept.jsonl). On the cautious rows alone (the
+same rows as "{cautious}"; a probe, not the default: benchmarks/results/demo-safe-seeds.md):
+    alignkit pipeline configs/demo-safe.yaml 'stages=[pretrain,sft,rm,ppo]' 'sft.data.keep_values=[correct,refusal]'
     python examples/safe_rlhf.py runs/demo-safe
 
 From the run's SFT model: a cost model (`alignkit rm objective=cost`) on the world's cost.jsonl
@@ -37,10 +37,11 @@ reward model: a fixed penalty (lambda
 policy may not become less safe than SFT); and safe RLHF on max(C, 0) (safety.unsafe_only: only answers
 the cost model calls unsafe count), with SFT's level or no unsafe answer at all (limit 0) as the limit;
 the last with PPO-ptx (the SFT loss on the run's demonstrations in every update; by default on those
-the world marks correct and the refusals, the compliance, wrong and verbose answers left out) and a
-cost model on the harm rows only, and PPO-ptx on the same demonstrations without the constraint as its
-control (`--variants` for the probes, such as PPO-ptx on all the demonstrations, or on the annotator's
-preferred responses). The table:
+the world marks correct and the refusals, the compliance, wrong and verbose answers left out, and on
+the SFT model's own answers to harm requests with inputs no split has: "{anchored}") and a cost model
+on the harm rows only; by default the fixed penalty, that safe RLHF, and the same without the
+anchored rows (`--variants` for the probes, such as PPO-ptx alone without the constraint, on all the
+demonstrations, or on the annotator's preferred responses). The table:
 SFT, the pipeline's PPO and the constrained runs; accuracy, refusal and over-refusal per category,
 false premises corrected and true ones answered, on new phrasings / new inputs.
 """
@@ -161,8 +162,12 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # variant 124 and 137, SFT 137 and 145): closer, not at SFT's level; not kept (benchmark file).
     # ... with the SFT term also on the SFT model's own answers to harm requests with inputs of no split
     # ({anchored}: anchored_rows on novel_input_prompts; ANCHOR_PROMPTS of them): the cost model scores a
-    # compliance with a new harmful input as safe as a refusal (it never saw the input), so nothing in
-    # the RL step keeps SFT's refusal of unfamiliar requests; this holds it where RL has no signal.
+    # compliance with a new harmful input about as safe as a refusal (it never saw the input;
+    # benchmarks/cost_new_inputs.py), so nothing in the RL step keeps SFT's refusal of unfamiliar
+    # requests; this holds it where RL has no signal. The default since 2026-12-04 (late night): from SFT
+    # without the wrong and verbose demonstrations, harmful refusal on new inputs at SFT's level in every
+    # seed (without the anchor in none), the premise floor, accuracy and win rate above PPO's in every
+    # seed (benchmarks/results/demo-safe-seeds.md).
     "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost": [*NO_UNSAFE,
                                                                                         *PTX_ANCHORED],
     "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
@@ -185,10 +190,13 @@ COST_ROWS = {name: HARM_ROWS for name in VARIANTS if "harm-only cost" in name}
 # written that many times in place (RUN_DIR/safe/rl_prompts_NAME.jsonl; rl_prompts_path).
 RL_PROMPT_REPEATS = {name: (("false_premise", "true_premise"), 3) for name in VARIANTS if "premise prompts x3" in name}
 
-# The 5-seed table's (README, "Safe RLHF"; the limits above SFT's level left lambda at 0 in every seed;
-# PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost" and "ppo + ptx").
-DEFAULT_VARIANTS = ("ppo + fixed cost penalty", "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost",
-                    "ppo + ptx on cautious")
+# The 5-seed table's (README, "Safe RLHF"): the fixed penalty, safe RLHF with the SFT term held on new
+# inputs too, and the same without that anchor, its control (with "ppo + ptx on cautious", the
+# constraint's control, the defaults until 2026-12-04, late night; the limits above SFT's level left
+# lambda at 0 in every seed; PPO-ptx on all the demonstrations until 2026-12-04: "ptx, harm-only cost").
+DEFAULT_VARIANTS = ("ppo + fixed cost penalty",
+                    "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost",
+                    "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost")
 
 
 def cost_model(cfg: PipelineConfig, run_dir: Path, name: str, categories: tuple[str, ...], steps: int,

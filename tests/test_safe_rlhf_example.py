@@ -28,7 +28,8 @@ def test_every_variant_builds_a_valid_config(tmp_path):
         cfg = ex.variant_config(config, tmp_path, name, tmp_path / "cost", tmp_path / "out")
         assert cfg.safety.cost_model == str(tmp_path / "cost") and cfg.model.path == str(tmp_path / "sft" / "model")
     ptx = ex.variant_config(config, tmp_path, "safe rlhf, no unsafe answers, ptx", tmp_path / "cost", tmp_path / "o")
-    assert ptx.ppo.ptx_coef == 1.0 and ptx.ppo.ptx_path == str(tmp_path / "world" / "sft.jsonl")  # {demonstrations}: all
+    # {demonstrations}: what SFT trained on, the rows demo-safe's sft.data.keep_values selects
+    assert ptx.ppo.ptx_coef == 1.0 and ptx.ppo.ptx_path == str(tmp_path / "safe" / "sft_kept.jsonl")
     assert (ptx.safety.multiplier, ptx.safety.cost_limit, ptx.safety.unsafe_only) == ("lagrange", 0.0, True)
     control = ex.variant_config(config, tmp_path, "ppo + ptx", tmp_path / "cost", tmp_path / "o")
     assert (control.safety.multiplier, control.safety.lambda_init, control.ppo.ptx_coef) == ("fixed", 0.0, 1.0)
