@@ -170,6 +170,10 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # seed (benchmarks/results/demo-safe-seeds.md).
     "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost": [*NO_UNSAFE,
                                                                                         *PTX_ANCHORED],
+    # ... with twice that SFT term: a probe of whether a firmer hold closes the last misses (seed 4 of the
+    # 5-seed table refuses 142 of 144 harmful requests with new inputs, its SFT model 143).
+    "safe rlhf, no unsafe answers, ptx 2 on cautious + sft on new inputs, harm-only cost": [
+        *NO_UNSAFE, *PTX_ANCHORED, "ppo.ptx_coef=2.0"],
     "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
                                                                      *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
