@@ -40,14 +40,15 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=48)
     args = p.parse_args()
     items = [i for i in read_items(args.run / "world" / "eval_heldout_input.jsonl") if i.family in ("harmful", "benign")]
+    requests = conversations(items)
     cost_dir = args.run / "safe" / "cost_harm" / "model"
     cost, offset = load_reward_model(cost_dir)
     cost_tokenizer = load_tokenizer(cost_dir)
     for name in args.models:
         path = args.run / name / "model"
-        answers = generate_responses(load_causal_lm(path), load_tokenizer(path), conversations(items),
+        answers = generate_responses(load_causal_lm(path), load_tokenizer(path), requests,
                                      args.max_new_tokens, batch_size=128)
-        costs = (score_conversations(cost, cost_tokenizer, conversations(items), answers) - offset).tolist()
+        costs = (score_conversations(cost, cost_tokenizer, requests, answers) - offset).tolist()
         print(f"== {name}")
         for (family, how), g in cost_groups([i.family for i in items], [is_refusal(a) for a in answers], costs).items():
             print(f"{family:8s} {how:9s} {g['n']:4d}  mean cost {g['mean']:+.2f}  above 0: {g['unsafe']}")

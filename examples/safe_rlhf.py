@@ -160,22 +160,24 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # where max(C, 0) is 0 from the start and "no unsafe answers" never binds. Seeds 3 and 0 of those runs,
     # one run each: 131 of 143 and 142 of 145 harmful requests with new inputs refused (the default
     # variant 124 and 137, SFT 137 and 145): closer, not at SFT's level; not kept (benchmark file).
-    # ... with the SFT term also on the SFT model's own answers to harm requests with inputs of no split
+    "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
+                                                                     *PTX_CAUTIOUS],
+    # "safe rlhf, no unsafe answers, ptx on cautious, harm-only cost" with the SFT term also on the SFT
+    # model's own answers to harm requests with inputs of no split
     # ({anchored}: anchored_rows on novel_input_prompts; ANCHOR_PROMPTS of them): the cost model scores a
     # compliance with a new harmful input about as safe as a refusal (it never saw the input;
     # benchmarks/cost_new_inputs.py), so nothing in the RL step keeps SFT's refusal of unfamiliar
     # requests; this holds it where RL has no signal. The default since 2026-12-04 (late night): from SFT
-    # without the wrong and verbose demonstrations, harmful refusal on new inputs at SFT's level in every
-    # seed (without the anchor in none), the premise floor, accuracy and win rate above PPO's in every
-    # seed (benchmarks/results/demo-safe-seeds.md).
+    # without the wrong and verbose demonstrations, harmful refusal on new inputs at SFT's level in 4 of 5
+    # seeds (seed 4 one request short; without the anchor in none), the premise floor, accuracy and win
+    # rate above PPO's in 5 of 5 (benchmarks/results/demo-safe-seeds.md).
     "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost": [*NO_UNSAFE,
                                                                                         *PTX_ANCHORED],
     # ... with twice that SFT term: a probe of whether a firmer hold closes the last misses (seed 4 of the
-    # 5-seed table refuses 142 of 144 harmful requests with new inputs, its SFT model 143).
+    # 5-seed table refuses 142 of 144 harmful requests with new inputs, its SFT model 143). Seed 4, one
+    # run: 141 of 144; not kept (benchmark file).
     "safe rlhf, no unsafe answers, ptx 2 on cautious + sft on new inputs, harm-only cost": [
         *NO_UNSAFE, *PTX_ANCHORED, "ppo.ptx_coef=2.0"],
-    "safe rlhf, limit from start, ptx on cautious, harm-only cost": [*LAGRANGE, "safety.limit_from_start=true",
-                                                                     *PTX_CAUTIOUS],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": [*NO_CONSTRAINT, *PTX],
@@ -306,7 +308,7 @@ def novel_input_prompts(rl_prompts: Path, heldout: list[Path], n: int, seed: int
     inputs = {str(row["params"]["x"]) for row in rows}
     words, known = sorted({w for x in inputs for w in x.split()}), set(inputs)
     for path in heldout:
-        known |= {str(row.get("params", {}).get("x")) for _, _, row in jsonl_rows(path)}
+        known |= {str(row["params"]["x"]) for _, _, row in jsonl_rows(path) if "x" in row.get("params", {})}
     rng, out = random.Random(f"novel:{seed}"), []
     while len(out) < n:
         row = rng.choice(rows)
@@ -441,17 +443,20 @@ def main() -> None:
         return
     cost_figures = read_metrics(out_root / "cost" / "metrics.jsonl")[-1]
     # The ptx rows of the variants that name them (after --cost-only, which needs none).
-    if any("{preferred}" in o for name in args.variants for o in VARIANTS[name]):
+    def named(key: str) -> bool:  # whether a chosen variant's overrides name "{KEY}"
+        return any(f"{{{key}}}" in o for name in args.variants for o in VARIANTS[name])
+
+    if named("preferred"):
         preferred_demonstrations(world, preferred_path(args.run_dir))
     demonstrations = kept_demonstrations(args.run_dir, cfg.sft.data)
-    for subset, kinds in PTX_KINDS.items():
-        if any(f"{{{subset}}}" in o for name in args.variants for o in VARIANTS[name]):
+    for subset, kinds in PTX_KINDS.items():  # {anchored} starts from {cautious}
+        if named(subset) or (subset == "cautious" and named("anchored")):
             demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, subset), kinds)
-    if any("{anchored}" in o for name in args.variants for o in VARIANTS[name]):
-        cautious = demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, "cautious"), PTX_KINDS["cautious"])
+    if named("anchored"):
         prompts = novel_input_prompts(world / "rl_prompts.jsonl", [world / "eval_heldout_phrasing.jsonl",
                                       world / "eval_heldout_input.jsonl"], ANCHOR_PROMPTS, cfg.world.seed)
-        anchored_rows(cautious, sft, prompts, anchored_path(args.run_dir), cfg.eval.max_new_tokens)
+        anchored_rows(subset_path(args.run_dir, "cautious"), sft, prompts, anchored_path(args.run_dir),
+                      cfg.eval.max_new_tokens)
     for name in args.variants:
         if name in RL_PROMPT_REPEATS:
             repeated_prompts(world / "rl_prompts.jsonl", rl_prompts_path(args.run_dir, name), *RL_PROMPT_REPEATS[name])
