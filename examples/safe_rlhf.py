@@ -99,6 +99,7 @@ PTX_HARMLESS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={harmless}"]
 # refused less: 92% on seed 0); on {harmless} 3, 5 and 4 (benchmarks/results/demo-safe-seeds.md).
 PTX_CAUTIOUS = ["ppo.ptx_coef=1.0", "ppo.ptx_path={cautious}"]
 PTX_ANCHORED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={anchored}"]
+PTX_RECOMBINED = ["ppo.ptx_coef=1.0", "ppo.ptx_path={recombined}"]
 ANCHOR_PROMPTS = 2000
 VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstrations_path, {preferred}:
     # preferred_path, {verified} / {harmless} / {cautious}: subset_path; a later key wins)
@@ -178,6 +179,11 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # run: 141 of 144; not kept (benchmark file).
     "safe rlhf, no unsafe answers, ptx 2 on cautious + sft on new inputs, harm-only cost": [
         *NO_UNSAFE, *PTX_ANCHORED, "ppo.ptx_coef=2.0"],
+    # ... with the SFT term also on SFT's answers to ANCHOR_PROMPTS requests whose inputs join the start
+    # of one RL harm input to the end of another ({recombined}: recombined_input_prompts), inputs shaped
+    # like real ones: a probe of whether anchoring nearer the held-out inputs closes the last misses.
+    "safe rlhf, no unsafe answers, ptx on cautious + sft on new and recombined inputs, harm-only cost": [
+        *NO_UNSAFE, *PTX_RECOMBINED],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost
     # model only logged), to tell what the SFT term does from what the constraint does.
     "ppo + ptx": [*NO_CONSTRAINT, *PTX],
@@ -295,6 +301,18 @@ def demonstrations_of_kinds(demonstrations: Path, out: Path, kinds: tuple[str, .
                           "(correct, verbose, wrong, refusal, compliance)")
 
 
+def harm_rows_and_known_inputs(rl_prompts: Path, heldout: list[Path]) -> tuple[list[dict], set[str]]:
+    """The harm family's RL prompts (harmful requests and their look-alikes) and every input of them and
+    of the HELDOUT files: a new input must be none of these."""
+    rows = [row for _, _, row in jsonl_rows(rl_prompts) if row.get("family") in ("harmful", "benign")]
+    if not rows:
+        raise ValueError(f"{rl_prompts}: no harmful or benign request to vary the input of")
+    known = {str(row["params"]["x"]) for row in rows}
+    for path in heldout:
+        known |= {str(row["params"]["x"]) for _, _, row in jsonl_rows(path) if "x" in row.get("params", {})}
+    return rows, known
+
+
 def novel_input_prompts(rl_prompts: Path, heldout: list[Path], n: int, seed: int) -> list[str]:
     """N requests with inputs no split of the world has: RL prompts of the harm family (harmful requests
     and their look-alikes), each with its input replaced by 2-4 of the words of the RL prompts' harm
@@ -302,18 +320,39 @@ def novel_input_prompts(rl_prompts: Path, heldout: list[Path], n: int, seed: int
     of the RL prompts or of a held-out file. The phrasing, openers and closers stay the RL prompts'."""
     import random
 
-    rows = [row for _, _, row in jsonl_rows(rl_prompts) if row.get("family") in ("harmful", "benign")]
-    if not rows:
-        raise ValueError(f"{rl_prompts}: no harmful or benign request to vary the input of")
-    inputs = {str(row["params"]["x"]) for row in rows}
-    words, known = sorted({w for x in inputs for w in x.split()}), set(inputs)
-    for path in heldout:
-        known |= {str(row["params"]["x"]) for _, _, row in jsonl_rows(path) if "x" in row.get("params", {})}
+    rows, known = harm_rows_and_known_inputs(rl_prompts, heldout)
+    words = sorted({w for row in rows for w in str(row["params"]["x"]).split()})
     rng, out = random.Random(f"novel:{seed}"), []
     while len(out) < n:
         row = rng.choice(rows)
         x = " ".join(rng.sample(words, rng.randint(2, 4)))
         if x not in known:
+            out.append(row["prompt"].replace(str(row["params"]["x"]), x, 1))
+    return out
+
+
+def recombined_input_prompts(rl_prompts: Path, heldout: list[Path], n: int, seed: int) -> list[str]:
+    """N requests whose inputs join the start of one RL harm input to the end of another ("break into"
+    + "a toxic gas", "make" + "my neighbour's email"): new inputs that keep the verb-then-object shape
+    of real requests, which word order drawn at random (novel_input_prompts) mostly loses. Each goes
+    into an RL prompt of the harm family in place of its input; inputs of the RL prompts or of a
+    held-out file are drawn again."""
+    import random
+
+    rows, known = harm_rows_and_known_inputs(rl_prompts, heldout)
+    inputs = sorted({tuple(str(row["params"]["x"]).split()) for row in rows})
+    splittable = [x for x in inputs if len(x) >= 2]
+    if not splittable:
+        raise ValueError(f"{rl_prompts}: no harm input of two words or more to recombine")
+    rng, out, draws = random.Random(f"recombined:{seed}"), [], 0
+    while len(out) < n:
+        draws += 1
+        if draws > 1000 * n:  # e.g. two inputs whose joins are all known
+            raise ValueError(f"{rl_prompts}: recombining the harm inputs gives too few new ones")
+        head, tail = rng.choice(splittable), rng.choice(splittable)
+        x = " ".join(head[:rng.randint(1, len(head) - 1)] + tail[rng.randint(1, len(tail) - 1):])
+        if x not in known:
+            row = rng.choice(rows)
             out.append(row["prompt"].replace(str(row["params"]["x"]), x, 1))
     return out
 
@@ -346,6 +385,12 @@ def anchored_path(run_dir: Path) -> Path:
     return run_dir / "safe" / "ptx_anchored.jsonl"
 
 
+def recombined_path(run_dir: Path) -> Path:
+    """Where a run's "{recombined}" rows are written (RUN_DIR/safe): {anchored} and SFT's answers to
+    requests with recombined inputs."""
+    return run_dir / "safe" / "ptx_recombined.jsonl"
+
+
 def preferred_path(run_dir: Path) -> Path:
     """Where a run's preferred responses for "{preferred}" are written (RUN_DIR/safe)."""
     return run_dir / "safe" / "ptx_preferred.jsonl"
@@ -376,7 +421,7 @@ def variant_config(config: str, run_dir: Path, name: str, cost: Path, out: Path)
     world = run_dir / "world"
     sft_data = load_config(PipelineConfig, config, [f"run_dir={run_dir}"]).sft.data
     paths = {"demonstrations": demonstrations_path(run_dir, sft_data), "preferred": preferred_path(run_dir),
-             "anchored": anchored_path(run_dir),
+             "anchored": anchored_path(run_dir), "recombined": recombined_path(run_dir),
              **{subset: subset_path(run_dir, subset) for subset in PTX_KINDS}}
     overrides = []
     for o in VARIANTS[name]:
@@ -449,13 +494,17 @@ def main() -> None:
     if named("preferred"):
         preferred_demonstrations(world, preferred_path(args.run_dir))
     demonstrations = kept_demonstrations(args.run_dir, cfg.sft.data)
-    for subset, kinds in PTX_KINDS.items():  # {anchored} starts from {cautious}
-        if named(subset) or (subset == "cautious" and named("anchored")):
+    for subset, kinds in PTX_KINDS.items():  # {anchored} and {recombined} start from {cautious}
+        if named(subset) or (subset == "cautious" and (named("anchored") or named("recombined"))):
             demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, subset), kinds)
-    if named("anchored"):
-        prompts = novel_input_prompts(world / "rl_prompts.jsonl", [world / "eval_heldout_phrasing.jsonl",
-                                      world / "eval_heldout_input.jsonl"], ANCHOR_PROMPTS, cfg.world.seed)
+    heldout = [world / "eval_heldout_phrasing.jsonl", world / "eval_heldout_input.jsonl"]
+    if named("anchored") or named("recombined"):
+        prompts = novel_input_prompts(world / "rl_prompts.jsonl", heldout, ANCHOR_PROMPTS, cfg.world.seed)
         anchored_rows(subset_path(args.run_dir, "cautious"), sft, prompts, anchored_path(args.run_dir),
+                      cfg.eval.max_new_tokens)
+    if named("recombined"):
+        prompts = recombined_input_prompts(world / "rl_prompts.jsonl", heldout, ANCHOR_PROMPTS, cfg.world.seed)
+        anchored_rows(anchored_path(args.run_dir), sft, prompts, recombined_path(args.run_dir),
                       cfg.eval.max_new_tokens)
     for name in args.variants:
         if name in RL_PROMPT_REPEATS:

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, perplexity, rouge, wilson_interval
+from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, paired_sign_test, perplexity, rouge, wilson_interval
 
 HYPS = ["the cat sat on the mat", "a quick brown fox jumps over the dog", "hello there general kenobi"]
 REFS = ["the cat is on the mat", "the quick brown fox jumps over the lazy dog", "hello there general kenobi"]
@@ -85,3 +85,17 @@ def test_wilson_interval_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-4)
     lo, hi = wilson_interval(0, 0)
     assert lo != lo and hi != hi  # no decided prompts: no interval (NaN)
+
+
+def test_paired_sign_test_reads_only_the_requests_the_models_disagree_on():
+    """Base right on 1-5, other right on 1-3 and 6: lost 2 (requests 4, 5), gained 1 (6); among 3
+    disagreements P(X >= 2) for X ~ Bin(3, 1/2) = (3 + 1) / 8 = 0.5. Three losses and no gain:
+    1/8. No disagreement: p = 1 (nothing says other is worse). Lost 0, gained 4: P(X >= 0) = 1."""
+    base = [True] * 5 + [False] * 2
+    other = [True] * 3 + [False, False, True, False]
+    assert paired_sign_test(base, other) == {"lost": 2, "gained": 1, "n": 7, "p_worse": 0.5}
+    assert paired_sign_test([True] * 3, [False] * 3)["p_worse"] == 0.125
+    assert paired_sign_test([True, False], [True, False])["p_worse"] == 1.0
+    assert paired_sign_test([False] * 4, [True] * 4)["p_worse"] == 1.0
+    with pytest.raises(ValueError, match="must be the same"):
+        paired_sign_test([True], [True, False])

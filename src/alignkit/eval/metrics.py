@@ -128,3 +128,18 @@ def wilson_interval(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (centre - half, centre + half)
+
+
+def paired_sign_test(base: list[bool], other: list[bool]) -> dict[str, float]:
+    """Two models judged right/wrong on the same requests: `lost` (base right, other wrong), `gained`
+    (the reverse), and p_worse, the exact one-sided McNemar test (McNemar 1947) of "other is wrong
+    more often than base": P(X >= lost) for X ~ Binomial(lost + gained, 1/2), the chance of at least
+    that many losses among the requests the two disagree on if neither were better. Requests both get
+    right or both get wrong say nothing about which is better, so the test reads only the others."""
+    if len(base) != len(other):
+        raise ValueError(f"{len(base)} base outcomes but {len(other)} others: the requests must be the same")
+    lost = sum(b and not o for b, o in zip(base, other))
+    gained = sum(o and not b for b, o in zip(base, other))
+    n = lost + gained
+    p = sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n
+    return {"lost": lost, "gained": gained, "n": len(base), "p_worse": p}
