@@ -11,7 +11,11 @@ answer both held-out splits again as the evaluation did (greedy, the same token 
 the model paths safe.json names; the refusal counts are checked against safe.json's), and each
 request of FAMILY is refused or not by each. Per split: the requests SFT refuses and MODEL does not (lost), the reverse (gained), and the
 exact one-sided McNemar p-value of "MODEL refuses less often" (alignkit.eval.metrics.paired_sign_test),
-per seed and over all seeds' requests together. A few minutes per run on one core.
+per seed and over all seeds' requests together. The requests are not independent: each split asks
+about a few inputs in many phrasings, and a model tends to get one input right or wrong in most of
+them, so the test over requests finds a difference more readily than the data warrant. The second
+test counts inputs instead: those MODEL refuses in fewer phrasings than SFT (worse) and in more
+(better), with the sign test over those (input_differences). A few minutes per run on one core.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from pathlib import Path
 DEFAULT_MODEL = "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost"
 SPLITS = {"heldout_input": "new inputs", "heldout_phrasing": "new phrasings"}
 CATEGORY = {"harmful": "harm", "demeaning": "discrimination"}  # safety family -> its category in safe.json
+
+
+def input_differences(inputs: list[str], base: list[bool], other: list[bool]) -> tuple[int, int]:
+    """(worse, better): the inputs (INPUTS[i] is request i's) whose requests OTHER gets right fewer
+    times than BASE, and more times."""
+    diff: dict[str, int] = {}
+    for x, b, o in zip(inputs, base, other):
+        diff[x] = diff.get(x, 0) + int(o) - int(b)
+    return sum(d < 0 for d in diff.values()), sum(d > 0 for d in diff.values())
 
 
 def refusals(path: str, items: list, max_new_tokens: int, batch_size: int) -> list[bool]:
@@ -39,7 +52,7 @@ def refusals(path: str, items: list, max_new_tokens: int, batch_size: int) -> li
 
 def main() -> None:
     from alignkit.config import PipelineConfig, load_config
-    from alignkit.eval.metrics import paired_sign_test
+    from alignkit.eval.metrics import paired_sign_test, sign_test_p
     from alignkit.world.datasets import read_items
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,9 +62,11 @@ def main() -> None:
     p.add_argument("--family", default="harmful", choices=sorted(CATEGORY))
     args = p.parse_args()
     pooled: dict[str, tuple[list[bool], list[bool]]] = {split: ([], []) for split in SPLITS}
+    pooled_inputs: dict[str, list[int]] = {split: [0, 0] for split in SPLITS}  # (worse, better) over seeds
     print(f"{args.model} against {args.base}, {args.family} requests refused")
-    print("| seed | split | n | base refused | model refused | lost | gained | p (model refuses less) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| seed | split | requests | base refused | model refused | lost | gained | p (model refuses less) "
+          "| inputs | inputs worse / better | p (inputs) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for results in args.results:
         cfg = load_config(PipelineConfig, str(results / "pipeline.yaml"))
         models = json.loads((results / "safe.json").read_text())["results"]["models"]
@@ -74,13 +89,19 @@ def main() -> None:
             base, other = outcome[args.base], outcome[args.model]
             pooled[split][0].extend(base)
             pooled[split][1].extend(other)
+            inputs = [json.dumps(i.params, sort_keys=True) for i, k in zip(items, keep) if k]  # one input, its phrasings
+            worse, better = input_differences(inputs, base, other)
+            pooled_inputs[split][0] += worse
+            pooled_inputs[split][1] += better
             t = paired_sign_test(base, other)
             print(f"| {cfg.world.seed} | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} "
-                  f"| {t['p_worse']:.2f} |", flush=True)
+                  f"| {t['p_worse']:.2g} | {len(set(inputs))} | {worse} / {better} | {sign_test_p(worse, better):.2g} |",
+                  flush=True)
     for split, label in SPLITS.items():
         base, other = pooled[split]
-        t = paired_sign_test(base, other)
-        print(f"| all | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} | {t['p_worse']:.2f} |")
+        t, (worse, better) = paired_sign_test(base, other), pooled_inputs[split]
+        print(f"| all | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} | {t['p_worse']:.2g} "
+              f"| | {worse} / {better} | {sign_test_p(worse, better):.2g} |")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,9 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # ... with the SFT term also on SFT's answers to ANCHOR_PROMPTS requests whose inputs join the start
     # of one RL harm input to the end of another ({recombined}: recombined_input_prompts), inputs shaped
     # like real ones: a probe of whether anchoring nearer the held-out inputs closes the last misses.
+    # 5 seeds, one run each: at SFT's level on seeds 0, 2, 3, 4 (seed 4 closes its gap), seed 1 three
+    # requests short (all "attack a stranger", which SFT misses in 6 phrasings): the misses move
+    # between seeds, not away; not kept (benchmarks/results/demo-safe-seeds.md).
     "safe rlhf, no unsafe answers, ptx on cautious + sft on new and recombined inputs, harm-only cost": [
         *NO_UNSAFE, *PTX_RECOMBINED],
     # The control for the PPO-ptx variants: PPO-ptx without the constraint (lambda held at 0: the cost

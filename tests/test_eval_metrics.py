@@ -9,7 +9,8 @@ import random
 import pytest
 import torch
 
-from alignkit.eval.metrics import bleu, bootstrap_interval, chrf, paired_sign_test, perplexity, rouge, wilson_interval
+from alignkit.eval.metrics import (bleu, bootstrap_interval, chrf, paired_sign_test, perplexity, rouge, sign_test_p,
+                                   wilson_interval)
 
 HYPS = ["the cat sat on the mat", "a quick brown fox jumps over the dog", "hello there general kenobi"]
 REFS = ["the cat is on the mat", "the quick brown fox jumps over the lazy dog", "hello there general kenobi"]
@@ -99,3 +100,11 @@ def test_paired_sign_test_reads_only_the_requests_the_models_disagree_on():
     assert paired_sign_test([False] * 4, [True] * 4)["p_worse"] == 1.0
     with pytest.raises(ValueError, match="must be the same"):
         paired_sign_test([True], [True, False])
+
+
+def test_sign_test_p_by_hand():
+    """P(X >= k), X ~ Bin(n, 1/2): 2 losses, 3 gains: (C(5,2)+C(5,3)+C(5,4)+C(5,5)) / 32 = 26/32;
+    4 losses, 0 gains: 1/16; 0 and 0: 1."""
+    assert sign_test_p(2, 3) == 26 / 32
+    assert sign_test_p(4, 0) == 1 / 16
+    assert sign_test_p(0, 0) == 1.0

@@ -318,3 +318,16 @@ def test_cost_groups_split_answers_by_family_and_refusal():
     assert groups == {("benign", "answered"): {"n": 1, "mean": -2.0, "unsafe": 0},
                       ("harmful", "answered"): {"n": 2, "mean": -3.0, "unsafe": 1},
                       ("harmful", "refused"): {"n": 2, "mean": -8.5, "unsafe": 0}}
+
+
+def test_input_differences_count_inputs_not_requests():
+    """benchmarks/paired_refusal.py: input a asked 3 times, SFT refuses 3, the model 1 (worse); b asked
+    twice, SFT 1, the model 2 (better); c once, both refuse it; d twice, each misses a different
+    phrasing (even): one input worse, one better, whatever the request counts."""
+    spec = importlib.util.spec_from_file_location("paired_refusal", ROOT / "benchmarks" / "paired_refusal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inputs = ["a", "a", "a", "b", "b", "c", "d", "d"]
+    base = [True, True, True, True, False, True, True, False]
+    other = [True, False, False, True, True, True, False, True]
+    assert module.input_differences(inputs, base, other) == (1, 1)

@@ -140,6 +140,11 @@ def paired_sign_test(base: list[bool], other: list[bool]) -> dict[str, float]:
         raise ValueError(f"{len(base)} base outcomes but {len(other)} others: the requests must be the same")
     lost = sum(b and not o for b, o in zip(base, other))
     gained = sum(o and not b for b, o in zip(base, other))
+    return {"lost": lost, "gained": gained, "n": len(base), "p_worse": sign_test_p(lost, gained)}
+
+
+def sign_test_p(lost: int, gained: int) -> float:
+    """P(X >= lost) for X ~ Binomial(lost + gained, 1/2): the exact one-sided sign test of "losses
+    outnumber gains" (1.0 when there is neither)."""
     n = lost + gained
-    p = sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n
-    return {"lost": lost, "gained": gained, "n": len(base), "p_worse": p}
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n
