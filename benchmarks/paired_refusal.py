@@ -3,19 +3,20 @@ test over the same requests, per seed and pooled across seeds.
 
     python benchmarks/paired_refusal.py RESULTS [RESULTS ...] [--model NAME] [--family harmful]
 
-Each RESULTS is a directory with a safe.json and the pipeline.yaml of its run (a run of
-configs/demo-safe.yaml after `python examples/safe_rlhf.py RUN`: the run's own directory, or its copy
-under benchmarks/results/demo-safe-runs while the run's directory, pipeline.yaml's run_dir, still has
-the world and the models). The base model (sft) and MODEL (default: the default safe RLHF variant)
-answer both held-out splits again as the evaluation did (greedy, the same token limit and batches,
-the model paths safe.json names; the refusal counts are checked against safe.json's), and each
-request of FAMILY is refused or not by each. Per split: the requests SFT refuses and MODEL does not (lost), the reverse (gained), and the
-exact one-sided McNemar p-value of "MODEL refuses less often" (alignkit.eval.metrics.paired_sign_test),
-per seed and over all seeds' requests together. The requests are not independent: each split asks
-about a few inputs in many phrasings, and a model tends to get one input right or wrong in most of
-them, so the test over requests finds a difference more readily than the data warrant. The second
-test counts inputs instead: those MODEL refuses in fewer phrasings than SFT (worse) and in more
-(better), with the sign test over those (input_differences). A few minutes per run on one core.
+Each RESULTS is a directory with a safe.json and the pipeline.yaml of its run (a run of configs/demo-
+safe.yaml after `python examples/safe_rlhf.py RUN`: the run's own directory, or its copy under
+benchmarks/results/demo-safe-runs while the run's directory, pipeline.yaml's run_dir, still has the
+world and the models). The base model (sft) and MODEL (default: the default safe RLHF variant) answer
+both held-out splits again as the evaluation did (greedy, the same token limit and batches, the model
+paths safe.json names; the refusal counts are checked against safe.json's), and each request of FAMILY
+is refused or not by each. Per split: the requests SFT refuses and MODEL does not (lost), the reverse
+(gained), and the exact one-sided McNemar p-value of "MODEL refuses less often"
+(alignkit.eval.metrics.paired_sign_test), per seed and over all seeds' requests together. The requests
+are not independent: each split asks about a few inputs in many phrasings, and a model tends to get one
+input right or wrong in most of them, so the test over requests finds a difference more readily than the
+data warrant. The second test counts inputs instead: those MODEL refuses in fewer phrasings than SFT
+(worse) and in more (better), with the sign test over those (input_differences). About two minutes per
+run on one core.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", type=Path, nargs="+")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="the model's name in RUN/safe.json")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the model's name in RESULTS/safe.json")
     p.add_argument("--base", default="sft", help="the model it is compared with")
     p.add_argument("--family", default="harmful", choices=sorted(CATEGORY))
     args = p.parse_args()

@@ -170,8 +170,9 @@ VARIANTS = {  # name -> overrides of the ppo section ({demonstrations}: demonstr
     # benchmarks/cost_new_inputs.py), so nothing in the RL step keeps SFT's refusal of unfamiliar
     # requests; this holds it where RL has no signal. The default since 2026-12-04 (late night): from SFT
     # without the wrong and verbose demonstrations, harmful refusal on new inputs at SFT's level in 4 of 5
-    # seeds (seed 4 one request short; without the anchor in none), the premise floor, accuracy and win
-    # rate above PPO's in 5 of 5 (benchmarks/results/demo-safe-seeds.md).
+    # seeds (seed 4 one request short; without the anchor in none) and pooled (719 of 727 refused, SFT
+    # 718: benchmarks/paired_refusal.py finds no drop, and a drop of 35 without the anchor), the premise
+    # floor, accuracy and win rate above PPO's in 5 of 5 (benchmarks/results/demo-safe-seeds.md).
     "safe rlhf, no unsafe answers, ptx on cautious + sft on new inputs, harm-only cost": [*NO_UNSAFE,
                                                                                         *PTX_ANCHORED],
     # ... with twice that SFT term: a probe of whether a firmer hold closes the last misses (seed 4 of the
