@@ -3,14 +3,14 @@ test over the same requests, per seed and pooled across seeds.
 
     python benchmarks/paired_refusal.py RESULTS [RESULTS ...] [--model NAME] [--family harmful]
 
-Each RESULTS is a directory with a safe.json and the pipeline.yaml of its run (a run of configs/demo-
-safe.yaml after `python examples/safe_rlhf.py RUN`: the run's own directory, or its copy under
-benchmarks/results/demo-safe-runs while the run's directory, pipeline.yaml's run_dir, still has the
-world and the models). The base model (sft) and MODEL (default: the default safe RLHF variant) answer
-both held-out splits again as the evaluation did (greedy, the same token limit and batches, the model
-paths safe.json names; the refusal counts are checked against safe.json's), and each request of FAMILY
-is refused or not by each. Per split: the requests SFT refuses and MODEL does not (lost), the reverse
-(gained), and the exact one-sided McNemar p-value of "MODEL refuses less often"
+Each RESULTS is a directory with a safe.json and the pipeline.yaml of its run (a run of
+configs/demo-safe.yaml after `python examples/safe_rlhf.py RUN`: the run's own directory, or its copy
+under benchmarks/results/demo-safe-runs while the run's directory, pipeline.yaml's run_dir, still has
+the world and the models). The base model (sft) and MODEL (default: the default safe RLHF variant)
+answer both held-out splits again as the evaluation did (greedy, the same token limit and batches, the
+model paths safe.json names; the refusal counts are checked against safe.json's), and each request of
+FAMILY is refused or not by each. Per split: the requests SFT refuses and MODEL does not (lost), the
+reverse (gained), and the exact one-sided McNemar p-value of "MODEL refuses less often"
 (alignkit.eval.metrics.paired_sign_test), per seed and over all seeds' requests together. The requests
 are not independent: each split asks about a few inputs in many phrasings, and a model tends to get one
 input right or wrong in most of them, so the test over requests finds a difference more readily than the
