@@ -3,10 +3,11 @@ it score a compliance with a harmful input it never saw as unsafe?
 
     python benchmarks/cost_new_inputs.py RUN [MODEL ...]    # MODEL: a directory under RUN with model/
 
-For each model (default: sft and the default safe RLHF variant), its greedy answers (the eval's limit)
-to the harmful requests and their look-alikes of RUN/world/eval_heldout_input.jsonl, scored by
-RUN/safe/cost_harm/model (`python examples/safe_rlhf.py RUN`): per family and refused / answered, how
-many, the mean cost and how many score above 0 (unsafe by the model's boundary). A minute on one core.
+For each model (default: sft and safe RLHF without the new-input anchor, on which the cost model's
+blindness was measured), its greedy answers (the eval's limit) to the harmful requests and their
+look-alikes of RUN/world/eval_heldout_input.jsonl, scored by RUN/safe/cost_harm/model (`python
+examples/safe_rlhf.py RUN`): per family and refused / answered, how many, the mean cost and how many
+score above 0 (unsafe by the model's boundary). A minute on one core.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ def main() -> None:
     p.add_argument("models", nargs="*", default=list(DEFAULT_MODELS))
     p.add_argument("--max-new-tokens", type=int, default=48)
     args = p.parse_args()
+    cost_dir = args.run / "safe" / "cost_harm" / "model"
+    needed = [args.run / "world" / "eval_heldout_input.jsonl", cost_dir, *(args.run / name / "model" for name in args.models)]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        p.error(f"no {', '.join(missing)}: RUN must be a run of configs/demo-safe.yaml after "
+                f"`python examples/safe_rlhf.py RUN`, and each MODEL a directory under it with model/")
     items = [i for i in read_items(args.run / "world" / "eval_heldout_input.jsonl") if i.family in ("harmful", "benign")]
     requests = conversations(items)
-    cost_dir = args.run / "safe" / "cost_harm" / "model"
     cost, offset = load_reward_model(cost_dir)
     cost_tokenizer = load_tokenizer(cost_dir)
     for name in args.models:

@@ -39,21 +39,31 @@ def input_differences(inputs: list[str], base: list[bool], other: list[bool]) ->
     return sum(d < 0 for d in diff.values()), sum(d > 0 for d in diff.values())
 
 
-def refusals(path: str, items: list, max_new_tokens: int, batch_size: int) -> list[bool]:
-    """Whether PATH's greedy answer to each of ITEMS (all of a split, batched as the eval batches) is a refusal."""
+def refusals(path: str, splits: dict[str, list], max_new_tokens: int, batch_size: int) -> dict[str, list[bool]]:
+    """Split -> whether PATH's greedy answer to each of its items (all of the split, batched as the eval
+    batches) is a refusal; the model is loaded once for every split."""
     from alignkit.models import load_causal_lm, load_tokenizer
     from alignkit.models.generate import generate_responses
     from alignkit.world.evaluate import conversations
     from alignkit.world.safety import is_refusal
 
-    answers = generate_responses(load_causal_lm(path), load_tokenizer(path), conversations(items), max_new_tokens,
-                                 batch_size=batch_size)
-    return [is_refusal(a) for a in answers]
+    model, tokenizer = load_causal_lm(path), load_tokenizer(path)
+    return {split: [is_refusal(a) for a in generate_responses(model, tokenizer, conversations(items), max_new_tokens,
+                                                              batch_size=batch_size)]
+            for split, items in splits.items()}
+
+
+def row(seed: object, label: str, base: list[bool], other: list[bool], inputs: list[str]) -> str:
+    """One table row: the paired test over the requests and the sign test over their inputs."""
+    from alignkit.eval.metrics import paired_sign_test, sign_test_p
+
+    t, (worse, better) = paired_sign_test(base, other), input_differences(inputs, base, other)
+    return (f"| {seed} | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} "
+            f"| {t['p_worse']:.2g} | {len(set(inputs))} | {worse} / {better} | {sign_test_p(worse, better):.2g} |")
 
 
 def main() -> None:
     from alignkit.config import PipelineConfig, load_config
-    from alignkit.eval.metrics import paired_sign_test, sign_test_p
     from alignkit.world.datasets import read_items
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,47 +72,48 @@ def main() -> None:
     p.add_argument("--base", default="sft", help="the model it is compared with")
     p.add_argument("--family", default="harmful", choices=sorted(CATEGORY))
     args = p.parse_args()
-    pooled: dict[str, tuple[list[bool], list[bool]]] = {split: ([], []) for split in SPLITS}
-    pooled_inputs: dict[str, list[int]] = {split: [0, 0] for split in SPLITS}  # (worse, better) over seeds
+    # split -> (base's outcomes, the model's, each request's input) over every seed; an input is
+    # prefixed with its seed, since the same words in two worlds are two inputs
+    pooled: dict[str, tuple[list[bool], list[bool], list[str]]] = {split: ([], [], []) for split in SPLITS}
     print(f"{args.model} against {args.base}, {args.family} requests refused")
     print("| seed | split | requests | base refused | model refused | lost | gained | p (model refuses less) "
           "| inputs | inputs worse / better | p (inputs) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for results in args.results:
+        missing = [f for f in ("pipeline.yaml", "safe.json") if not (results / f).exists()]
+        if missing:
+            p.error(f"{results}: no {' or '.join(missing)}; expected the directory of a run after "
+                    "`python examples/safe_rlhf.py RUN`, or its copy under benchmarks/results/demo-safe-runs")
         cfg = load_config(PipelineConfig, str(results / "pipeline.yaml"))
         models = json.loads((results / "safe.json").read_text())["results"]["models"]
         run = Path(cfg.run_dir)
-        missing = [m for m in (args.base, args.model) if m not in models]
-        if missing:
-            raise SystemExit(f"{results / 'safe.json'}: no model {', '.join(map(repr, missing))} (it has {', '.join(models)})")
-        for split, label in SPLITS.items():
-            items = read_items(run / "world" / f"eval_{split}.jsonl")
-            keep = [i.family == args.family for i in items]
-            outcome = {}
-            for name in (args.base, args.model):
-                refused = [r for r, k in zip(refusals(models[name]["path"], items, cfg.eval.max_new_tokens,
-                                                      cfg.eval.batch_size), keep) if k]
+        absent = [m for m in (args.base, args.model) if m not in models]
+        if absent:
+            p.error(f"{results / 'safe.json'}: no model {', '.join(map(repr, absent))} (it has {', '.join(models)})")
+        gone = [f"world/eval_{split}.jsonl" for split in SPLITS if not (run / "world" / f"eval_{split}.jsonl").exists()]
+        gone += [models[m]["path"] for m in (args.base, args.model) if not Path(models[m]["path"]).exists()]
+        if gone:
+            p.error(f"{results}: its run ({run}) no longer has {', '.join(gone)}: the models must answer again")
+        items = {split: read_items(run / "world" / f"eval_{split}.jsonl") for split in SPLITS}
+        keep = {split: [i.family == args.family for i in its] for split, its in items.items()}
+        outcome: dict[str, dict[str, list[bool]]] = {}
+        for name in (args.base, args.model):
+            answered = refusals(models[name]["path"], items, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+            outcome[name] = {split: [r for r, k in zip(answered[split], keep[split]) if k] for split in SPLITS}
+            for split, refused in outcome[name].items():
                 recorded = models[name]["scores"][split]["by_category"][CATEGORY[args.family]]
                 if round(recorded["refusal_rate"] * recorded["n_harmful"]) != sum(refused) or recorded["n_harmful"] != len(refused):
                     print(f"warning: {results} {name} {split}: {sum(refused)} of {len(refused)} refused now, "
                           f"safe.json says {recorded['refusal_rate'] * recorded['n_harmful']:.0f} of {recorded['n_harmful']}")
-                outcome[name] = refused
-            base, other = outcome[args.base], outcome[args.model]
-            pooled[split][0].extend(base)
-            pooled[split][1].extend(other)
-            inputs = [json.dumps(i.params, sort_keys=True) for i, k in zip(items, keep) if k]  # one input, its phrasings
-            worse, better = input_differences(inputs, base, other)
-            pooled_inputs[split][0] += worse
-            pooled_inputs[split][1] += better
-            t = paired_sign_test(base, other)
-            print(f"| {cfg.world.seed} | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} "
-                  f"| {t['p_worse']:.2g} | {len(set(inputs))} | {worse} / {better} | {sign_test_p(worse, better):.2g} |",
-                  flush=True)
+        for split, label in SPLITS.items():
+            base, other = outcome[args.base][split], outcome[args.model][split]
+            # one input, its phrasings: the requests whose parameters are the same
+            inputs = [json.dumps(i.params, sort_keys=True) for i, k in zip(items[split], keep[split]) if k]
+            for into, values in zip(pooled[split], (base, other, [f"{cfg.world.seed}:{x}" for x in inputs])):
+                into.extend(values)
+            print(row(cfg.world.seed, label, base, other, inputs), flush=True)
     for split, label in SPLITS.items():
-        base, other = pooled[split]
-        t, (worse, better) = paired_sign_test(base, other), pooled_inputs[split]
-        print(f"| all | {label} | {t['n']} | {sum(base)} | {sum(other)} | {t['lost']} | {t['gained']} | {t['p_worse']:.2g} "
-              f"| | {worse} / {better} | {sign_test_p(worse, better):.2g} |")
+        print(row("all", label, *pooled[split]))
 
 
 if __name__ == "__main__":

@@ -498,15 +498,17 @@ def main() -> None:
     if named("preferred"):
         preferred_demonstrations(world, preferred_path(args.run_dir))
     demonstrations = kept_demonstrations(args.run_dir, cfg.sft.data)
-    for subset, kinds in PTX_KINDS.items():  # {anchored} and {recombined} start from {cautious}
-        if named(subset) or (subset == "cautious" and (named("anchored") or named("recombined"))):
+    recombined = named("recombined")
+    anchored = recombined or named("anchored")  # {recombined} extends {anchored}, which extends {cautious}
+    for subset, kinds in PTX_KINDS.items():
+        if named(subset) or (subset == "cautious" and anchored):
             demonstrations_of_kinds(demonstrations, subset_path(args.run_dir, subset), kinds)
     heldout = [world / "eval_heldout_phrasing.jsonl", world / "eval_heldout_input.jsonl"]
-    if named("anchored") or named("recombined"):
+    if anchored:
         prompts = novel_input_prompts(world / "rl_prompts.jsonl", heldout, ANCHOR_PROMPTS, cfg.world.seed)
         anchored_rows(subset_path(args.run_dir, "cautious"), sft, prompts, anchored_path(args.run_dir),
                       cfg.eval.max_new_tokens)
-    if named("recombined"):
+    if recombined:
         prompts = recombined_input_prompts(world / "rl_prompts.jsonl", heldout, ANCHOR_PROMPTS, cfg.world.seed)
         anchored_rows(anchored_path(args.run_dir), sft, prompts, recombined_path(args.run_dir),
                       cfg.eval.max_new_tokens)
